@@ -1,0 +1,490 @@
+"""The report folder of a run: a self-contained HTML page with plots, plus CSV, Parquet and JSON files.
+
+The folder is built in a hidden temporary sibling and renamed into place only when every file is
+written, so an interrupted run never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from hflite.analytics.metrics import (
+    _asof,
+    _utc_index,
+    benchmark_metrics,
+    drawdown,
+    monthly_returns,
+    run_metrics,
+)
+from hflite.analytics.summary import Kind, format_metric
+from hflite.engine.result import FILL_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, VERDICT_COLUMNS, RunResult
+
+#: Section titles of report.html, in page order.
+SECTIONS = (
+    "Run", "Performance", "Equity", "Drawdown", "Monthly returns", "Prices and fills", "Exposure",
+    "Risk verdicts", "Trades", "Configuration",
+)
+#: Files of a report folder.
+REPORT_FILES = (
+    "report.html", "trades.csv", "orders.csv", "fills.csv", "verdicts.csv", "equity.parquet",
+    "metrics.json", "config.json",
+)
+
+_MAX_CURVE_POINTS = 5000
+_PRICE_POINT_BUDGET = 100_000  # shared by all symbols' price lines
+_MAX_PRICE_POINTS = 5000
+_MIN_PRICE_POINTS = 500
+_MAX_MARKERS = 2000  # per symbol and side
+_MAX_TRADE_ROWS = 200
+_MAX_REASON_ROWS = 30
+_MAX_RESIZE_ROWS = 10
+
+_PERFORMANCE_ROWS: tuple[tuple[str, str, Kind], ...] = (
+    ("Total return", "total_return", "pct"),
+    ("CAGR", "cagr", "pct"),
+    ("Volatility", "volatility", "pct"),
+    ("Sharpe", "sharpe", "ratio"),
+    ("Sortino", "sortino", "ratio"),
+    ("Max drawdown", "max_drawdown", "pct"),
+    ("Calmar", "calmar", "ratio"),
+    ("Max DD duration (days)", "max_drawdown_duration_days", "days"),
+    ("VaR 95% (daily)", "var_95", "pct"),
+    ("CVaR 95% (daily)", "cvar_95", "pct"),
+    ("Final equity (USD)", "final_equity", "usd"),
+)
+_TRADING_ROWS: tuple[tuple[str, str, Kind], ...] = (
+    ("Closed trades", "trades", "count"),
+    ("Open trades (at end)", "open_trades", "count"),
+    ("Hit rate", "hit_rate", "pct"),
+    ("Profit factor", "profit_factor", "ratio"),
+    ("Avg trade (USD, net)", "avg_trade", "usd"),
+    ("Avg trade return", "avg_trade_pct", "pct"),
+    ("Fees paid (USD)", "fees_usd", "usd"),
+    ("Est. exit fees of open trades (USD, not deducted)", "open_exit_fee_est_usd", "usd"),
+    ("Information ratio (vs first benchmark)", "information_ratio", "ratio"),
+    ("Turnover (x / year)", "turnover", "ratio"),
+    ("Exposure (share of time in market)", "exposure", "pct"),
+    ("Avg gross exposure / equity", "avg_gross_exposure", "ratio"),
+    ("Years", "years", "ratio"),
+    ("Periods per year", "periods_per_year", "ratio"),
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
+ color:#1f2328;background:#f6f8fa;font-size:14px;line-height:1.45}
+main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
+header{background:#24292f;color:#fff;padding:14px 24px}
+header h1{margin:0;font-size:20px}
+nav{margin-top:6px;font-size:13px}
+nav a{color:#c9d1d9;margin-right:12px;text-decoration:none}
+section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 18px;margin:16px 0}
+h2{font-size:17px;margin:4px 0 10px}
+h3{font-size:14px;margin:12px 0 6px;color:#57606a}
+table{border-collapse:collapse;font-size:13px;margin:4px 0 8px}
+th,td{border-bottom:1px solid #eaeef2;padding:4px 10px;text-align:right;white-space:nowrap}
+th{background:#f6f8fa;font-weight:600}
+td:first-child,th:first-child{text-align:left}
+.scroll{overflow-x:auto}
+.note{color:#57606a;font-size:12.5px}
+.warn{color:#9a6700}
+pre{background:#f6f8fa;padding:10px;border-radius:6px;overflow-x:auto;font-size:12px}
+"""
+
+_TEMPLATE = go.layout.Template(
+    layout={
+        "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
+        "paper_bgcolor": "white", "plot_bgcolor": "white",
+        "colorway": ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"],
+        "xaxis": {"gridcolor": "#eaeef2", "linecolor": "#d0d7de", "zeroline": False},
+        "yaxis": {"gridcolor": "#eaeef2", "linecolor": "#d0d7de", "zerolinecolor": "#d0d7de"},
+        "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        "hovermode": "x unified",
+    }
+)
+
+
+# ------------------------------------------------------------------------------------- the folder
+
+def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) -> Path:
+    """Write the report folder ``out_dir`` (see :data:`REPORT_FILES`) and return the path of report.html.
+
+    ``metrics`` defaults to :func:`~hflite.analytics.metrics.run_metrics`. Files go to a temporary
+    sibling first; an existing ``out_dir`` is replaced only after everything succeeded.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the finished report is an ordinary folder
+        strategy = run_metrics(result) if metrics is None else dict(metrics)
+        benches = benchmark_metrics(result)
+        _write_tables(result, tmp)
+        _write_json(tmp / "metrics.json", {"run_id": result.run_id, "strategy_name": result.strategy,
+                                           "metrics": strategy, "benchmarks": benches, "stats": result.stats})
+        _write_json(tmp / "config.json", result.config)
+        (tmp / "report.html").write_text(render_html(result, strategy, benches), encoding="utf-8")
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "report.html"
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is set aside first and restored on failure."""
+    if not out_dir.exists():
+        tmp.rename(out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    old.rmdir()
+    out_dir.rename(old)
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _with_columns(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
+    """``frame`` with the documented ``columns`` first (missing ones empty), any extra columns after."""
+    frame = pd.DataFrame() if frame is None else frame
+    extra = [c for c in frame.columns if c not in columns]
+    return frame.reindex(columns=[*columns, *extra])
+
+
+def equity_frame(result: RunResult) -> pd.DataFrame:
+    """The run's curves on its timeline: equity, cash, gross/net exposure and ``benchmark_<name>``."""
+    idx = _utc_index(result.equity.index)
+    frame = pd.DataFrame({"equity": result.equity.to_numpy(dtype="float64")}, index=idx)
+    for name in ("cash", "gross_exposure", "net_exposure"):
+        frame[name] = _asof(getattr(result, name), idx).to_numpy()
+    for name, curve in result.benchmarks.items():
+        frame[f"benchmark_{name}"] = _asof(curve, idx, before=result.initial_cash).to_numpy()
+    frame.index.name = "ts"
+    return frame
+
+
+def _write_tables(result: RunResult, folder: Path) -> None:
+    _with_columns(result.trades, TRADE_COLUMNS).to_csv(folder / "trades.csv", index=False)
+    _with_columns(result.orders, ORDER_COLUMNS).to_csv(folder / "orders.csv", index=False)
+    _with_columns(result.fills, FILL_COLUMNS).to_csv(folder / "fills.csv", index=False)
+    _with_columns(result.verdicts, VERDICT_COLUMNS).to_csv(folder / "verdicts.csv", index=False)
+    equity_frame(result).to_parquet(folder / "equity.parquet")
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON-ready copy: NaN -> null, +-inf -> "inf"/"-inf", numpy scalars -> Python, others -> str."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    return str(value)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+# -------------------------------------------------------------------------------------- the page
+
+def render_html(result: RunResult, metrics: dict, bench_metrics: dict[str, dict]) -> str:
+    """The whole self-contained page (plotly.js inlined once in the head)."""
+    nav = "".join(f'<a href="#{_anchor(t)}">{escape(t)}</a>' for t in SECTIONS)
+    body = [
+        _section("Run", _run_html(result)),
+        _section("Performance", _performance_html(metrics, bench_metrics)),
+        _section("Equity", _figure_html(_equity_figure(result), "equity")),
+        _section("Drawdown", _figure_html(_drawdown_figure(result), "drawdown")),
+        _section("Monthly returns", _monthly_html(result)),
+        _section("Prices and fills", _prices_html(result)),
+        _section("Exposure", _figure_html(_exposure_figure(result), "exposure")),
+        _section("Risk verdicts", _verdicts_html(result.verdicts)),
+        _section("Trades", _trades_html(result.trades)),
+        _section("Configuration", _config_html(result.config)),
+    ]
+    title = escape(f"{result.strategy} · {result.run_id}")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<header><h1>HedgeFund-Lite report: {title}</h1><nav>{nav}</nav></header>"
+        f"<main>{''.join(body)}</main></body></html>\n"
+    )
+
+
+def _anchor(title: str) -> str:
+    return title.lower().replace(" ", "-")
+
+
+def _section(title: str, inner: str) -> str:
+    return f'<section id="{_anchor(title)}"><h2>{escape(title)}</h2>{inner}</section>'
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain HTML table of already formatted (unescaped) cells."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _ts(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{pd.Timestamp(value):%Y-%m-%d %H:%M} UTC"
+
+
+def _run_html(result: RunResult) -> str:
+    rows = [
+        ["Run id", result.run_id],
+        ["Strategy", result.strategy],
+        ["Symbols", ", ".join(result.symbols)],
+        ["Window", f"{_ts(result.start)} → {_ts(result.end)}"],
+        ["Initial cash (USD)", f"{result.initial_cash:,.2f}"],
+        ["Benchmarks", ", ".join(result.benchmarks) or "none"],
+    ]
+    if result.halted_at is not None:
+        rows.append(["Trading halted at", _ts(result.halted_at)])
+    rows += [[f"Engine: {k}", f"{v:,.6g}" if isinstance(v, int | float) else str(v)]
+             for k, v in result.stats.items()]
+    parts = [_table(["Field", "Value"], rows), "<h3>Data versions</h3>"]
+    if result.data_versions:
+        versions = [[k, v] for k, v in sorted(result.data_versions.items())]
+        parts.append(_table(["Data set", "Version"], versions))
+    else:
+        parts.append('<p class="note">No data versions recorded.</p>')
+    parts.append("<h3>Warnings</h3>")
+    warnings = list(result.warnings)
+    if result.halted_at is not None:
+        warnings.append(f"Trading was halted at {_ts(result.halted_at)}.")
+    if warnings:
+        parts.append("<ul>" + "".join(f'<li class="warn">{escape(w)}</li>' for w in warnings) + "</ul>")
+    else:
+        parts.append('<p class="note">None.</p>')
+    return "".join(parts)
+
+
+def _performance_html(metrics: dict, bench_metrics: dict[str, dict]) -> str:
+    header = ["Metric", "Strategy", *bench_metrics]
+    rows = [[label, format_metric(metrics.get(key), kind),
+             *(format_metric(bm.get(key), kind) for bm in bench_metrics.values())]
+            for label, key, kind in _PERFORMANCE_ROWS]
+    trading = [[label, format_metric(metrics.get(key), kind)] for label, key, kind in _TRADING_ROWS]
+    note = ('<p class="note">Benchmarks are buy-and-hold from the first close in the window, same starting '
+            "cash, no fees. Open positions at the last bar are marked to market at the last close and "
+            "included in equity and total return; their estimated exit fee is shown separately and not "
+            "deducted. Hit rate, profit factor and average trade use closed trades only, net of fees.</p>")
+    return (_table(header, rows) + "<h3>Trading statistics</h3>"
+            + _table(["Metric", "Strategy"], trading) + note)
+
+
+def _verdicts_html(verdicts: pd.DataFrame | None) -> str:
+    if verdicts is None or verdicts.empty:
+        return '<p class="note">No risk verdicts recorded.</p>'
+    v = _with_columns(verdicts, VERDICT_COLUMNS)
+    counts = v.fillna({"reason": ""}).groupby(["status", "reason"], dropna=False).size()
+    counts = counts.sort_values(ascending=False, kind="stable")
+    rows = [[str(s), str(r), f"{n:,}"] for (s, r), n in counts.head(_MAX_REASON_ROWS).items()]
+    by_status = v.groupby("status", dropna=False).size().sort_values(ascending=False, kind="stable")
+    parts = [_table(["Status", "Verdicts"], [[str(s), f"{n:,}"] for s, n in by_status.items()]),
+             "<h3>By status and reason</h3>", _table(["Status", "Reason", "Verdicts"], rows)]
+    if len(counts) > _MAX_REASON_ROWS:
+        parts.append(f'<p class="note">Top {_MAX_REASON_ROWS} of {len(counts)} (status, reason) pairs; '
+                     "all verdicts are in verdicts.csv.</p>")
+    parts.append("<h3>Largest resizes</h3>" + _resizes_html(v))
+    return "".join(parts)
+
+
+def _resizes_html(v: pd.DataFrame) -> str:
+    req = pd.to_numeric(v["qty_requested"], errors="coerce").abs()
+    appr = pd.to_numeric(v["qty_approved"], errors="coerce").abs()
+    cut = v.assign(kept_ratio=appr / req)[(appr > 0) & (appr < req)]
+    if cut.empty:
+        return '<p class="note">No intent was resized.</p>'
+    cut = cut.sort_values("kept_ratio", kind="stable").head(_MAX_RESIZE_ROWS)
+    rows = [[_ts(r.ts), str(r.symbol), f"{r.qty_requested:,.6g}", f"{r.qty_approved:,.6g}",
+             f"{r.kept_ratio:.1%}", str(r.reason)] for r in cut.itertuples(index=False)]
+    return _table(["Time", "Symbol", "Requested", "Approved", "Kept", "Reason"], rows)
+
+
+def _trade_cell(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return ""
+    if column.endswith("_ts"):
+        return _ts(value)
+    if column in {"pnl", "pnl_usd", "fees_usd", "exit_fee_est_usd"}:
+        return f"{value:,.2f}"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    return str(value)
+
+
+def _trades_html(trades: pd.DataFrame | None) -> str:
+    if trades is None or trades.empty:
+        return '<p class="note">No trades.</p>'
+    shown = _with_columns(trades, TRADE_COLUMNS)[TRADE_COLUMNS].head(_MAX_TRADE_ROWS)
+    rows = [[_trade_cell(c, v) for c, v in zip(TRADE_COLUMNS, rec, strict=True)]
+            for rec in shown.itertuples(index=False)]
+    note = (f'<p class="note">Showing the first {len(shown)} of {len(trades)} trades; all are in trades.csv. '
+            "Open trades are marked to market at the last close.</p>")
+    return note + _table(TRADE_COLUMNS, rows)
+
+
+def _config_html(config: dict[str, Any]) -> str:
+    text = json.dumps(_json_safe(config), indent=2, sort_keys=True, allow_nan=False)
+    return f"<pre>{escape(text)}</pre>"
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+def _thin(series: pd.Series, max_points: int, how: str = "last") -> pd.Series:
+    """At most ``max_points`` points: equal-count buckets by position, each kept as its last (or min)."""
+    s = series.dropna()
+    if len(s) <= max_points:
+        return s
+    bucket = np.arange(len(s)) * max_points // len(s)
+    if how == "min":
+        pos = pd.Series(s.to_numpy()).groupby(bucket).idxmin().to_numpy()
+    else:
+        pos = np.flatnonzero(np.diff(bucket, append=bucket[-1] + 1))
+    return s.iloc[pos]
+
+
+def _x(index: pd.Index, daily: bool | None = None) -> list[str]:
+    """Compact date labels: ``YYYY-MM-DD`` when there is at most one point per day, else with HH:MM."""
+    idx = _utc_index(index)
+    if daily is None:
+        daily = idx.normalize().nunique() == len(idx)
+    return list(idx.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"))
+
+
+def _y(series: pd.Series) -> np.ndarray:
+    """Plot values as float32 (serialised as compact base64 by plotly)."""
+    return series.to_numpy(dtype="float32")
+
+
+def _figure_html(fig: go.Figure, name: str) -> str:
+    fig.update_layout(template=_TEMPLATE)
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _equity_figure(result: RunResult) -> go.Figure:
+    frame = equity_frame(result)
+    fig = go.Figure()
+    thin = _thin(frame["equity"], _MAX_CURVE_POINTS)
+    x = _x(thin.index)
+    fig.add_scatter(x=x, y=_y(thin), name="Strategy", line={"width": 2})
+    for name in result.benchmarks:
+        curve = frame[f"benchmark_{name}"].loc[thin.index]
+        fig.add_scatter(x=x, y=_y(curve), name=f"{name} (buy & hold)", line={"width": 1.2})
+    buttons = [{"label": "Linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
+               {"label": "Log", "method": "relayout", "args": [{"yaxis.type": "log"}]}]
+    fig.update_xaxes(type="date")
+    fig.update_layout(height=420, yaxis_title="Equity (USD)",
+                      updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons,
+                                    "x": 1, "xanchor": "right", "y": 1.12, "yanchor": "bottom"}])
+    return fig
+
+
+def _drawdown_figure(result: RunResult) -> go.Figure:
+    frame = equity_frame(result)
+    fig = go.Figure()
+    dd = _thin(drawdown(frame["equity"]), _MAX_CURVE_POINTS, how="min")
+    fig.add_scatter(x=_x(dd.index), y=_y(dd * 100), name="Strategy", fill="tozeroy",
+                    line={"width": 1, "color": "#cf222e"})
+    for name in result.benchmarks:
+        bdd = _thin(drawdown(frame[f"benchmark_{name}"]), _MAX_CURVE_POINTS, how="min")
+        fig.add_scatter(x=_x(bdd.index), y=_y(bdd * 100), name=f"{name} (buy & hold)",
+                        line={"width": 1, "dash": "dot"})
+    fig.update_layout(height=300, xaxis_type="date", yaxis_title="Drawdown (%)", yaxis_ticksuffix="%")
+    return fig
+
+
+def _monthly_html(result: RunResult) -> str:
+    table = monthly_returns(result.equity)
+    if table.empty:
+        return '<p class="note">Less than two days of equity: no monthly returns.</p>'
+    z = table.to_numpy(dtype="float64") * 100
+    text = [["" if math.isnan(v) else f"{v:.1f}%" for v in row] for row in z]
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    years = [str(y) for y in table.index]
+    fig = go.Figure(go.Heatmap(z=np.where(np.isnan(z), None, z), x=months, y=years, text=text,
+                               texttemplate="%{text}", colorscale="RdYlGn", zmid=0, xgap=2, ygap=2,
+                               hovertemplate="%{y} %{x}: %{text}<extra></extra>",
+                               colorbar={"ticksuffix": "%"}))
+    fig.update_layout(height=140 + 28 * len(years), yaxis={"autorange": "reversed", "type": "category"},
+                      hovermode="closest")
+    return _figure_html(fig, "monthly")
+
+
+def _prices_html(result: RunResult) -> str:
+    symbols = [s for s in result.symbols if s in result.prices] + \
+        [s for s in result.prices if s not in result.symbols]
+    if not symbols:
+        return '<p class="note">No prices.</p>'
+    per_symbol = int(min(_MAX_PRICE_POINTS, max(_MIN_PRICE_POINTS, _PRICE_POINT_BUDGET // len(symbols))))
+    fills = _with_columns(result.fills, FILL_COLUMNS)
+    parts = [f'<p class="note">Close prices (at most {per_symbol:,} points per symbol) with fills: '
+             "▲ buys, ▼ sells, at the fill price.</p>"]
+    for i, sym in enumerate(symbols):
+        fig = _price_figure(sym, result.prices[sym], fills[fills["symbol"] == sym], per_symbol)
+        parts.append(f"<h3>{escape(sym)}</h3>" + _figure_html(fig, f"price-{i}"))
+    return "".join(parts)
+
+
+def _price_figure(symbol: str, bars: pd.DataFrame, fills: pd.DataFrame, max_points: int) -> go.Figure:
+    close = pd.Series(bars["close"].to_numpy(dtype="float64"), index=_utc_index(bars.index))
+    close = _thin(close.sort_index(kind="stable"), max_points)
+    daily = _utc_index(close.index).normalize().nunique() == len(close)
+    fig = go.Figure()
+    fig.add_scatter(x=_x(close.index, daily), y=_y(close), name=symbol,
+                    line={"width": 1.2, "color": "#57606a"})
+    side = fills["side"].astype(str).str.lower()
+    for label, mask, marker, color in (("buy", side == "buy", "triangle-up", "#1a7f37"),
+                                       ("sell", side == "sell", "triangle-down", "#cf222e")):
+        f = fills[mask]
+        if len(f) > _MAX_MARKERS:
+            f = f.iloc[np.linspace(0, len(f) - 1, _MAX_MARKERS).astype(int)]
+        if f.empty:
+            continue
+        ts = _utc_index(pd.to_datetime(f["ts"], utc=True))
+        hover = [f"{label} {q:,.6g} @ {p:,.6g}" for q, p in zip(f["qty"], f["price"], strict=True)]
+        fig.add_scatter(x=_x(ts, daily), y=f["price"].to_numpy(dtype="float32"), mode="markers", name=label,
+                        marker={"symbol": marker, "size": 9, "color": color}, hovertext=hover,
+                        hoverinfo="text")
+    fig.update_layout(height=320, xaxis_type="date", yaxis_title="Price")
+    return fig
+
+
+def _exposure_figure(result: RunResult) -> go.Figure:
+    frame = equity_frame(result)
+    eq = frame["equity"].where(frame["equity"].abs() > 0)
+    fig = go.Figure()
+    for col, label in (("gross_exposure", "Gross / equity"), ("net_exposure", "Net / equity")):
+        ratio = _thin(frame[col] / eq, _MAX_CURVE_POINTS)
+        fig.add_scatter(x=_x(ratio.index), y=_y(ratio * 100), name=label, line={"width": 1.2})
+    fig.update_layout(height=300, xaxis_type="date", yaxis_title="% of equity", yaxis_ticksuffix="%")
+    return fig
+

@@ -1,0 +1,240 @@
+"""Configuration: TOML file, then environment (``HFLITE_`` prefix, ``__`` for nesting, and ``.env``),
+then ``--set key=value`` overrides; validated at start with messages that name the field.
+
+Precedence (highest first): ``--set`` > environment > ``.env`` > TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from hflite.domain.instrument import AssetClass
+
+FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, one line per field."""
+
+
+class RunConfig(BaseModel):
+    model_config = FROZEN
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+    symbols: list[str] = Field(min_length=1)
+    start: date
+    end: date
+    frequency: Literal["1d", "1h", "1m"] = "1d"
+    initial_cash: float = Field(100_000.0, gt=0)
+    benchmarks: list[str] = Field(default_factory=lambda: ["SPY", "BTC-USD"])
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _window(self) -> RunConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("symbols contains duplicates")
+        return self
+
+
+class StrategyConfig(BaseModel):
+    """``name`` picks a built-in; every other key is that strategy's parameter (checked by it)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Literal["trend", "breakout", "mean_reversion"] = "trend"
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RiskConfig(BaseModel):
+    model_config = FROZEN
+    sizing: Literal["atr", "percent_equity"] = "atr"
+    risk_pct: float = Field(0.5, gt=0, le=5, description="% of equity risked per trade")
+    stop_atr: float = Field(2.0, gt=0, le=50)
+    percent_equity: float = Field(10.0, gt=0, le=100)
+    max_position_pct: float = Field(25.0, gt=0, le=100)
+    max_gross_exposure: float = Field(1.0, gt=0, le=10)
+    max_drawdown_pct: float = Field(20.0, gt=0, le=100)
+
+
+class FeeSpec(BaseModel):
+    model_config = FROZEN
+    model: Literal["bps", "per_share"] = "bps"
+    bps: float = Field(0.0, ge=0, le=500)
+    per_share: float = Field(0.0, ge=0, le=1)
+    minimum: float = Field(0.0, ge=0)
+    max_pct: float = Field(1.0, gt=0, le=100)
+
+
+def _default_fees() -> dict[AssetClass, FeeSpec]:
+    return {
+        AssetClass.EQUITY: FeeSpec(model="per_share", per_share=0.005, minimum=1.0, max_pct=1.0),
+        AssetClass.ETF: FeeSpec(model="per_share", per_share=0.005, minimum=1.0, max_pct=1.0),
+        AssetClass.CRYPTO: FeeSpec(model="bps", bps=10.0),
+        AssetClass.FX: FeeSpec(model="bps", bps=0.5),
+    }
+
+
+class SlippageConfig(BaseModel):
+    model_config = FROZEN
+    model: Literal["fixed", "volatility"] = "volatility"
+    bps: dict[AssetClass, float] = Field(default_factory=lambda: {
+        AssetClass.EQUITY: 2.0, AssetClass.ETF: 1.0, AssetClass.CRYPTO: 5.0, AssetClass.FX: 0.5})
+    range_frac: float = Field(0.02, ge=0, le=1, description="share of the previous bar's range")
+
+    @field_validator("bps")
+    @classmethod
+    def _non_negative(cls, v: dict[AssetClass, float]) -> dict[AssetClass, float]:
+        for k, x in v.items():
+            if x < 0:
+                raise ValueError(f"bps for {k} must be >= 0")
+        return v
+
+
+class ExecutionConfig(BaseModel):
+    model_config = FROZEN
+    tif: Literal["gtc", "day", "ioc"] = "gtc"
+    max_volume_share: float = Field(0.1, gt=0, le=1, description="max share of a bar's volume per fill")
+    fees: dict[AssetClass, FeeSpec] = Field(default_factory=_default_fees)
+    slippage: SlippageConfig = Field(default_factory=SlippageConfig)
+
+    @model_validator(mode="after")
+    def _every_class_has_fees(self) -> ExecutionConfig:
+        missing = [c.value for c in AssetClass if c not in self.fees]
+        if missing:
+            raise ValueError(f"fees missing for asset classes: {', '.join(missing)}")
+        return self
+
+
+class DataConfig(BaseModel):
+    model_config = FROZEN
+    dir: Path = Path("var/data")
+
+
+class ReportConfig(BaseModel):
+    model_config = FROZEN
+    dir: Path = Path("reports")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HFLITE_", env_nested_delimiter="__", env_file=".env",
+                                      extra="forbid", frozen=True)
+    run: RunConfig
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init carries --set overrides merged over the TOML file; env must sit between them.
+        return (_Overrides(settings_cls), env_settings, dotenv_settings, init_settings)
+
+
+_OVERRIDES: ContextVar[dict[str, Any]] = ContextVar("hflite_overrides", default={})
+
+
+class _Overrides(PydanticBaseSettingsSource):
+    """The ``--set`` overrides of the current ``load_settings`` call, applied above the environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _OVERRIDES.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_OVERRIDES.get())
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["strategy.fast=20", "run.symbols=SPY,TLT"]`` -> nested dict with TOML-typed values."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. strategy.fast=20")
+        key, raw = pair.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set {pair!r}: the key needs a section, e.g. strategy.fast")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word: keep it as a string
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read, merge and validate; raises ConfigError naming each bad field."""
+    file_data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            file_data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    token = _OVERRIDES.set(overrides or {})
+    try:
+        settings = Settings(**file_data)
+        _check_strategy(settings)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    finally:
+        _OVERRIDES.reset(token)
+    return settings
+
+
+def _check_strategy(settings: Settings) -> None:
+    from hflite.strategy.builtin import PARAMS
+
+    try:
+        PARAMS[settings.strategy.name].model_validate(settings.strategy.params())
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix="strategy")) from None
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"] if x != "__root__")
+        loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"config error: {loc or 'config'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The resolved configuration as plain data for reports (no secrets exist here yet)."""
+    return settings.model_dump(mode="json")

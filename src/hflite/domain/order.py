@@ -1,0 +1,158 @@
+"""Orders as a state machine driven by events, and the fills that move them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+
+
+class TimeInForce(StrEnum):
+    """GTC works until filled or cancelled; DAY expires after its first bar; IOC fills what it can
+    on its first bar and cancels the rest."""
+
+    GTC = "gtc"
+    DAY = "day"
+    IOC = "ioc"
+
+
+class OrderStatus(StrEnum):
+    NEW = "new"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+class OrderEvent(StrEnum):
+    SUBMIT = "submit"
+    ACCEPT = "accept"
+    REJECT = "reject"
+    FILL = "fill"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+    LOSE_TRACK = "lose_track"  # timeout or 5xx on send: outcome unknown until reconciled
+    RECONCILE = "reconcile"  # reconciliation settles an unknown order (target status given)
+
+
+S, E = OrderStatus, OrderEvent
+TERMINAL = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED})
+OPEN = frozenset({S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_FILLED})
+
+#: (status, event) -> next status. A FILL's next status depends on the remaining quantity.
+TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus] = {
+    (S.NEW, E.SUBMIT): S.SUBMITTED,
+    (S.NEW, E.REJECT): S.REJECTED,  # refused before it left us (risk or validation)
+    (S.SUBMITTED, E.ACCEPT): S.ACCEPTED,
+    (S.SUBMITTED, E.REJECT): S.REJECTED,
+    (S.SUBMITTED, E.LOSE_TRACK): S.UNKNOWN,
+    (S.SUBMITTED, E.CANCEL): S.CANCELLED,
+    (S.ACCEPTED, E.FILL): S.FILLED,
+    (S.ACCEPTED, E.CANCEL): S.CANCELLED,
+    (S.ACCEPTED, E.EXPIRE): S.EXPIRED,
+    (S.ACCEPTED, E.LOSE_TRACK): S.UNKNOWN,
+    (S.PARTIALLY_FILLED, E.FILL): S.FILLED,
+    (S.PARTIALLY_FILLED, E.CANCEL): S.CANCELLED,
+    (S.PARTIALLY_FILLED, E.EXPIRE): S.EXPIRED,
+    (S.PARTIALLY_FILLED, E.LOSE_TRACK): S.UNKNOWN,
+}
+RECONCILABLE = frozenset({S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED})
+
+
+class IllegalTransitionError(ValueError):
+    """An event that the order's current status does not allow."""
+
+
+@dataclass(slots=True)
+class Order:
+    """One order. Quantities are positive; ``side`` gives the direction.
+
+    ``parent_id`` links a protective (stop-loss / take-profit) order to the entry that created it;
+    ``oco_group`` cancels the siblings when one of a group fills.
+    """
+
+    id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    qty: float
+    created_ts: int
+    price: float | None = None  # limit or stop trigger price
+    tif: TimeInForce = TimeInForce.GTC
+    status: OrderStatus = OrderStatus.NEW
+    filled_qty: float = 0.0
+    avg_fill_price: float = 0.0
+    reason: str = ""
+    decision_id: str = ""
+    parent_id: str | None = None
+    oco_group: str | None = None
+    reduce_only: bool = False
+    created_bar: int = -1  # engine index of the bar on which the order was created
+    first_bar: int = -1  # engine index of the first bar the order may fill on
+    closed_ts: int | None = None
+
+    @property
+    def remaining(self) -> float:
+        return max(self.qty - self.filled_qty, 0.0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN
+
+    def apply(self, event: OrderEvent, *, fill_qty: float = 0.0, fill_price: float = 0.0,
+              ts: int | None = None, target: OrderStatus | None = None) -> OrderStatus:
+        """Move the order by one event; raises IllegalTransitionError on an illegal one."""
+        if event is OrderEvent.RECONCILE:
+            if self.status is not OrderStatus.UNKNOWN or target not in RECONCILABLE:
+                raise IllegalTransitionError(f"order {self.id}: cannot reconcile {self.status} to {target}")
+            self.status = target
+            return self.status
+        nxt = TRANSITIONS.get((self.status, event))
+        if nxt is None:
+            raise IllegalTransitionError(f"order {self.id}: {event} not allowed when {self.status}")
+        if event is OrderEvent.FILL:
+            if not 0.0 < fill_qty <= self.remaining + 1e-9:
+                raise IllegalTransitionError(
+                    f"order {self.id}: fill of {fill_qty} with {self.remaining} remaining")
+            total = self.filled_qty + fill_qty
+            self.avg_fill_price = (self.avg_fill_price * self.filled_qty + fill_price * fill_qty) / total
+            self.filled_qty = total
+            nxt = OrderStatus.FILLED if self.remaining <= 1e-9 else OrderStatus.PARTIALLY_FILLED
+        self.status = nxt
+        if nxt in TERMINAL:
+            self.closed_ts = ts
+        return nxt
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """An execution: ``price`` includes slippage; ``fee`` is in the instrument's quote currency."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    fee: float
+    ts: int
+    bar_index: int
+    slippage: float = 0.0  # price units, always >= 0 (against us)
+    liquidity_capped: bool = False

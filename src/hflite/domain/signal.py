@@ -1,0 +1,68 @@
+"""What strategies ask for (intents) and what the risk gate answers (verdicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hflite.domain.order import Side
+
+
+class IntentKind(StrEnum):
+    ENTRY = "entry"  # open a position: sized by the risk gate
+    EXIT = "exit"  # close a position: always allowed, never enlarged
+
+
+@dataclass(frozen=True, slots=True)
+class Exits:
+    """Protective exits attached to an entry. Distances are in ATR multiples; 0 means none."""
+
+    stop_atr: float = 0.0
+    take_profit_atr: float = 0.0
+    trailing: bool = False
+    time_stop_bars: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """A strategy's wish, before risk: enter ``direction`` (+1 long, -1 short) or exit."""
+
+    id: str
+    symbol: str
+    kind: IntentKind
+    side: Side
+    ts: int
+    bar_index: int
+    reason: str
+    price: float  # last close when decided: reference for sizing and collars
+    atr: float  # ATR at decision time (NaN when unknown)
+    qty: float | None = None  # exits: the quantity to close; entries: None (risk sizes it)
+    exits: Exits = field(default_factory=Exits)
+
+
+class VerdictStatus(StrEnum):
+    APPROVED = "approved"
+    RESIZED = "resized"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One risk check: the measured value, the limit, and whether it passed."""
+
+    name: str
+    value: float
+    limit: float
+    passed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RiskVerdict:
+    intent_id: str
+    symbol: str
+    ts: int
+    status: VerdictStatus
+    qty_requested: float
+    qty_approved: float
+    reason: str
+    checks: tuple[Check, ...] = ()

@@ -1,0 +1,400 @@
+"""THE engine: one ``step(i)`` for every mode.
+
+At timeline index i (a bar-close time), for each symbol with a bar there: the venue matches working
+orders against the bar (fills book into the portfolio; entries get their protective orders),
+trailing stops and time stops update; then the portfolio is marked to market; then the strategy's
+signal for the bar becomes intents, the risk gate rules on each, and approved ones become orders
+that may fill from the symbol's NEXT bar on.
+
+Two drivers feed it. ``run_backtest`` steps only the bars where something can happen (a signal that
+changes direction, a working order that can fill, a trailing or time stop) and values the quiet
+stretches in between with numpy, as positions and cash cannot change there. The replay/live runtime
+(``engine.runtime``) steps every bar as it arrives. ``tests/test_parity.py`` proves both give the same
+orders, fills and equity.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hflite.domain.instrument import Instrument
+from hflite.domain.order import Fill, Order, OrderType, Side, TimeInForce
+from hflite.domain.portfolio import Portfolio
+from hflite.domain.signal import Exits, IntentKind, OrderIntent, RiskVerdict
+from hflite.engine.market import MarketData, SymbolBars
+from hflite.execution.oms import Journal, MemoryJournal, OrderIds
+from hflite.execution.venues.sim import BarView, SimVenue
+from hflite.risk.gate import RiskLimits, RiskState, evaluate
+from hflite.strategy.base import SignalSet
+
+
+class StrategyError(RuntimeError):
+    """A strategy raised: names the bar and symbol."""
+
+
+@dataclass(slots=True)
+class Protection:
+    """Protective exits of one open position."""
+
+    exits: Exits
+    atr: float
+    entry_k: int
+    stop: Order | None = None
+    take_profit: Order | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    """An intent with its reason and verdict: the trail behind every order."""
+
+    intent: OrderIntent
+    verdict: RiskVerdict
+    order_id: str | None
+    values: dict[str, float] = field(default_factory=dict)
+
+
+class Engine:
+    """The composition of strategy signals, risk gate, OMS, venue and portfolio over one timeline."""
+
+    def __init__(self, md: MarketData, signals: dict[str, SignalSet], *, strategy_name: str,
+                 limits: RiskLimits, venue: SimVenue, initial_cash: float,
+                 tif: TimeInForce = TimeInForce.GTC, journal: Journal | None = None) -> None:
+        self.md = md
+        self.signals = signals
+        self.strategy_name = strategy_name
+        self.limits = limits
+        self.venue = venue
+        self.tif = tif
+        self.journal = journal or MemoryJournal()
+        self.ids = OrderIds(strategy_name)
+        self.portfolio = Portfolio.with_cash(initial_cash)
+        self.initial_cash = float(initial_cash)
+        self.risk = RiskState(equity=initial_cash, peak_equity=initial_cash, gross_exposure=0.0)
+        self.equity = np.full(md.length, np.nan)
+        self.orders: dict[str, Order] = {}
+        self.fills: list[Fill] = []
+        self.decisions: list[Decision] = []
+        self.protection: dict[str, Protection] = {}
+        self.exit_orders: dict[str, Order] = {}
+        self.entry_orders: dict[str, Order] = {}
+        self.qty_log: list[tuple[int, str, float]] = []
+        self.cash_log: list[tuple[int, str, float]] = []
+        self.halted_at: int | None = None
+        self._entry_meta: dict[str, tuple[Exits, float]] = {}
+        self.last_i = -1
+        self.steps = 0
+        self._inst: dict[str, Instrument] = {s: b.instrument for s, b in md.bars.items()}
+
+    # -- the step -------------------------------------------------------------------------------
+    def step(self, i: int) -> None:
+        """Advance to timeline index i (every index before it must be done or quiet)."""
+        if i > self.last_i + 1:
+            self._value_quiet(self.last_i + 1, i)
+        group = self.md.group(i)
+        for sym, k in group:
+            if self.venue.working[sym] or sym in self.protection:
+                self._on_bar(sym, k, i)
+        self._mark(i)
+        for sym, k in group:
+            self._decide(sym, k, i)
+        self.last_i = i
+        self.steps += 1
+
+    def finish(self) -> None:
+        """Value the quiet tail after the last stepped bar."""
+        if self.last_i + 1 < self.md.length:
+            self._value_quiet(self.last_i + 1, self.md.length)
+            self.last_i = self.md.length - 1
+
+    # -- bars: fills, trailing and time stops -----------------------------------------------------
+    def _on_bar(self, sym: str, k: int, i: int) -> None:
+        b = self.md.bars[sym]
+        prev_range = b.high[k - 1] - b.low[k - 1] if k > 0 else float("nan")
+        bar = BarView(k, i, int(b.ts[k]), b.open[k], b.high[k], b.low[k], b.close[k], b.volume[k],
+                      prev_range)
+        for closed in self.venue.match(sym, bar, self._on_fill):
+            self.journal.order_updated(closed)
+        for book in (self.entry_orders, self.exit_orders):
+            o = book.get(sym)
+            if o is not None and not o.is_open:
+                del book[sym]
+        prot = self.protection.get(sym)
+        if prot is None:
+            return
+        if prot.exits.trailing and prot.stop is not None and prot.stop.is_open:
+            self._trail(sym, k, prot)
+        n_stop = prot.exits.time_stop_bars
+        if n_stop and k - prot.entry_k >= n_stop and sym not in self.exit_orders:
+            self._exit(sym, k, i, f"time stop: {k - prot.entry_k} bars held (limit {n_stop})")
+
+    def _trail(self, sym: str, k: int, prot: Protection) -> None:
+        b, stop = self.md.bars[sym], prot.stop
+        assert stop is not None and stop.price is not None
+        atr = self.signals[sym].atr[k]
+        if not atr > 0:
+            return
+        dist = prot.exits.stop_atr * atr
+        inst = self._inst[sym]
+        if stop.side is Side.SELL:
+            level = inst.round_price(b.high[k] - dist)
+            if level > stop.price:
+                stop.price = level
+        else:
+            level = inst.round_price(b.low[k] + dist)
+            if level < stop.price:
+                stop.price = level
+
+    def _on_fill(self, order: Order, fill: Fill) -> None:
+        sym = fill.symbol
+        inst = self._inst[sym]
+        self.portfolio.apply_fill(fill, inst.currency, reason=order.reason)
+        self.fills.append(fill)
+        self.journal.fill(fill)
+        self.journal.order_updated(order)
+        qty = self.portfolio.qty(sym)
+        self.qty_log.append((fill.bar_index, sym, qty))
+        self.cash_log.append((fill.bar_index, inst.currency, self.portfolio.cash[inst.currency]))
+        prot = self.protection.get(sym)
+        if abs(qty) <= 1e-12:
+            if prot is not None:
+                for o in (prot.stop, prot.take_profit):
+                    if o is not None and o.is_open:
+                        self.venue.cancel(o, fill.ts)
+                        self.journal.order_updated(o)
+                del self.protection[sym]
+            return
+        if not order.reduce_only and prot is None:
+            meta = self._entry_meta.pop(order.id, None)
+            if meta is not None:
+                self._protect(sym, order, fill, qty, *meta)
+            return
+        if prot is not None:
+            for o in (prot.stop, prot.take_profit):
+                if o is not None and o.is_open:
+                    o.qty = o.filled_qty + abs(qty)
+
+    def _protect(self, sym: str, entry: Order, fill: Fill, qty: float, exits: Exits, atr: float) -> None:
+        b = self.md.bars[sym]
+        k = int(np.searchsorted(b.tl[: b.n], fill.bar_index))
+        prot = Protection(exits, atr, k)
+        self.protection[sym] = prot
+        if not atr > 0:
+            return
+        inst = self._inst[sym]
+        direction = 1 if qty > 0 else -1
+        side = Side.SELL if direction > 0 else Side.BUY
+        i = fill.bar_index
+        if exits.stop_atr > 0:
+            price = inst.round_price(fill.price - direction * exits.stop_atr * atr)
+            prot.stop = self._new_order(sym, side, OrderType.STOP, abs(qty), i, f"{entry.id}-sl",
+                                        price=price, reason="stop-loss", parent=entry, first_bar=i)
+        if exits.take_profit_atr > 0:
+            price = inst.round_price(fill.price + direction * exits.take_profit_atr * atr)
+            prot.take_profit = self._new_order(sym, side, OrderType.LIMIT, abs(qty), i, f"{entry.id}-tp",
+                                               price=price, reason="take-profit", parent=entry, first_bar=i)
+
+    # -- valuation ------------------------------------------------------------------------------
+    def _mark(self, i: int) -> None:
+        md, pf = self.md, self.portfolio
+        eq = 0.0
+        for ccy, amount in pf.cash.items():
+            eq += amount * md.fx_tl[ccy][i]
+        gross = 0.0
+        for sym, pos in pf.positions.items():
+            if pos.qty:
+                mv = pos.qty * md.close_tl[sym][i] * md.fx_tl[self._inst[sym].currency][i]
+                eq += mv
+                gross += abs(mv)
+        for sym, o in self.entry_orders.items():
+            if o.is_open:
+                gross += o.remaining * md.close_tl[sym][i] * md.fx_tl[self._inst[sym].currency][i]
+        self.equity[i] = eq
+        self.risk.equity = eq
+        self.risk.gross_exposure = gross
+        if eq > self.risk.peak_equity:
+            self.risk.peak_equity = eq
+
+    def _value_quiet(self, a: int, b: int) -> None:
+        """Equity over [a, b) where positions and cash are constant (vectorised)."""
+        md, pf = self.md, self.portfolio
+        eq = np.zeros(b - a)
+        for ccy, amount in pf.cash.items():
+            eq += amount * md.fx_tl[ccy][a:b] if ccy != "USD" else amount
+        for sym, pos in pf.positions.items():
+            if pos.qty:
+                eq += pos.qty * md.close_tl[sym][a:b] * md.fx_tl[self._inst[sym].currency][a:b]
+        self.equity[a:b] = eq
+        top = float(eq.max()) if len(eq) else -np.inf
+        if top > self.risk.peak_equity:
+            self.risk.peak_equity = top
+
+    # -- decisions ------------------------------------------------------------------------------
+    def direction(self, sym: str) -> int:
+        """Where the symbol is heading: 0 while exiting, else the position's or pending entry's sign."""
+        if sym in self.exit_orders:
+            return 0
+        q = self.portfolio.qty(sym)
+        if q:
+            return 1 if q > 0 else -1
+        o = self.entry_orders.get(sym)
+        return o.side.sign if o is not None else 0
+
+    def _decide(self, sym: str, k: int, i: int) -> None:
+        sig = self.signals[sym]
+        t = sig.target[k]
+        if t != t:
+            return
+        cur = self.direction(sym)
+        if t == cur:
+            return
+        try:
+            reason = sig.reason(k)
+        except Exception as exc:  # a malformed template is the strategy's bug: name where
+            raise StrategyError(f"{self.strategy_name}: reason for {sym} at bar {k} failed: {exc}") from exc
+        if cur != 0:
+            self._exit(sym, k, i, reason)
+        if t != 0:
+            self._enter(sym, k, i, 1 if t > 0 else -1, reason)
+
+    def _exit(self, sym: str, k: int, i: int, reason: str) -> None:
+        pending = self.entry_orders.pop(sym, None)
+        if pending is not None and pending.is_open:
+            self.venue.cancel(pending, int(self.md.timeline[i]))
+            self.journal.order_updated(pending)
+        qty = self.portfolio.qty(sym)
+        if not qty or sym in self.exit_orders:
+            return
+        side = Side.SELL if qty > 0 else Side.BUY
+        intent = self._intent(sym, k, i, IntentKind.EXIT, side, reason, qty=abs(qty))
+        verdict = evaluate(self.limits, self.risk, intent, self._inst[sym], 1.0)
+        order = self._new_order(sym, side, OrderType.MARKET, verdict.qty_approved, i, self.ids.next(sym, i),
+                                reason=reason, decision_id=intent.id, reduce_only=True)
+        self.exit_orders[sym] = order
+        self.decisions.append(Decision(intent, verdict, order.id, self._values(sym, k)))
+
+    def _enter(self, sym: str, k: int, i: int, direction: int, reason: str) -> None:
+        side = Side.BUY if direction > 0 else Side.SELL
+        intent = self._intent(sym, k, i, IntentKind.ENTRY, side, reason)
+        inst = self._inst[sym]
+        was_halted = self.risk.halted
+        verdict = evaluate(self.limits, self.risk, intent, inst, self.md.fx_tl[inst.currency][i])
+        if self.risk.halted and not was_halted:
+            self.halted_at = i
+        order_id = None
+        if verdict.qty_approved > 0:
+            order = self._new_order(sym, side, OrderType.MARKET, verdict.qty_approved, i,
+                                    self.ids.next(sym, i), reason=reason, decision_id=intent.id,
+                                    tif=self.tif)
+            self.entry_orders[sym] = order
+            self._entry_meta[order.id] = (intent.exits, intent.atr)
+            order_id = order.id
+        self.journal.verdict(verdict)
+        self.decisions.append(Decision(intent, verdict, order_id, self._values(sym, k)))
+
+    def _intent(self, sym: str, k: int, i: int, kind: IntentKind, side: Side, reason: str,
+                qty: float | None = None) -> OrderIntent:
+        sig = self.signals[sym]
+        return OrderIntent(
+            id=f"{self.strategy_name}-{sym}-d{len(self.decisions)}", symbol=sym, kind=kind, side=side,
+            ts=int(self.md.timeline[i]), bar_index=i, reason=reason, price=float(self.md.bars[sym].close[k]),
+            atr=float(sig.atr[k]), qty=qty, exits=sig.exits,
+        )
+
+    def _values(self, sym: str, k: int) -> dict[str, float]:
+        sig = self.signals[sym]
+        out = {name: float(arr[k]) for name, arr in sig.values.items()}
+        out["atr"] = float(sig.atr[k])
+        return out
+
+    def _new_order(self, sym: str, side: Side, otype: OrderType, qty: float, i: int, order_id: str, *,
+                   price: float | None = None, reason: str = "", decision_id: str = "",
+                   reduce_only: bool = False, parent: Order | None = None, tif: TimeInForce = TimeInForce.GTC,
+                   first_bar: int | None = None) -> Order:
+        order = Order(order_id, sym, side, otype, qty, int(self.md.timeline[i]), price=price, tif=tif,
+                      reason=reason, decision_id=decision_id or (parent.decision_id if parent else ""),
+                      parent_id=parent.id if parent else None, reduce_only=reduce_only or parent is not None,
+                      created_bar=i, first_bar=i + 1 if first_bar is None else first_bar)
+        self.orders[order.id] = order
+        self.journal.order_created(order)  # journal BEFORE send
+        self.venue.submit(order)
+        self.journal.order_updated(order)
+        return order
+
+    # -- what the backtest driver needs ---------------------------------------------------------
+    def next_needed(self, sym: str, k: int, sig_index: dict[int, np.ndarray]) -> int:
+        """The symbol's next bar (after k) on which stepping can change anything, or n if none."""
+        b = self.md.bars[sym]
+        n = b.n
+        best = n
+        cur = self.direction(sym)
+        for v, idx in sig_index.items():
+            if v != cur:
+                j = int(np.searchsorted(idx, k, side="right"))
+                if j < len(idx) and idx[j] < best:
+                    best = int(idx[j])
+        prot = self.protection.get(sym)
+        if prot is not None:
+            if prot.exits.trailing:
+                return min(best, k + 1)
+            if prot.exits.time_stop_bars:
+                best = min(best, max(prot.entry_k + prot.exits.time_stop_bars, k + 1))
+        for o in self.venue.working[sym]:
+            if best <= k + 1:
+                break
+            if o.type is OrderType.MARKET or o.tif is not TimeInForce.GTC:
+                best = k + 1
+            else:
+                best = min(best, _first_cross(b, o, k + 1, best))
+        return best
+
+
+def _first_cross(b: SymbolBars, o: Order, start: int, stop: int) -> int:
+    """First bar in [start, stop) whose range reaches the order's trigger, else ``stop``."""
+    buy = o.side is Side.BUY
+    hits_high = (o.type is OrderType.STOP) == buy  # buy stop / sell limit trigger on the high
+    arr = b.high if hits_high else b.low
+    price = o.price
+    lo, size = start, 64
+    while lo < stop:
+        hi = min(lo + size, stop)
+        seg = arr[lo:hi]
+        hit = np.flatnonzero(seg >= price) if hits_high else np.flatnonzero(seg <= price)
+        if len(hit):
+            return lo + int(hit[0])
+        lo, size = hi, size * 4
+    return stop
+
+
+def run_backtest(engine: Engine) -> Engine:
+    """Drive the engine over its whole timeline, stepping only where something can happen."""
+    md = engine.md
+    sig_index = {
+        sym: {v: np.flatnonzero(engine.signals[sym].target[: md.bars[sym].n] == v) for v in (-1.0, 0.0, 1.0)}
+        for sym in md.traded
+    }
+    heap: list[tuple[int, str]] = []
+    for sym in md.traded:
+        b = md.bars[sym]
+        k = engine.next_needed(sym, b.first_live - 1, sig_index[sym])
+        if k < b.n:
+            heap.append((int(b.tl[k]), sym))
+    heapq.heapify(heap)
+    while heap:
+        i = heap[0][0]
+        due: list[str] = []
+        while heap and heap[0][0] == i:
+            sym = heapq.heappop(heap)[1]
+            if sym not in due:
+                due.append(sym)
+        engine.step(i)
+        for sym in due:
+            b = md.bars[sym]
+            k = int(md.slots[i, md.traded.index(sym)])
+            k_next = engine.next_needed(sym, k, sig_index[sym])
+            if k_next < b.n:
+                heapq.heappush(heap, (int(b.tl[k_next]), sym))
+    engine.finish()
+    return engine

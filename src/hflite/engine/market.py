@@ -1,0 +1,218 @@
+"""Market data as the engine sees it: per-symbol arrays stamped with the time each bar became
+known (its close), merged onto one timeline.
+
+Availability times: a daily US equity bar is known at that session's NYSE close (16:00 New York,
+13:00 on early-close days, from ``exchange_calendars``); a daily crypto bar (a UTC day) at 00:00 UTC
+the next day; a daily FX bar at 17:00 New York (the FX day's end); an intraday bar at its open
+time plus its length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from hflite.domain.instrument import Calendar, Instrument, fx_pair_for
+from hflite.strategy.base import BarArrays
+
+FREQ_DELTA = {"1m": pd.Timedelta(minutes=1), "1h": pd.Timedelta(hours=1), "1d": pd.Timedelta(days=1)}
+NS_PER_DAY = 86_400_000_000_000
+
+
+def ns(idx: pd.DatetimeIndex) -> np.ndarray:
+    """Int64 nanoseconds since the epoch, whatever the index's own resolution (pandas 3 varies)."""
+    return pd.DatetimeIndex(idx).as_unit("ns").asi8.copy()
+
+
+def ts_ns(t: pd.Timestamp) -> int:
+    return int(pd.Timestamp(t).as_unit("ns").value)
+
+
+@lru_cache(maxsize=1)
+def _nyse_closes() -> pd.Series:
+    import exchange_calendars as xcals
+
+    cal = xcals.get_calendar("XNYS", start="1995-01-03", end="2030-12-31")
+    closes = cal.schedule["close"]
+    closes.index = pd.DatetimeIndex(closes.index).tz_localize("UTC") if closes.index.tz is None \
+        else closes.index.tz_convert("UTC")
+    return closes
+
+
+def nyse_sessions(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
+    closes = _nyse_closes()
+    return closes.index[(closes.index >= start) & (closes.index <= end)]
+
+
+def available_at(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> tuple[np.ndarray, list[str]]:
+    """Int64 ns UTC times at which each bar became known, and notes on rows off the calendar."""
+    notes: list[str] = []
+    if freq != "1d":
+        return ns(ts + FREQ_DELTA[freq]), notes
+    if instrument.calendar is Calendar.XNYS:
+        closes = _nyse_closes()
+        mapped = closes.reindex(ts)
+        off = mapped.isna()
+        if off.any():
+            notes.append(f"{instrument.symbol}: {int(off.sum())} bars on non-NYSE days "
+                         f"(first {ts[off][0].date()}) stamped at 16:00 New York")
+            fallback = (ts[off].tz_localize(None) + pd.Timedelta(hours=16)).tz_localize(
+                "America/New_York").tz_convert("UTC")
+            mapped[off] = fallback
+        return ns(pd.DatetimeIndex(mapped)), notes
+    if instrument.calendar is Calendar.ALWAYS:
+        return ns(ts + pd.Timedelta(days=1)), notes
+    ny = (ts.tz_localize(None) + pd.Timedelta(hours=17)).tz_localize("America/New_York")
+    return ns(ny.tz_convert("UTC")), notes
+
+
+def calendar_gaps(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Bars the instrument's calendar expects between the first and last bar but the data lacks."""
+    if len(ts) < 2:
+        return pd.DatetimeIndex([], tz="UTC")
+    if freq == "1d":
+        if instrument.calendar is Calendar.XNYS:
+            expected = nyse_sessions(ts[0], ts[-1])
+        elif instrument.calendar is Calendar.ALWAYS:
+            expected = pd.date_range(ts[0], ts[-1], freq="D")
+        else:
+            expected = pd.bdate_range(ts[0], ts[-1], tz="UTC")
+    elif instrument.calendar is Calendar.ALWAYS:
+        expected = pd.date_range(ts[0], ts[-1], freq=FREQ_DELTA[freq])
+    else:
+        return pd.DatetimeIndex([], tz="UTC")  # intraday session calendars: not checked here
+    return expected.difference(ts)
+
+
+@dataclass
+class SymbolBars:
+    """One symbol's bars; ``tl[k]`` is bar k's timeline index (-1 for warm-up bars before start)."""
+
+    instrument: Instrument
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    tl: np.ndarray
+    n: int = 0
+
+    def arrays(self, n: int | None = None) -> BarArrays:
+        m = self.n if n is None else n
+        return BarArrays(self.open[:m], self.high[:m], self.low[:m], self.close[:m], self.volume[:m])
+
+    @property
+    def first_live(self) -> int:
+        live = np.flatnonzero(self.tl[: self.n] >= 0)
+        return int(live[0]) if len(live) else self.n
+
+
+@dataclass
+class MarketData:
+    """All bars of a run on one timeline. ``close_tl`` and ``fx_tl`` hold, per timeline index, the
+    last known close of each symbol and the USD value of one unit of each currency."""
+
+    timeline: np.ndarray
+    bars: dict[str, SymbolBars]
+    traded: list[str]
+    slots: np.ndarray  # [T, len(traded)] int64: k of each traded symbol's bar at i, or -1
+    close_tl: dict[str, np.ndarray]
+    fx_tl: dict[str, np.ndarray]
+    warnings: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return len(self.timeline)
+
+    def group(self, i: int) -> list[tuple[str, int]]:
+        row = self.slots[i]
+        return [(self.traded[j], int(row[j])) for j in np.flatnonzero(row >= 0)]
+
+
+def fx_currencies(instruments: list[Instrument], base: str = "USD") -> dict[str, tuple[str, bool]]:
+    """Currency -> (FX symbol, invert) for every quote currency that needs converting."""
+    out: dict[str, tuple[str, bool]] = {}
+    for inst in instruments:
+        pair = fx_pair_for(inst.currency, base)
+        if pair is not None:
+            out[inst.currency] = pair
+        if inst.base_currency and inst.asset_class.value == "fx":
+            pair = fx_pair_for(inst.base_currency, base)
+            if pair is not None and inst.base_currency not in out:
+                out[inst.base_currency] = pair
+    return out
+
+
+def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrument], traded: list[str],
+                 freq: str, start: pd.Timestamp, end: pd.Timestamp,
+                 versions: dict[str, str] | None = None) -> MarketData:
+    """Assemble MarketData from store frames (``ts`` = session date or bar open, UTC).
+
+    Frames may start before ``start`` (warm-up history); bars available after ``end`` are dropped.
+    Rows with NaN or non-positive prices are dropped with a warning naming them.
+    """
+    warnings: list[str] = []
+    prepared: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+    end_ns = ts_ns(end + pd.Timedelta(days=1)) if freq == "1d" else ts_ns(end)
+    for sym, df in frames.items():
+        inst = instruments[sym]
+        df = _drop_bad_rows(sym, df, warnings)
+        idx = pd.DatetimeIndex(df["ts"])
+        avail, notes = available_at(inst, freq, idx)
+        warnings.extend(notes)
+        keep = (avail <= end_ns) if freq != "1d" else (ns(idx) <= ts_ns(end))
+        df, avail = df[keep], avail[keep]
+        live = pd.DatetimeIndex(df["ts"]) >= start
+        gaps = calendar_gaps(inst, freq, pd.DatetimeIndex(df["ts"][live]))
+        if len(gaps) and sym in traded:
+            shown = ", ".join(str(g.date() if freq == "1d" else g) for g in gaps[:5])
+            more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
+            warnings.append(f"{sym}: {len(gaps)} missing bars vs the {inst.calendar.value} calendar "
+                            f"({shown}{more}); the symbol is skipped on those dates")
+        prepared[sym] = (df, avail)
+
+    live_times = [prepared[s][1][pd.DatetimeIndex(prepared[s][0]["ts"]) >= start] for s in traded]
+    timeline = np.unique(np.concatenate(live_times)) if live_times else np.empty(0, np.int64)
+    T = len(timeline)
+    bars: dict[str, SymbolBars] = {}
+    slots = np.full((T, len(traded)), -1, dtype=np.int64)
+    close_tl: dict[str, np.ndarray] = {}
+    for sym, (df, avail) in prepared.items():
+        live = np.asarray(pd.DatetimeIndex(df["ts"]) >= start)
+        tl = np.full(len(df), -1, dtype=np.int64)
+        tl[live] = np.searchsorted(timeline, avail[live])
+        arr = {c: df[c].to_numpy(dtype=np.float64, copy=True) for c in ("open", "high", "low", "close", "volume")}
+        bars[sym] = SymbolBars(instruments[sym], avail, arr["open"], arr["high"], arr["low"], arr["close"],
+                               arr["volume"], tl, n=len(df))
+        if sym in traded:
+            j = traded.index(sym)
+            slots[tl[live], j] = np.flatnonzero(live)
+        # last close known at each timeline time (as-of, including warm-up history)
+        pos = np.searchsorted(avail, timeline, side="right") - 1
+        ffilled = np.where(pos >= 0, arr["close"][np.maximum(pos, 0)], np.nan)
+        close_tl[sym] = ffilled
+    fx_tl = {"USD": np.ones(T)}
+    for ccy, (pair, invert) in fx_currencies([instruments[s] for s in traded]).items():
+        if pair not in close_tl:
+            raise ValueError(f"no {pair} data to convert {ccy} to USD: add {pair} to the data store")
+        rate = close_tl[pair]
+        if T and np.isnan(rate[0]):
+            raise ValueError(f"{pair} data starts after the run's start: cannot value {ccy} positions")
+        fx_tl[ccy] = 1.0 / rate if invert else rate.copy()
+    return MarketData(timeline, bars, list(traded), slots, close_tl, fx_tl, warnings, dict(versions or {}))
+
+
+def _drop_bad_rows(sym: str, df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
+    prices = df[["open", "high", "low", "close"]]
+    bad = prices.isna().any(axis=1) | (prices <= 0).any(axis=1) | df["volume"].isna()
+    if bad.any():
+        first = pd.Timestamp(df["ts"][bad].iloc[0])
+        warnings.append(f"{sym}: dropped {int(bad.sum())} bars with NaN or non-positive prices "
+                        f"(first {first}); the symbol is skipped on those dates")
+        df = df[~bad]
+    return df.reset_index(drop=True)

@@ -1,0 +1,61 @@
+"""What a run hands to analytics and reports: plain pandas objects at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+#: Columns of ``RunResult.trades`` (one row per round trip; open trades are marked to market).
+TRADE_COLUMNS = [
+    "trade_id", "symbol", "direction", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
+    "pnl", "pnl_usd", "fees_usd", "return_pct", "bars_held", "entry_reason", "exit_reason",
+    "is_open", "exit_fee_est_usd",
+]
+#: Columns of ``RunResult.orders``.
+ORDER_COLUMNS = [
+    "order_id", "symbol", "side", "type", "qty", "price", "tif", "status", "filled_qty",
+    "avg_fill_price", "created_ts", "closed_ts", "reason", "decision_id", "parent_id",
+]
+#: Columns of ``RunResult.fills``.
+FILL_COLUMNS = ["order_id", "symbol", "side", "qty", "price", "notional_usd", "fee", "fee_usd", "slippage", "ts",
+                "liquidity_capped"]
+#: Columns of ``RunResult.verdicts``.
+VERDICT_COLUMNS = ["intent_id", "symbol", "ts", "status", "qty_requested", "qty_approved", "reason"]
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced. Timestamps are tz-aware UTC (a bar's close time).
+
+    ``equity``, ``cash``, ``gross_exposure`` and ``net_exposure`` are USD series on the run's
+    timeline (one point per bar-time of any symbol). ``positions`` holds each symbol's market
+    value in USD on the same index. ``benchmarks`` holds buy-and-hold equity curves (USD, same
+    start cash) of the benchmark symbols over the same window. ``risk_free`` is the annual rate in
+    percent (FEDFUNDS, point-in-time) on the same index.
+    """
+
+    run_id: str
+    strategy: str
+    symbols: list[str]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    initial_cash: float
+    equity: pd.Series
+    cash: pd.Series
+    gross_exposure: pd.Series
+    net_exposure: pd.Series
+    positions: pd.DataFrame
+    trades: pd.DataFrame
+    orders: pd.DataFrame
+    fills: pd.DataFrame
+    verdicts: pd.DataFrame
+    prices: dict[str, pd.DataFrame]  # per symbol: index ts, columns open/high/low/close/volume
+    benchmarks: dict[str, pd.Series]
+    risk_free: pd.Series
+    config: dict[str, Any]
+    data_versions: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    halted_at: pd.Timestamp | None = None
+    stats: dict[str, float] = field(default_factory=dict)  # engine counters: bars, events, seconds

@@ -1,0 +1,207 @@
+"""The live runtime (asyncio): bars arrive one at a time from a feed and drive the same engine.
+
+Replay = this runtime fed by a recorded feed at accelerated time. Paper and live swap the feed and
+the venue, never this logic. The runtime owns growing arrays: it appends each bar, asks the
+strategy for signals on the history seen so far (it cannot see later bars: they have not arrived),
+and steps the engine once per bar-time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hflite.engine.core import Engine, StrategyError
+from hflite.engine.market import MarketData, SymbolBars
+from hflite.strategy.base import SignalSet, Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class BarEvent:
+    """One bar as a feed delivers it; ``ts`` is when it became known (its close), ns UTC."""
+
+    symbol: str
+    ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    live: bool = True  # False: warm-up history delivered before the run's start
+
+
+class RecordedFeed:
+    """Replays the bars of a MarketData in the order they became known.
+
+    ``speed``: None = as fast as possible; otherwise a time multiplier (86400 = one day per second).
+    """
+
+    def __init__(self, md: MarketData, speed: float | None = None,
+                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+        self.md = md
+        self.speed = speed
+        self._sleep = sleep
+
+    def events(self) -> list[BarEvent]:
+        rows: list[tuple[int, int, BarEvent]] = []
+        order = {s: j for j, s in enumerate(self.md.bars)}
+        for sym, b in self.md.bars.items():
+            for k in range(b.n):
+                ev = BarEvent(sym, int(b.ts[k]), float(b.open[k]), float(b.high[k]), float(b.low[k]),
+                              float(b.close[k]), float(b.volume[k]), live=bool(b.tl[k] >= 0))
+                rows.append((ev.ts, order[sym], ev))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return [r[2] for r in rows]
+
+    async def __aiter__(self) -> AsyncIterator[BarEvent]:
+        prev: int | None = None
+        for ev in self.events():
+            if self.speed and prev is not None and ev.ts > prev and ev.live:
+                await self._sleep((ev.ts - prev) / 1e9 / self.speed)
+            if ev.live:
+                prev = ev.ts
+            else:
+                await asyncio.sleep(0)
+            yield ev
+
+
+def _grow(a: np.ndarray, n: int, fill: float | int = np.nan) -> np.ndarray:
+    if len(a) >= n:
+        return a
+    shape = (max(n, 2 * len(a), 64),) + a.shape[1:]
+    out = np.full(shape, fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class LiveRuntime:
+    """Builds MarketData and signals as bars arrive and steps the engine per bar-time."""
+
+    def __init__(self, template: MarketData, strategy: Strategy,
+                 make_engine: Callable[[MarketData, dict[str, SignalSet]], Engine]) -> None:
+        self.strategy = strategy
+        self.traded = list(template.traded)
+        self.md = MarketData(
+            timeline=np.empty(0, np.int64),
+            bars={s: SymbolBars(b.instrument, *(np.empty(0) for _ in range(6)), np.empty(0, np.int64), n=0)
+                  for s, b in template.bars.items()},
+            traded=self.traded, slots=np.full((0, len(self.traded)), -1, np.int64),
+            close_tl={s: np.empty(0) for s in template.bars}, fx_tl={c: np.empty(0) for c in template.fx_tl},
+            warnings=list(template.warnings), versions=dict(template.versions),
+        )
+        for b in self.md.bars.values():
+            b.ts = b.ts.astype(np.int64)
+        self._fx_src = _fx_sources(template)
+        self.signals: dict[str, SignalSet] = {}
+        self.engine = make_engine(self.md, self.signals)
+        self.length = 0
+        self._last_close: dict[str, float] = {s: np.nan for s in template.bars}
+
+    async def run(self, feed: AsyncIterator[BarEvent] | RecordedFeed) -> Engine:
+        group: list[BarEvent] = []
+        async for ev in feed:  # type: ignore[union-attr]
+            if not ev.live:
+                self._append(ev, -1)
+                continue
+            if group and ev.ts != group[0].ts:
+                self._on_time(group)
+                group = []
+            group.append(ev)
+        if group:
+            self._on_time(group)
+        self._trim()
+        self.engine.finish()
+        return self.engine
+
+    # -- per bar-time -------------------------------------------------------------------------
+    def _on_time(self, group: list[BarEvent]) -> None:
+        i = self.length
+        self._ensure(i + 1)
+        self.md.timeline[i] = group[0].ts
+        stepped: list[tuple[str, int]] = []
+        for ev in group:
+            k = self._append(ev, i)
+            if ev.symbol in self.traded:
+                self.md.slots[i, self.traded.index(ev.symbol)] = k
+                stepped.append((ev.symbol, k))
+        for sym, last in self._last_close.items():
+            self.md.close_tl[sym][i] = last
+        for ccy, (pair, invert) in self._fx_src.items():
+            rate = self._last_close[pair]
+            self.md.fx_tl[ccy][i] = 1.0 / rate if invert else rate
+        self.md.fx_tl.setdefault("USD", np.ones(0))
+        for sym, k in stepped:
+            self._signal(sym, k)
+        self.length = i + 1
+        self.engine.step(i)
+
+    def _append(self, ev: BarEvent, i: int) -> int:
+        b = self.md.bars[ev.symbol]
+        k = b.n
+        if len(b.ts) <= k:
+            b.ts = _grow(b.ts, k + 1, 0)
+            for name in ("open", "high", "low", "close", "volume"):
+                setattr(b, name, _grow(getattr(b, name), k + 1))
+            b.tl = _grow(b.tl, k + 1, -1)
+        b.ts[k], b.open[k], b.high[k], b.low[k], b.close[k], b.volume[k] = (
+            ev.ts, ev.open, ev.high, ev.low, ev.close, ev.volume)
+        b.tl[k] = i
+        b.n = k + 1
+        self._last_close[ev.symbol] = ev.close
+        return k
+
+    def _signal(self, sym: str, k: int) -> None:
+        b = self.md.bars[sym]
+        try:
+            fresh = self.strategy.signals(b.arrays())
+        except Exception as exc:
+            when = pd.Timestamp(int(b.ts[k]), unit="ns", tz="UTC")
+            raise StrategyError(f"strategy {self.strategy.name!r} raised on {sym} at bar {k} ({when}): "
+                                f"{type(exc).__name__}: {exc}") from exc
+        sig = self.signals.get(sym)
+        if sig is None:
+            sig = self.signals[sym] = SignalSet(np.full(len(b.ts), np.nan), np.full(len(b.ts), np.nan),
+                                                fresh.exits, {n: np.full(len(b.ts), np.nan) for n in fresh.values},
+                                                fresh.reasons)
+        if len(sig.target) < len(b.ts):
+            sig.target = _grow(sig.target, len(b.ts))
+            sig.atr = _grow(sig.atr, len(b.ts))
+            sig.values = {n: _grow(v, len(b.ts)) for n, v in sig.values.items()}
+        sig.target[k] = fresh.target[k]
+        sig.atr[k] = fresh.atr[k]
+        for name, arr in fresh.values.items():
+            sig.values[name][k] = arr[k]
+
+    def _ensure(self, n: int) -> None:
+        md = self.md
+        if len(md.timeline) >= n:
+            return
+        md.timeline = _grow(md.timeline, n, 0)
+        size = len(md.timeline)
+        slots = np.full((size, len(self.traded)), -1, np.int64)
+        slots[: len(md.slots)] = md.slots
+        md.slots = slots
+        for sym in md.close_tl:
+            md.close_tl[sym] = _grow(md.close_tl[sym], size)
+        for ccy in md.fx_tl:
+            md.fx_tl[ccy] = _grow(md.fx_tl[ccy], size, 1.0 if ccy == "USD" else np.nan)
+        self.engine.equity = _grow(self.engine.equity, size)
+
+    def _trim(self) -> None:
+        """Cut the arrays to what arrived, so results see exactly the replayed timeline."""
+        md, n = self.md, self.length
+        md.timeline = md.timeline[:n]
+        md.slots = md.slots[:n]
+        md.close_tl = {s: a[:n] for s, a in md.close_tl.items()}
+        md.fx_tl = {c: a[:n] for c, a in md.fx_tl.items()}
+        self.engine.equity = self.engine.equity[:n]
+
+
+def _fx_sources(md: MarketData) -> dict[str, tuple[str, bool]]:
+    from hflite.engine.market import fx_currencies
+
+    return fx_currencies([md.bars[s].instrument for s in md.traded])

@@ -1,0 +1,125 @@
+"""The Strategy port: per-symbol signals computed from trailing data only.
+
+A strategy maps one symbol's bars (oldest first) to a ``SignalSet``. The engine calls it once over
+the whole history in a backtest and on the history-so-far at every bar in replay and live runs, so
+every output at bar k must depend on bars <= k only; ``tests/test_strategies.py`` checks this by
+comparing each bar's signal with the signal computed on the history truncated at that bar.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from hflite.domain.signal import Exits
+
+
+@dataclass(frozen=True, slots=True)
+class BarArrays:
+    """One symbol's bars as float64 arrays of equal length, oldest first."""
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.close)
+
+    def head(self, n: int) -> BarArrays:
+        """The first ``n`` bars (what a live runtime has seen after n bars)."""
+        return BarArrays(self.open[:n], self.high[:n], self.low[:n], self.close[:n], self.volume[:n])
+
+
+@dataclass(slots=True)
+class SignalSet:
+    """What a strategy wants, bar by bar.
+
+    ``target[k]``: NaN = no instruction; +1 = be long, 0 = be flat, -1 = be short. The engine acts
+    only when the target differs from the current direction. ``atr`` feeds sizing and stops;
+    ``values`` are the named indicator values quoted in each decision's reason.
+    """
+
+    target: np.ndarray
+    atr: np.ndarray
+    exits: Exits
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)  # target value -> template
+
+    def reason(self, k: int) -> str:
+        t = self.target[k]
+        template = self.reasons.get(int(t), "target {target}") if t == t else ""
+        vals = {name: float(arr[k]) for name, arr in self.values.items()}
+        return template.format(target=t, **vals)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def signals(self, bars: BarArrays) -> SignalSet:
+        """Signals for every bar of ``bars``; output at k uses bars[:k+1] only."""
+        ...
+
+    def warmup(self) -> int:
+        """Bars needed before the first signal can appear."""
+        ...
+
+
+def crossings(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
+    """+1 where ``fast`` crosses above ``slow``, -1 where below, 0 elsewhere.
+
+    Tie rule: bars where the two are equal do not change the side; a cross needs the sign of
+    (fast - slow) to flip from one strict side to the other (equal-then-back is not a cross).
+    Bars where either input is NaN carry no side.
+    """
+    diff = fast - slow
+    side = np.sign(diff)
+    side[np.isnan(diff)] = np.nan
+    side[side == 0] = np.nan
+    # Carry the last strict side forward over ties, but not across the warm-up NaNs.
+    valid = ~np.isnan(diff)
+    carried = _ffill(side)
+    carried[~valid] = np.nan
+    prev = np.empty_like(carried)
+    prev[0] = np.nan
+    prev[1:] = carried[:-1]
+    out = np.zeros(len(diff), dtype=np.int8)
+    out[(carried == 1) & (prev == -1)] = 1
+    out[(carried == -1) & (prev == 1)] = -1
+    return out
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    idx = np.where(~np.isnan(a), np.arange(len(a)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = a[idx]
+    if len(a) and math.isnan(a[0]):
+        first = np.flatnonzero(~np.isnan(a))
+        out[: first[0] if len(first) else len(a)] = np.nan
+    return out
+
+
+def onset(cond: np.ndarray) -> np.ndarray:
+    """True on the bars where ``cond`` becomes true (false on the bar before, or first bar)."""
+    prev = np.concatenate(([False], cond[:-1]))
+    return cond & ~prev
+
+
+def entry_exit_targets(long_entry: np.ndarray, short_entry: np.ndarray | None,
+                       long_exit: np.ndarray, short_exit: np.ndarray) -> np.ndarray:
+    """Targets from entry and exit conditions: +1 / -1 on entries; 0 on an exit condition that
+    matches the side of the last entry (a long-exit bar does not close a short). NaN elsewhere."""
+    n = len(long_entry)
+    entries = np.full(n, np.nan)
+    if short_entry is not None:
+        entries[short_entry] = -1.0
+    entries[long_entry] = 1.0
+    last = _ffill(entries)
+    target = entries.copy()
+    exit_now = np.isnan(entries) & ((long_exit & (last == 1.0)) | (short_exit & (last == -1.0)))
+    target[exit_now] = 0.0
+    return target
