@@ -55,18 +55,18 @@ def make_result(n_days: int = 300, symbols: tuple[str, ...] = ("AAA", "BTCUSD"),
             tid = f"{sym}-{j}"
             orders.append([f"o-{tid}-in", sym, "buy", "market", qty, np.nan, "gtc", "filled", qty, entry,
                            a, a, "signal", f"d-{tid}", ""])
-            fills.append([f"o-{tid}-in", sym, "buy", qty, entry, 1.0, 1.0, 0.01, a, False])
+            fills.append([f"o-{tid}-in", sym, "buy", qty, entry, qty * entry, 1.0, 1.0, 0.01, a, False])
             verdicts.append([f"i-{tid}-in", sym, a, "approved" if j % 2 else "resized", 150.0, qty,
                              "ok" if j % 2 else "atr size cap"])
             if not is_open:
                 orders.append([f"o-{tid}-out", sym, "sell", "market", qty, np.nan, "gtc", "filled", qty,
                                exit_, b, b, "exit", f"d-{tid}x", ""])
-                fills.append([f"o-{tid}-out", sym, "sell", qty, exit_, 1.0, 1.0, 0.01, b, False])
+                fills.append([f"o-{tid}-out", sym, "sell", qty, exit_, qty * exit_, 1.0, 1.0, 0.01, b, False])
             last = float(px.iloc[-1])
             out_px = last if is_open else exit_
             trades.append([tid, sym, 1, qty, a, entry, pd.NaT if is_open else b, np.nan if is_open else exit_,
                            (out_px - entry) * qty, (out_px - entry) * qty, 1.0 if is_open else 2.0,
-                           out_px / entry - 1, 30, "signal", "" if is_open else "exit", is_open,
+                           (out_px / entry - 1) * 100, 30, "signal", "" if is_open else "exit", is_open,
                            1.0 if is_open else 0.0])
     verdicts.append(["i-rej", symbols[0], timeline[5], "rejected", 10.0, 0.0, "daily loss limit"])
     bench_close = prices[symbols[0]]["close"]

@@ -402,7 +402,7 @@ def _time_window(start: Any, end: Any) -> dict[str, datetime]:
     hi = _bound(end, "end")
     params = {"start": _MIN_TIME, "end": _MAX_TIME}
     if lo is not None:
-        params["start"] = lo[0].floor("us").to_pydatetime()
+        params["start"] = lo[0].ceil("us").to_pydatetime()
     if hi is not None:
         ts, day_only = hi
         step = timedelta(days=1) if day_only else timedelta(microseconds=1)
@@ -686,14 +686,21 @@ def _fmt_time(ts: pd.Timestamp | None, freq: str | None) -> str:
 
 def render_partitions_table(store: Store) -> Table:
     """A rich table of the store's partitions, for ``hflite data list``."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"data store {store.root}")
-    for name, justify in [("symbol", "left"), ("class", "left"), ("freq", "left"), ("first", "left"),
-                          ("last", "left"), ("rows", "right"), ("version", "left")]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for p in store.partitions():
-        cls = p.asset_class if p.kind == "bars" else p.kind
-        table.add_row(p.symbol, cls or "-", p.freq or "-", _fmt_time(p.first, p.freq),
-                      _fmt_time(p.last, p.freq), f"{p.rows:,}", p.version[:12])
+    rows = [
+        (p.symbol, (p.asset_class if p.kind == "bars" else p.kind) or "-", p.freq or "-",
+         _fmt_time(p.first, p.freq), _fmt_time(p.last, p.freq), str(p.rows), p.version[:12])
+        for p in store.partitions()
+    ]
+    table = Table(title=f"data store {store.root}", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    for i, name in enumerate(("symbol", "class", "freq", "first", "last", "rows", "version")):
+        # on a narrow terminal intraday times wrap (date / time); every other cell keeps its full width
+        wraps = name in ("first", "last")
+        width = None if wraps else max([len(name), *(len(r[i]) for r in rows)])
+        justify: Literal["left", "right"] = "right" if name == "rows" else "left"
+        table.add_column(name, justify=justify, no_wrap=not wraps, min_width=width)
+    for row in rows:
+        table.add_row(*row)
     return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Side(StrEnum):
@@ -12,7 +13,10 @@ class Side(StrEnum):
 
     @property
     def sign(self) -> int:
-        return 1 if self is Side.BUY else -1
+        return _SIGN[self]
+
+
+_SIGN = {Side.BUY: 1, Side.SELL: -1}
 
 
 class OrderType(StrEnum):
@@ -65,6 +69,9 @@ TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus] = {
     (S.SUBMITTED, E.REJECT): S.REJECTED,
     (S.SUBMITTED, E.LOSE_TRACK): S.UNKNOWN,
     (S.SUBMITTED, E.CANCEL): S.CANCELLED,
+    (S.SUBMITTED, E.FILL): S.FILLED,  # a fill can arrive before the venue's acknowledgement
+    (S.SUBMITTED, E.EXPIRE): S.EXPIRED,
+    (S.UNKNOWN, E.FILL): S.FILLED,  # a late fill proves a lost order reached the venue
     (S.ACCEPTED, E.FILL): S.FILLED,
     (S.ACCEPTED, E.CANCEL): S.CANCELLED,
     (S.ACCEPTED, E.EXPIRE): S.EXPIRED,
@@ -123,7 +130,13 @@ class Order:
         if event is OrderEvent.RECONCILE:
             if self.status is not OrderStatus.UNKNOWN or target not in RECONCILABLE:
                 raise IllegalTransitionError(f"order {self.id}: cannot reconcile {self.status} to {target}")
+            if fill_qty:  # the venue's record of what filled while we did not know
+                if not 0.0 < fill_qty <= self.qty + 1e-9 or not fill_price > 0.0:
+                    raise IllegalTransitionError(f"order {self.id}: bad reconciled fill {fill_qty} @ {fill_price}")
+                self.filled_qty, self.avg_fill_price = fill_qty, fill_price
             self.status = target
+            if target in TERMINAL:
+                self.closed_ts = ts
             return self.status
         nxt = TRANSITIONS.get((self.status, event))
         if nxt is None:
@@ -132,6 +145,8 @@ class Order:
             if not 0.0 < fill_qty <= self.remaining + 1e-9:
                 raise IllegalTransitionError(
                     f"order {self.id}: fill of {fill_qty} with {self.remaining} remaining")
+            if not fill_price > 0.0:  # also refuses NaN
+                raise IllegalTransitionError(f"order {self.id}: fill price {fill_price} is not positive")
             total = self.filled_qty + fill_qty
             self.avg_fill_price = (self.avg_fill_price * self.filled_qty + fill_price * fill_qty) / total
             self.filled_qty = total
@@ -142,8 +157,7 @@ class Order:
         return nxt
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
+class Fill(NamedTuple):
     """An execution: ``price`` includes slippage; ``fee`` is in the instrument's quote currency."""
 
     order_id: str

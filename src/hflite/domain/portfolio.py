@@ -61,6 +61,8 @@ class Portfolio:
 
     def apply_fill(self, fill: Fill, currency: str, reason: str = "") -> None:
         """Book a fill: cash moves by price*qty plus fee; the position and its trade follow."""
+        if not fill.qty > 0 or not fill.price > 0:
+            raise ValueError(f"fill {fill.order_id}: quantity {fill.qty} and price {fill.price} must be positive")
         signed = fill.side.sign * fill.qty
         self.cash[currency] = self.cash.get(currency, 0.0) - signed * fill.price - fill.fee
         self.fees_paid[currency] = self.fees_paid.get(currency, 0.0) + fill.fee

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from hflite.domain.order import Side
 
@@ -23,9 +24,8 @@ class Exits:
     time_stop_bars: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class OrderIntent:
-    """A strategy's wish, before risk: enter ``direction`` (+1 long, -1 short) or exit."""
+class OrderIntent(NamedTuple):
+    """A strategy's wish, before risk: enter (sized by the risk gate) or exit. Immutable."""
 
     id: str
     symbol: str
@@ -37,7 +37,7 @@ class OrderIntent:
     price: float  # last close when decided: reference for sizing and collars
     atr: float  # ATR at decision time (NaN when unknown)
     qty: float | None = None  # exits: the quantity to close; entries: None (risk sizes it)
-    exits: Exits = field(default_factory=Exits)
+    exits: Exits = Exits()
 
 
 class VerdictStatus(StrEnum):
@@ -46,8 +46,7 @@ class VerdictStatus(StrEnum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """One risk check: the measured value, the limit, and whether it passed."""
 
     name: str
@@ -56,8 +55,9 @@ class Check:
     passed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class RiskVerdict:
+class RiskVerdict(NamedTuple):
+    """The gate's answer to one intent, with every check's value and limit. Immutable."""
+
     intent_id: str
     symbol: str
     ts: int

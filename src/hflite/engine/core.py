@@ -16,6 +16,7 @@ orders, fills and equity.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,9 +113,9 @@ class Engine:
     # -- bars: fills, trailing and time stops -----------------------------------------------------
     def _on_bar(self, sym: str, k: int, i: int) -> None:
         b = self.md.bars[sym]
-        prev_range = b.high[k - 1] - b.low[k - 1] if k > 0 else float("nan")
-        bar = BarView(k, i, int(b.ts[k]), b.open[k], b.high[k], b.low[k], b.close[k], b.volume[k],
-                      prev_range)
+        prev_range = b.high.item(k - 1) - b.low.item(k - 1) if k > 0 else float("nan")
+        bar = BarView(k, i, b.ts.item(k), b.open.item(k), b.high.item(k), b.low.item(k), b.close.item(k),
+                      b.volume.item(k), prev_range)
         for closed in self.venue.match(sym, bar, self._on_fill):
             self.journal.order_updated(closed)
         for book in (self.entry_orders, self.exit_orders):
@@ -177,6 +178,8 @@ class Engine:
                     o.qty = o.filled_qty + abs(qty)
 
     def _protect(self, sym: str, entry: Order, fill: Fill, qty: float, exits: Exits, atr: float) -> None:
+        if not (exits.stop_atr or exits.take_profit_atr or exits.time_stop_bars):
+            return  # nothing to watch: the position needs no per-bar attention
         b = self.md.bars[sym]
         k = int(np.searchsorted(b.tl[: b.n], fill.bar_index))
         prot = Protection(exits, atr, k)
@@ -201,11 +204,11 @@ class Engine:
         md, pf = self.md, self.portfolio
         eq = 0.0
         for ccy, amount in pf.cash.items():
-            eq += amount * md.fx_tl[ccy][i]
+            eq += amount * md.fx_tl[ccy].item(i)
         gross = 0.0
         for sym, pos in pf.positions.items():
             if pos.qty:
-                mv = pos.qty * md.close_tl[sym][i] * md.fx_tl[self._inst[sym].currency][i]
+                mv = pos.qty * md.close_tl[sym].item(i) * md.fx_tl[self._inst[sym].currency].item(i)
                 eq += mv
                 gross += abs(mv)
         for sym, o in self.entry_orders.items():
@@ -220,14 +223,31 @@ class Engine:
     def _value_quiet(self, a: int, b: int) -> None:
         """Equity over [a, b) where positions and cash are constant (vectorised)."""
         md, pf = self.md, self.portfolio
+        held = [(sym, pos.qty) for sym, pos in pf.positions.items() if pos.qty]
+        if len(pf.cash) == 1 and "USD" in pf.cash and len(held) <= 1 and (
+                not held or self._inst[held[0][0]].currency == "USD"):
+            cash = pf.cash["USD"]
+            if held:  # the same arithmetic as _mark: cash + qty * close * 1.0
+                eq = md.close_tl[held[0][0]][a:b] * held[0][1]
+                eq += cash
+            else:
+                eq = np.full(b - a, cash)
+            self.equity[a:b] = eq
+            top = eq.max().item() if len(eq) else -np.inf
+            if top > self.risk.peak_equity:
+                self.risk.peak_equity = top
+            return
         eq = np.zeros(b - a)
         for ccy, amount in pf.cash.items():
-            eq += amount * md.fx_tl[ccy][a:b] if ccy != "USD" else amount
+            if ccy == "USD":
+                eq += amount
+            else:
+                eq += amount * md.fx_tl[ccy][a:b]
         for sym, pos in pf.positions.items():
             if pos.qty:
                 eq += pos.qty * md.close_tl[sym][a:b] * md.fx_tl[self._inst[sym].currency][a:b]
         self.equity[a:b] = eq
-        top = float(eq.max()) if len(eq) else -np.inf
+        top = eq.max().item() if len(eq) else -np.inf
         if top > self.risk.peak_equity:
             self.risk.peak_equity = top
 
@@ -244,7 +264,7 @@ class Engine:
 
     def _decide(self, sym: str, k: int, i: int) -> None:
         sig = self.signals[sym]
-        t = sig.target[k]
+        t = sig.target.item(k)
         if t != t:
             return
         cur = self.direction(sym)
@@ -324,7 +344,7 @@ class Engine:
         return order
 
     # -- what the backtest driver needs ---------------------------------------------------------
-    def next_needed(self, sym: str, k: int, sig_index: dict[int, np.ndarray]) -> int:
+    def next_needed(self, sym: str, k: int, sig_index: dict[float, list[int]]) -> int:
         """The symbol's next bar (after k) on which stepping can change anything, or n if none."""
         b = self.md.bars[sym]
         n = b.n
@@ -332,9 +352,9 @@ class Engine:
         cur = self.direction(sym)
         for v, idx in sig_index.items():
             if v != cur:
-                j = int(np.searchsorted(idx, k, side="right"))
+                j = bisect_right(idx, k)
                 if j < len(idx) and idx[j] < best:
-                    best = int(idx[j])
+                    best = idx[j]
         prot = self.protection.get(sym)
         if prot is not None:
             if prot.exits.trailing:
@@ -372,15 +392,16 @@ def run_backtest(engine: Engine) -> Engine:
     """Drive the engine over its whole timeline, stepping only where something can happen."""
     md = engine.md
     sig_index = {
-        sym: {v: np.flatnonzero(engine.signals[sym].target[: md.bars[sym].n] == v) for v in (-1.0, 0.0, 1.0)}
+        sym: {v: np.flatnonzero(engine.signals[sym].target[: md.bars[sym].n] == v).tolist() for v in (-1.0, 0.0, 1.0)}
         for sym in md.traded
     }
+    column = {sym: j for j, sym in enumerate(md.traded)}
     heap: list[tuple[int, str]] = []
     for sym in md.traded:
         b = md.bars[sym]
         k = engine.next_needed(sym, b.first_live - 1, sig_index[sym])
         if k < b.n:
-            heap.append((int(b.tl[k]), sym))
+            heap.append((b.tl.item(k), sym))
     heapq.heapify(heap)
     while heap:
         i = heap[0][0]
@@ -392,9 +413,9 @@ def run_backtest(engine: Engine) -> Engine:
         engine.step(i)
         for sym in due:
             b = md.bars[sym]
-            k = int(md.slots[i, md.traded.index(sym)])
+            k = md.slots.item(i, column[sym])
             k_next = engine.next_needed(sym, k, sig_index[sym])
             if k_next < b.n:
-                heapq.heappush(heap, (int(b.tl[k_next]), sym))
+                heapq.heappush(heap, (b.tl.item(k_next), sym))
     engine.finish()
     return engine

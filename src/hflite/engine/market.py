@@ -130,8 +130,11 @@ class MarketData:
         return len(self.timeline)
 
     def group(self, i: int) -> list[tuple[str, int]]:
-        row = self.slots[i]
-        return [(self.traded[j], int(row[j])) for j in np.flatnonzero(row >= 0)]
+        """(symbol, k) of every traded symbol with a bar at timeline index i."""
+        if len(self.traded) == 1:
+            k = self.slots.item(i, 0)
+            return [(self.traded[0], k)] if k >= 0 else []
+        return [(sym, k) for sym, k in zip(self.traded, self.slots[i].tolist(), strict=True) if k >= 0]
 
 
 def fx_currencies(instruments: list[Instrument], base: str = "USD") -> dict[str, tuple[str, bool]]:
@@ -166,7 +169,8 @@ def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrum
         avail, notes = available_at(inst, freq, idx)
         warnings.extend(notes)
         keep = (avail <= end_ns) if freq != "1d" else (ns(idx) <= ts_ns(end))
-        df, avail = df[keep], avail[keep]
+        if not keep.all():
+            df, avail = df[keep], avail[keep]
         live = pd.DatetimeIndex(df["ts"]) >= start
         gaps = calendar_gaps(inst, freq, pd.DatetimeIndex(df["ts"][live]))
         if len(gaps) and sym in traded:
@@ -177,7 +181,7 @@ def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrum
         prepared[sym] = (df, avail)
 
     live_times = [prepared[s][1][pd.DatetimeIndex(prepared[s][0]["ts"]) >= start] for s in traded]
-    timeline = np.unique(np.concatenate(live_times)) if live_times else np.empty(0, np.int64)
+    timeline = _sorted_unique(live_times)
     T = len(timeline)
     bars: dict[str, SymbolBars] = {}
     slots = np.full((T, len(traded)), -1, dtype=np.int64)
@@ -185,7 +189,10 @@ def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrum
     for sym, (df, avail) in prepared.items():
         live = np.asarray(pd.DatetimeIndex(df["ts"]) >= start)
         tl = np.full(len(df), -1, dtype=np.int64)
-        tl[live] = np.searchsorted(timeline, avail[live])
+        live_avail = avail[live]
+        same = len(live_avail) == T and (T == 0 or (live_avail[0] == timeline[0] and live_avail[-1] == timeline[-1]
+                                                   and np.array_equal(live_avail, timeline)))
+        tl[live] = np.arange(T) if same else np.searchsorted(timeline, live_avail)
         arr = {c: df[c].to_numpy(dtype=np.float64, copy=True) for c in ("open", "high", "low", "close", "volume")}
         bars[sym] = SymbolBars(instruments[sym], avail, arr["open"], arr["high"], arr["low"], arr["close"],
                                arr["volume"], tl, n=len(df))
@@ -193,9 +200,11 @@ def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrum
             j = traded.index(sym)
             slots[tl[live], j] = np.flatnonzero(live)
         # last close known at each timeline time (as-of, including warm-up history)
-        pos = np.searchsorted(avail, timeline, side="right") - 1
-        ffilled = np.where(pos >= 0, arr["close"][np.maximum(pos, 0)], np.nan)
-        close_tl[sym] = ffilled
+        if same and live.all():
+            close_tl[sym] = arr["close"]  # this symbol alone makes the timeline
+        else:
+            pos = np.searchsorted(avail, timeline, side="right") - 1
+            close_tl[sym] = np.where(pos >= 0, arr["close"][np.maximum(pos, 0)], np.nan)
     fx_tl = {"USD": np.ones(T)}
     for ccy, (pair, invert) in fx_currencies([instruments[s] for s in traded]).items():
         if pair not in close_tl:
@@ -205,6 +214,19 @@ def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrum
             raise ValueError(f"{pair} data starts after the run's start: cannot value {ccy} positions")
         fx_tl[ccy] = 1.0 / rate if invert else rate.copy()
     return MarketData(timeline, bars, list(traded), slots, close_tl, fx_tl, warnings, dict(versions or {}))
+
+
+def _sorted_unique(arrays: list[np.ndarray]) -> np.ndarray:
+    """Sorted distinct values (np.unique hashes, which is slow on a million timestamps)."""
+    if not arrays:
+        return np.empty(0, np.int64)
+    t = np.sort(np.concatenate(arrays), kind="stable")
+    if len(t) == 0:
+        return t
+    keep = np.empty(len(t), dtype=bool)
+    keep[0] = True
+    np.not_equal(t[1:], t[:-1], out=keep[1:])
+    return t[keep]
 
 
 def _drop_bad_rows(sym: str, df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:

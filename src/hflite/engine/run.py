@@ -87,7 +87,7 @@ def prepare(settings: Settings, store: Store) -> Prepared:
     frames: dict[str, pd.DataFrame] = {}
     for sym in instruments:
         try:
-            df = store.read_bars(sym, run.frequency, start - lookback, end)
+            df = store.read_bars(sym, run.frequency, start - lookback, run.end)  # a date: the whole day
         except DataNotFoundError:
             field = "run.symbols" if sym in run.symbols else f"run.symbols (FX for {sym})"
             raise ConfigError(f"config error: {field}: no {run.frequency} bars for {sym} in the store "
@@ -373,7 +373,7 @@ def _add_benchmarks(result: RunResult, prep: Prepared, index: pd.DatetimeIndex) 
     store, s = prep.store, prep.settings
     for sym in s.run.benchmarks:
         try:
-            df = store.read_bars(sym, "1d", prep.start - pd.Timedelta(days=10), prep.end)
+            df = store.read_bars(sym, "1d", prep.start - pd.Timedelta(days=10), s.run.end)
             inst = instrument_for(sym)
         except (DataNotFoundError, UnknownInstrumentError):
             result.warnings.append(f"benchmark {sym}: no daily data in the store; skipped")

@@ -90,11 +90,11 @@ class SqliteJournal:
 
     def fill(self, fill: Fill) -> None:
         with self.db:
-            self._event("fill", fill.order_id, asdict(fill))
+            self._event("fill", fill.order_id, fill._asdict())
 
     def verdict(self, verdict: RiskVerdict) -> None:
         with self.db:
-            self._event("verdict", verdict.intent_id, asdict(verdict))
+            self._event("verdict", verdict.intent_id, verdict._asdict())
 
     def close(self) -> None:
         self.db.close()

@@ -10,7 +10,8 @@ Rules (documented in README "Fill rules"):
   bar's open, so they fill at their trigger if the rest of the range reaches it. When stop-loss and
   take-profit could both fill in one bar, the stop-loss fills first (pessimistic).
 - At most ``max_volume_share`` of the bar's volume fills per bar (when the instrument reports
-  volume); the rest stays working (GTC), or expires (DAY) or is cancelled (IOC) after the bar.
+  volume; 1.0 = all of it); the rest stays working (GTC), or expires (DAY) or is cancelled (IOC)
+  after the bar. DAY means one bar of the run's frequency.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hflite.domain.instrument import Instrument, VolumeUnit
-from hflite.domain.order import Fill, Order, OrderEvent, OrderType, Side, TimeInForce
+from hflite.domain.order import OPEN, Fill, Order, OrderEvent, OrderType, Side, TimeInForce
+
+MARKET, STOP = OrderType.MARKET, OrderType.STOP
 from hflite.execution.costs import CommissionModel, SlippageModel
 
 FillHandler = Callable[[Order, Fill], None]
@@ -81,10 +84,9 @@ class SimVenue:
         cap = self._volume_cap(inst, bar)
         seen: set[str] = set()
         while True:
-            due = [o for o in book if o.is_open and o.first_bar <= bar.i and o.id not in seen]
-            if not due:
+            order = self._next_due(book, bar.i, seen)
+            if order is None:
                 break
-            order = min(due, key=lambda o: o.type is not OrderType.MARKET)
             seen.add(order.id)
             price = self._trigger_price(order, bar)
             if price is None or cap <= 0.0:
@@ -97,6 +99,21 @@ class SimVenue:
                 order.apply(OrderEvent.FILL, fill_qty=qty, fill_price=fill.price, ts=bar.ts)
                 on_fill(order, fill)
         return self._end_of_bar(symbol, bar)
+
+    @staticmethod
+    def _next_due(book: list[Order], i: int, seen: set[str]) -> Order | None:
+        """The next order to match: market orders, then stops, then limits (so a stop-loss fills
+        before a take-profit in the same bar: the pessimistic order), each in arrival order."""
+        stop = limit = None
+        for o in book:
+            if o.first_bar <= i and o.id not in seen and o.status in OPEN:
+                if o.type is MARKET:
+                    return o
+                if o.type is STOP:
+                    stop = stop or o
+                else:
+                    limit = limit or o
+        return stop or limit
 
     def _end_of_bar(self, symbol: str, bar: BarView) -> list[Order]:
         keep: list[Order] = []
@@ -114,8 +131,8 @@ class SimVenue:
         return closed
 
     def _volume_cap(self, inst: Instrument, bar: BarView) -> float:
-        if inst.volume_unit is VolumeUnit.NONE or self.max_volume_share >= 1.0:
-            return float("inf")
+        if inst.volume_unit is VolumeUnit.NONE:
+            return float("inf")  # the instrument reports no volume (FX): nothing to cap by
         units = bar.volume if inst.volume_unit is VolumeUnit.UNITS else bar.volume / bar.open
         return max(units * self.max_volume_share, 0.0)
 

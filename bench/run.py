@@ -1,0 +1,57 @@
+"""Run every benchmark in its own process (so process time and peak memory are its own) and
+print the figures with their targets. Results: bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+BENCHES = [
+    ("engine_minutes", "(a) 1 symbol x 1,000,000 minute bars, full engine",
+     [("bars_per_s", ">=", 1_000_000), ("process_s", "<=", 2.0), ("overhead_us_per_order", "<=", 10.0),
+      ("peak_rss_mb", "<=", 1024)]),
+    ("daily_sample", "(b) 24 daily symbols x 10 years, full engine", []),
+    ("sweep", "(c) 100 (fast, slow) pairs x 100,000 bars", [("process_s", "<=", 5.0)]),
+]
+
+
+def main() -> int:
+    console = Console()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), str(HERE)])}
+    table = Table(title="hflite benchmarks (this machine)", show_lines=True)
+    for col in ("benchmark", "figure", "value", "target"):
+        table.add_column(col)
+    failed = False
+    for name, title, targets in BENCHES:
+        done = subprocess.run([sys.executable, str(HERE / f"{name}.py")], env=env, check=False)
+        if done.returncode != 0:
+            table.add_row(title, "error", f"exit {done.returncode}", "")
+            failed = True
+            continue
+        figures = json.loads((HERE / "results" / f"{name}.json").read_text())
+        wanted = {k: (op, v) for k, op, v in targets}
+        keys = ["bars", "bars_per_s", "ratio_to_reference", "process_s", "peak_rss_mb"] + [
+            k for k in ("orders", "overhead_us_per_order", "loop_us_per_order", "pairs", "sweep_s") if k in figures]
+        for key in keys:
+            value = figures[key]
+            target = ""
+            if key in wanted:
+                op, limit = wanted[key]
+                met = value >= limit if op == ">=" else value <= limit
+                target = f"{op} {limit:,} [{'green' if met else 'red'}]{'met' if met else 'missed'}[/]"
+            shown = f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+            table.add_row(title, key, shown, target)
+            title = ""
+    console.print(table)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
