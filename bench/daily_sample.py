@@ -21,11 +21,14 @@ def main() -> dict[str, float]:
     store = Store(tempfile.mkdtemp(prefix="hflite-bench-"))
     ensure_sample(store)
     symbols = [s for s in sample_symbols("1d") if s != "ETH-USD"]
-    settings = load_settings(None, {
-        "run": {"symbols": symbols, "start": "2015-01-02", "end": "2024-12-06", "benchmarks": []},
-        "strategy": {"name": "trend", "fast": 20, "slow": 100, "stop_atr": 3.0},
-        "data": {"dir": store.root},
-    })
+    settings = load_settings(
+        None,
+        {
+            "run": {"symbols": symbols, "start": "2015-01-02", "end": "2024-12-06", "benchmarks": []},
+            "strategy": {"name": "trend", "fast": 20, "slow": 100, "stop_atr": 3.0},
+            "data": {"dir": store.root},
+        },
+    )
     t0 = time.perf_counter()
     result = backtest(settings, store, run_id="bench")
     t_run = time.perf_counter() - t0
@@ -36,11 +39,20 @@ def main() -> dict[str, float]:
         numpy_reference({c: px[c].to_numpy() for c in ("open", "close")}, 20, 100, cost_bps=2.0)
     t_ref = time.perf_counter() - t0
     return {
-        "symbols": len(symbols), "bars": bars, "timeline_points": int(result.stats["timeline_points"]),
-        "orders": len(result.orders), "fills": len(result.fills), "steps": int(result.stats["steps"]),
-        "engine_loop_s": result.stats["engine_seconds"], "run_s": t_run, "reference_s": t_ref,
-        "bars_per_s": bars / t_run, "loop_bars_per_s": bars / result.stats["engine_seconds"],
-        "ratio_to_reference": t_run / t_ref, "peak_rss_mb": peak_rss_mb(), "process_s": process_seconds(),
+        "symbols": len(symbols),
+        "bars": bars,
+        "timeline_points": int(result.stats["timeline_points"]),
+        "orders": len(result.orders),
+        "fills": len(result.fills),
+        "steps": int(result.stats["steps"]),
+        "engine_loop_s": result.stats["engine_seconds"],
+        "run_s": t_run,
+        "reference_s": t_ref,
+        "bars_per_s": bars / t_run,
+        "loop_bars_per_s": bars / result.stats["engine_seconds"],
+        "ratio_to_reference": t_run / t_ref,
+        "peak_rss_mb": peak_rss_mb(),
+        "process_s": process_seconds(),
         "final_equity": float(result.equity.iloc[-1]),
     }
 

@@ -66,8 +66,13 @@ def _corporate_actions_csv(path: Path) -> pd.DataFrame:
 def _write(table: pa.Table, target: Path) -> None:
     """zstd at a high level; delta-encoded integers (decimals and times) compress far better than floats."""
     delta = [f.name for f in table.schema if pa.types.is_decimal(f.type) or pa.types.is_timestamp(f.type)]
-    write_parquet(table, target, compression_level=COMPRESSION_LEVEL, store_decimal_as_integer=True,
-                  column_encoding=dict.fromkeys(delta, "DELTA_BINARY_PACKED"))
+    write_parquet(
+        table,
+        target,
+        compression_level=COMPRESSION_LEVEL,
+        store_decimal_as_integer=True,
+        column_encoding=dict.fromkeys(delta, "DELTA_BINARY_PACKED"),
+    )
 
 
 def _entry(out: Path, rel: str, frame: pd.DataFrame, time_col: str, **meta: object) -> dict[str, object]:
@@ -79,8 +84,12 @@ def _entry(out: Path, rel: str, frame: pd.DataFrame, time_col: str, **meta: obje
     if back != version:
         raise SystemExit(f"{target}: does not read back to the same content ({back[:12]} != {version[:12]})")
     return {
-        **meta, "file": rel, "rows": len(frame), "version": version,
-        "first": frame[time_col].min().isoformat(), "last": frame[time_col].max().isoformat(),
+        **meta,
+        "file": rel,
+        "rows": len(frame),
+        "version": version,
+        "first": frame[time_col].min().isoformat(),
+        "last": frame[time_col].max().isoformat(),
     }
 
 
@@ -93,32 +102,70 @@ def build(src: Path, out: Path) -> list[dict[str, object]]:
     for path in daily:
         symbol = path.stem
         frame = normalize_bars(_bars_csv(path, "%Y-%m-%d"), symbol)
-        entries.append(_entry(
-            out, f"bars/1d/{symbol}.parquet", frame, "ts", key=bars_key(symbol, "1d"), kind="bars",
-            symbol=symbol, asset_class=instrument_for(symbol).asset_class.value, freq="1d",
-            origin=f"market/daily/{path.name}",
-        ))
+        entries.append(
+            _entry(
+                out,
+                f"bars/1d/{symbol}.parquet",
+                frame,
+                "ts",
+                key=bars_key(symbol, "1d"),
+                kind="bars",
+                symbol=symbol,
+                asset_class=instrument_for(symbol).asset_class.value,
+                freq="1d",
+                origin=f"market/daily/{path.name}",
+            )
+        )
     for name in INTRADAY_FILES:
         symbol, freq = Path(name).stem.split("_")
         frame = normalize_bars(_bars_csv(src / "market" / "intraday" / name, "%Y-%m-%dT%H:%M:%SZ"), symbol)
-        entries.append(_entry(
-            out, f"bars/{freq}/{symbol}.parquet", frame, "ts", key=bars_key(symbol, freq), kind="bars",
-            symbol=symbol, asset_class=instrument_for(symbol).asset_class.value, freq=freq,
-            origin=f"market/intraday/{name}",
-        ))
+        entries.append(
+            _entry(
+                out,
+                f"bars/{freq}/{symbol}.parquet",
+                frame,
+                "ts",
+                key=bars_key(symbol, freq),
+                kind="bars",
+                symbol=symbol,
+                asset_class=instrument_for(symbol).asset_class.value,
+                freq=freq,
+                origin=f"market/intraday/{name}",
+            )
+        )
     for path in sorted((src / "macro").glob("*.csv")):
         frame = normalize_series(_series_csv(path), path.stem)
-        entries.append(_entry(
-            out, f"macro/{path.stem}.parquet", frame, "date", key=series_key(path.stem), kind="macro",
-            symbol=path.stem, asset_class=None, freq=None, origin=f"macro/{path.name}",
-        ))
-    actions = normalize_table(_corporate_actions_csv(src / "market" / "daily" / "corporate_actions.csv"),
-                              "corporate_actions")
-    entries.append(_entry(
-        out, "tables/corporate_actions.parquet", actions, "date", key=table_key("corporate_actions"),
-        kind="table", symbol="corporate_actions", asset_class=None, freq=None,
-        origin="market/daily/corporate_actions.csv",
-    ))
+        entries.append(
+            _entry(
+                out,
+                f"macro/{path.stem}.parquet",
+                frame,
+                "date",
+                key=series_key(path.stem),
+                kind="macro",
+                symbol=path.stem,
+                asset_class=None,
+                freq=None,
+                origin=f"macro/{path.name}",
+            )
+        )
+    actions = normalize_table(
+        _corporate_actions_csv(src / "market" / "daily" / "corporate_actions.csv"), "corporate_actions"
+    )
+    entries.append(
+        _entry(
+            out,
+            "tables/corporate_actions.parquet",
+            actions,
+            "date",
+            key=table_key("corporate_actions"),
+            kind="table",
+            symbol="corporate_actions",
+            asset_class=None,
+            freq=None,
+            origin="market/daily/corporate_actions.csv",
+        )
+    )
     entries.sort(key=lambda e: str(e["key"]))
     manifest = {
         "format": 1,

@@ -34,8 +34,16 @@ def make_settings(store: Store, **sections: dict[str, Any]) -> Settings:
     return load_settings(None, base)
 
 
-def synthetic_bars(n: int, *, seed: int = 7, start: str = "2020-01-01", freq: str = "1D",
-                   drift: float = 0.0, vol: float = 0.01, volume: float = 1e6) -> pd.DataFrame:
+def synthetic_bars(
+    n: int,
+    *,
+    seed: int = 7,
+    start: str = "2020-01-01",
+    freq: str = "1D",
+    drift: float = 0.0,
+    vol: float = 0.01,
+    volume: float = 1e6,
+) -> pd.DataFrame:
     """A random-walk OHLCV frame for unit tests (never for the demo)."""
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(drift, vol, n)))
@@ -43,5 +51,6 @@ def synthetic_bars(n: int, *, seed: int = 7, start: str = "2020-01-01", freq: st
     high = np.maximum(open_, close) * (1 + rng.uniform(0, vol / 2, n))
     low = np.minimum(open_, close) * (1 - rng.uniform(0, vol / 2, n))
     ts = pd.date_range(start, periods=n, freq=freq, tz="UTC")
-    return pd.DataFrame({"ts": ts, "open": open_, "high": high, "low": low, "close": close,
-                         "volume": np.full(n, volume)})
+    return pd.DataFrame(
+        {"ts": ts, "open": open_, "high": high, "low": low, "close": close, "volume": np.full(n, volume)}
+    )

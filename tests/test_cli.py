@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 from typer.testing import CliRunner
 
 from hflite.cli import app
-from tests.conftest import REPO
 
 runner = CliRunner()
 
@@ -30,9 +30,24 @@ def test_every_command_explains_itself_with_an_example(command):
 
 def test_backtest_with_flags_and_set_writes_a_complete_report(env: Path):
     out = env / "reports" / "my-run"
-    result = runner.invoke(app, [
-        "backtest", "--strategy", "trend", "--symbols", "SPY,TLT,GLD,BTC-USD,EURUSD", "--start", "2015-01-01",
-        "--end", "2024-12-06", "--set", "strategy.fast=20", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--strategy",
+            "trend",
+            "--symbols",
+            "SPY,TLT,GLD,BTC-USD,EURUSD",
+            "--start",
+            "2015-01-01",
+            "--end",
+            "2024-12-06",
+            "--set",
+            "strategy.fast=20",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Report:" in result.output and "Sharpe" in result.output
     for name in ("report.html", "trades.csv", "orders.csv", "equity.parquet", "metrics.json", "config.json"):
@@ -42,29 +57,45 @@ def test_backtest_with_flags_and_set_writes_a_complete_report(env: Path):
 
 
 def test_a_config_error_is_one_clear_line_and_exit_code_2(env: Path):
-    result = runner.invoke(app, ["backtest", "--config", str(REPO / "configs" / "demo.toml"),
-                                 "--set", "risk.risk_pct=-1"])
+    result = runner.invoke(
+        app, ["backtest", "--config", str(REPO / "configs" / "demo.toml"), "--set", "risk.risk_pct=-1"]
+    )
     assert result.exit_code == 2
     assert "config error: risk.risk_pct: Input should be greater than 0 (got -1)" in result.output
     assert "Traceback" not in result.output
 
 
 def test_an_unknown_set_key_names_it(env: Path):
-    result = runner.invoke(app, ["backtest", "--config", str(REPO / "configs" / "demo.toml"),
-                                 "--set", "strategy.fastt=3"])
+    result = runner.invoke(
+        app, ["backtest", "--config", str(REPO / "configs" / "demo.toml"), "--set", "strategy.fastt=3"]
+    )
     assert result.exit_code == 2 and "strategy.fastt: unknown key" in result.output
 
 
 def test_replay_runs_the_live_runtime_and_reports(env: Path):
     out = env / "rp"
-    result = runner.invoke(app, ["replay", "--config", str(REPO / "configs" / "demo.toml"), "--speed", "max",
-                                 "--set", "run.start=2023-01-03", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "replay",
+            "--config",
+            str(REPO / "configs" / "demo.toml"),
+            "--speed",
+            "max",
+            "--set",
+            "run.start=2023-01-03",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "report.html").is_file()
 
 
 def test_replay_refuses_a_bad_speed(env: Path):
-    result = runner.invoke(app, ["replay", "--config", str(REPO / "configs" / "demo.toml"), "--speed", "fast"])
+    result = runner.invoke(
+        app, ["replay", "--config", str(REPO / "configs" / "demo.toml"), "--speed", "fast"]
+    )
     assert result.exit_code == 2 and "--speed: expected 'max' or a positive number" in result.output
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO, make_settings
 
 from hflite.config import ConfigError, load_settings, parse_overrides
 from hflite.engine.run import backtest, prepare
-from tests.conftest import REPO, make_settings
 
 GOOD = """
 [run]
@@ -29,14 +29,23 @@ def test_the_demo_config_is_valid():
     assert s.strategy.name == "trend" and s.strategy.params()["fast"] == 20
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ("[risk]\nrisk_pct = -1\n", "config error: risk.risk_pct: Input should be greater than 0 (got -1)"),
-    ("[risk]\nrisk_pcnt = 1\n", "config error: risk.risk_pcnt: unknown key"),
-    ("[rsik]\nrisk_pct = 1\n", "config error: rsik: unknown key"),
-    ("[strategy]\nname = \"trend\"\nfastt = 3\n", "config error: strategy.fastt: unknown key"),
-    ("[strategy]\nname = \"trend\"\nfast = 60\nslow = 50\n", "config error: strategy: fast (60) must be smaller"),
-    ("[execution]\nmax_volume_share = 2\n", "config error: execution.max_volume_share: Input should be less"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[risk]\nrisk_pct = -1\n", "config error: risk.risk_pct: Input should be greater than 0 (got -1)"),
+        ("[risk]\nrisk_pcnt = 1\n", "config error: risk.risk_pcnt: unknown key"),
+        ("[rsik]\nrisk_pct = 1\n", "config error: rsik: unknown key"),
+        ('[strategy]\nname = "trend"\nfastt = 3\n', "config error: strategy.fastt: unknown key"),
+        (
+            '[strategy]\nname = "trend"\nfast = 60\nslow = 50\n',
+            "config error: strategy: fast (60) must be smaller",
+        ),
+        (
+            "[execution]\nmax_volume_share = 2\n",
+            "config error: execution.max_volume_share: Input should be less",
+        ),
+    ],
+)
 def test_bad_values_name_the_field(tmp_path, extra, message):
     with pytest.raises(ConfigError) as exc:
         load_settings(write(tmp_path, GOOD + extra))
@@ -57,9 +66,9 @@ def test_a_missing_file_and_bad_toml_are_named(tmp_path):
 
 
 def test_set_overrides_parse_toml_values_and_nest():
-    assert parse_overrides(["strategy.fast=20", "strategy.ma=ema", "run.symbols=[\"SPY\",\"TLT\"]",
-                            "strategy.trailing=true"]) == {
-        "strategy": {"fast": 20, "ma": "ema", "trailing": True}, "run": {"symbols": ["SPY", "TLT"]}}
+    assert parse_overrides(
+        ["strategy.fast=20", "strategy.ma=ema", 'run.symbols=["SPY","TLT"]', "strategy.trailing=true"]
+    ) == {"strategy": {"fast": 20, "ma": "ema", "trailing": True}, "run": {"symbols": ["SPY", "TLT"]}}
     with pytest.raises(ConfigError, match="needs a section"):
         parse_overrides(["fast=3"])
 
@@ -90,7 +99,9 @@ def test_a_symbol_missing_from_the_store_is_named(tmp_path):
 
 def test_a_window_before_the_data_starts_is_refused(sample_store):
     s = make_settings(sample_store, run={"symbols": ["ETH-USD"], "start": "2015-01-02"})
-    with pytest.raises(ConfigError, match="run.start: ETH-USD 1d data starts 2017-11-09, after the run's start"):
+    with pytest.raises(
+        ConfigError, match="run.start: ETH-USD 1d data starts 2017-11-09, after the run's start"
+    ):
         prepare(s, sample_store)
 
 

@@ -24,6 +24,7 @@ IBKR = PerShareCommission(per_share=0.005, minimum=1.0, max_pct=1.0)
 
 # ------------------------------------------------------------------------------- per share
 
+
 def test_per_share_fee_below_the_minimum_is_raised_to_the_minimum() -> None:
     # 100 * 0.005 = 0.50 < 1.00 minimum; cap 1% of 5 000 = 50 does not bind.
     assert IBKR.fee(AAPL, 100, 50.0) == pytest.approx(1.00)
@@ -58,6 +59,7 @@ def test_per_share_defaults_have_no_minimum_and_a_one_percent_cap() -> None:
 
 # ------------------------------------------------------------------------------------- bps
 
+
 def test_bps_fee_is_a_share_of_notional() -> None:
     # 2 BTC * 30 000 = 60 000 notional; 10 bps = 60.00
     assert BpsCommission(bps=10.0, minimum=1.0).fee(BTC, 2.0, 30_000.0) == pytest.approx(60.0)
@@ -80,8 +82,9 @@ def test_zero_bps_with_no_minimum_is_free() -> None:
 
 # --------------------------------------------------------------------------------- routing
 
-ROUTED = AssetClassCommission({AssetClass.EQUITY: IBKR, AssetClass.ETF: IBKR,
-                               AssetClass.CRYPTO: BpsCommission(bps=10.0)})
+ROUTED = AssetClassCommission(
+    {AssetClass.EQUITY: IBKR, AssetClass.ETF: IBKR, AssetClass.CRYPTO: BpsCommission(bps=10.0)}
+)
 
 
 def test_asset_class_commission_routes_an_equity_to_its_per_share_model() -> None:
@@ -100,6 +103,7 @@ def test_asset_class_commission_refuses_an_unconfigured_class_instead_of_chargin
 
 
 # ---------------------------------------------------------------------------------- slippage
+
 
 def test_fixed_bps_slippage_is_a_share_of_the_price() -> None:
     # 200 * 5 / 10 000 = 0.10

@@ -13,8 +13,8 @@ from hflite.domain.order import TimeInForce
 from hflite.domain.signal import Exits
 from hflite.engine.core import Engine, StrategyError, run_backtest
 from hflite.engine.market import build_market
-from hflite.engine.run import checked_signals
 from hflite.engine.runtime import LiveRuntime, RecordedFeed
+from hflite.engine.signals import checked_signals
 from hflite.execution.costs import BpsCommission, FixedBpsSlippage
 from hflite.execution.venues.sim import SimVenue
 from hflite.risk.gate import RiskLimits
@@ -41,8 +41,13 @@ class Scripted:
         for k, v in self.targets.items():
             if k < n:
                 target[k] = v
-        return SignalSet(target, np.full(n, self.atr), self.exits, {"close": bars.close},
-                         {1: "buy at {close}", 0: "sell at {close}", -1: "short at {close}"})
+        return SignalSet(
+            target,
+            np.full(n, self.atr),
+            self.exits,
+            {"close": bars.close},
+            {1: "buy at {close}", 0: "sell at {close}", -1: "short at {close}"},
+        )
 
 
 def frame(opens, highs=None, lows=None, closes=None, volume=1e9, start="2021-01-01"):
@@ -51,17 +56,50 @@ def frame(opens, highs=None, lows=None, closes=None, volume=1e9, start="2021-01-
     highs = np.asarray(highs if highs is not None else np.maximum(opens, closes), float)
     lows = np.asarray(lows if lows is not None else np.minimum(opens, closes), float)
     ts = pd.date_range(start, periods=len(opens), freq="D", tz="UTC")
-    return pd.DataFrame({"ts": ts, "open": opens, "high": highs, "low": lows, "close": closes,
-                         "volume": np.full(len(opens), volume)})
+    return pd.DataFrame(
+        {
+            "ts": ts,
+            "open": opens,
+            "high": highs,
+            "low": lows,
+            "close": closes,
+            "volume": np.full(len(opens), volume),
+        }
+    )
 
 
-def run(df, strategy, *, fee_bps=0.0, slip_bps=0.0, limits=None, cash=10_000.0, tif=TimeInForce.GTC,
-        max_volume_share=1.0, inst=COIN):
-    md = build_market({inst.symbol: df}, {inst.symbol: inst}, [inst.symbol], "1d", df.ts.iloc[0], df.ts.iloc[-1])
-    sig = {inst.symbol: checked_signals(strategy, inst.symbol, md.bars[inst.symbol].arrays(), md.bars[inst.symbol].ts)}
-    venue = SimVenue({inst.symbol: inst}, BpsCommission(fee_bps), FixedBpsSlippage(slip_bps), max_volume_share)
-    eng = Engine(md, sig, strategy_name="s", limits=limits or RiskLimits(
-        sizing="percent_equity", percent_equity=50, max_position_pct=100), venue=venue, initial_cash=cash, tif=tif)
+def run(
+    df,
+    strategy,
+    *,
+    fee_bps=0.0,
+    slip_bps=0.0,
+    limits=None,
+    cash=10_000.0,
+    tif=TimeInForce.GTC,
+    max_volume_share=1.0,
+    inst=COIN,
+):
+    md = build_market(
+        {inst.symbol: df}, {inst.symbol: inst}, [inst.symbol], "1d", df.ts.iloc[0], df.ts.iloc[-1]
+    )
+    sig = {
+        inst.symbol: checked_signals(
+            strategy, inst.symbol, md.bars[inst.symbol].arrays(), md.bars[inst.symbol].ts
+        )
+    }
+    venue = SimVenue(
+        {inst.symbol: inst}, BpsCommission(fee_bps), FixedBpsSlippage(slip_bps), max_volume_share
+    )
+    eng = Engine(
+        md,
+        sig,
+        strategy_name="s",
+        limits=limits or RiskLimits(sizing="percent_equity", percent_equity=50, max_position_pct=100),
+        venue=venue,
+        initial_cash=cash,
+        tif=tif,
+    )
     return run_backtest(eng)
 
 
@@ -102,8 +140,12 @@ def test_a_stop_can_hit_on_the_entry_bar_itself_after_the_open():
 
 def test_a_trailing_stop_only_ever_moves_in_the_trade_s_favour():
     highs = [100, 101, 110, 105, 120, 108]
-    df = frame([100, 100, 105, 104, 110, 100], highs=highs, lows=[99, 99, 104, 103, 109, 95],
-               closes=[100, 101, 108, 104, 118, 100])
+    df = frame(
+        [100, 100, 105, 104, 110, 100],
+        highs=highs,
+        lows=[99, 99, 104, 103, 109, 95],
+        closes=[100, 101, 108, 104, 118, 100],
+    )
     eng = run(df, Scripted({0: 1.0}, atr=2.0, exits=Exits(stop_atr=2.0, trailing=True)))
     stop = next(o for o in eng.orders.values() if o.reason == "stop-loss")
     # entry 100 -> stop 96; after bar1 high 101 -> 97; bar2 110 -> 106; bar3 105 -> stays 106;
@@ -138,7 +180,9 @@ def test_volume_caps_split_an_order_and_day_orders_expire_the_rest():
     assert [f.qty for f in eng.fills] == [200.0]
     assert [o.status.value for o in eng.orders.values()] == ["expired"]
     eng = run(df, Scripted({0: 1.0}), max_volume_share=0.1, tif=TimeInForce.GTC)
-    assert [f.qty for f in eng.fills] == [200.0, 200.0, 100.0] and all(f.liquidity_capped for f in eng.fills[:2])
+    assert [f.qty for f in eng.fills] == [200.0, 200.0, 100.0] and all(
+        f.liquidity_capped for f in eng.fills[:2]
+    )
 
 
 def test_missing_bars_are_skipped_and_reported():
@@ -187,8 +231,16 @@ def test_the_live_runtime_names_the_bar_when_a_strategy_raises():
 
 
 def test_a_usdjpy_position_is_valued_in_usd_at_the_current_rate():
-    usdjpy = Instrument("USDJPY", AssetClass.FX, "JPY", Calendar.ALWAYS, 0.001, 1.0, base_currency="USD",
-                        volume_unit=VolumeUnit.NONE)
+    usdjpy = Instrument(
+        "USDJPY",
+        AssetClass.FX,
+        "JPY",
+        Calendar.ALWAYS,
+        0.001,
+        1.0,
+        base_currency="USD",
+        volume_unit=VolumeUnit.NONE,
+    )
     df = frame([150.0, 150.0, 150.0, 160.0])
     eng = run(df, Scripted({0: 1.0}), inst=usdjpy)
     # 50% of 10,000 USD at 150 JPY, fx 1/150 -> 5,000 USD = 5,000 units, bought at 150 JPY

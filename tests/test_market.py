@@ -50,9 +50,16 @@ def test_calendar_gaps_follow_each_instrument_s_calendar():
 def test_the_timeline_orders_bars_by_when_they_became_known(sample_store):
     start, end = pd.Timestamp("2024-03-07", tz="UTC"), pd.Timestamp("2024-03-11", tz="UTC")
     frames = {s: sample_store.read_bars(s, "1d", "2024-03-01", "2024-03-12") for s in ("SPY", "BTC-USD")}
-    md = build_market(frames, {s: SAMPLE_INSTRUMENTS[s] for s in frames}, ["SPY", "BTC-USD"], "1d", start, end)
+    md = build_market(
+        frames, {s: SAMPLE_INSTRUMENTS[s] for s in frames}, ["SPY", "BTC-USD"], "1d", start, end
+    )
     times = pd.to_datetime(md.timeline, utc=True)
     # Thu SPY close (21:00), Fri 00:00 BTC(Thu), Fri 21:00 SPY, Sat 00:00 BTC(Fri), Sun 00:00 BTC(Sat), ...
-    assert list(times[:5].strftime("%a %H:%M")) == ["Thu 21:00", "Fri 00:00", "Fri 21:00", "Sat 00:00",
-                                                    "Sun 00:00"]
+    assert list(times[:5].strftime("%a %H:%M")) == [
+        "Thu 21:00",
+        "Fri 00:00",
+        "Fri 21:00",
+        "Sat 00:00",
+        "Sun 00:00",
+    ]
     assert md.group(0) == [("SPY", md.bars["SPY"].first_live)]

@@ -32,19 +32,38 @@ def equity() -> pd.Series:
     return pd.Series([100.0, 110.0, 99.0, 121.0], index=_days(4))
 
 
-def _trade(pnl_usd: float, fees_usd: float, *, is_open: bool = False, exit_fee: float = 0.0,
-           ret: float = 0.0) -> dict:
-    return {"pnl_usd": pnl_usd, "fees_usd": fees_usd, "is_open": is_open, "exit_fee_est_usd": exit_fee,
-            "return_pct": ret}
+def _trade(
+    pnl_usd: float, fees_usd: float, *, is_open: bool = False, exit_fee: float = 0.0, ret: float = 0.0
+) -> dict:
+    return {
+        "pnl_usd": pnl_usd,
+        "fees_usd": fees_usd,
+        "is_open": is_open,
+        "exit_fee_est_usd": exit_fee,
+        "return_pct": ret,
+    }
 
 
 # ------------------------------------------------------------------------------------ public API
 
+
 def test_public_api_is_pinned() -> None:
     assert sorted(analytics.__all__) == [
-        "METRIC_KEYS", "REPORT_FILES", "SECTIONS", "benchmark_metrics", "buy_and_hold", "compute_metrics",
-        "daily_equity", "drawdown", "format_metric", "monthly_returns", "periods_per_year",
-        "risk_free_daily", "run_metrics", "summary_table", "write_report",
+        "METRIC_KEYS",
+        "REPORT_FILES",
+        "SECTIONS",
+        "benchmark_metrics",
+        "buy_and_hold",
+        "compute_metrics",
+        "daily_equity",
+        "drawdown",
+        "format_metric",
+        "monthly_returns",
+        "periods_per_year",
+        "risk_free_daily",
+        "run_metrics",
+        "summary_table",
+        "write_report",
     ]
 
 
@@ -55,9 +74,11 @@ def test_compute_metrics_returns_exactly_the_documented_keys(equity: pd.Series) 
 
 # ----------------------------------------------------------------------------------- time rules
 
+
 def test_daily_equity_keeps_last_point_of_each_utc_day() -> None:
-    ts = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 21:00", "2024-01-02 22:00", "2024-01-04 00:00"],
-                          tz="UTC")
+    ts = pd.DatetimeIndex(
+        ["2024-01-01 00:00", "2024-01-01 21:00", "2024-01-02 22:00", "2024-01-04 00:00"], tz="UTC"
+    )
     daily = daily_equity(pd.Series([1.0, 2.0, 3.0, 4.0], index=ts))
     assert list(daily) == [2.0, 3.0, 4.0]  # 2024-01-03 has no point and stays absent
     assert list(daily.index) == list(pd.DatetimeIndex(["2024-01-01", "2024-01-02", "2024-01-04"], tz="UTC"))
@@ -82,8 +103,10 @@ def test_periods_per_year_of_one_day_is_nan() -> None:
 
 def test_risk_free_for_march_is_not_used_before_first_business_day_of_april() -> None:
     fedfunds = pd.DataFrame({"date": ["2024-02-01", "2024-03-01"], "value": [5.33, 5.40]})
-    index = pd.DatetimeIndex(["2024-02-29 12:00", "2024-03-01 00:00", "2024-03-31 23:59",
-                              "2024-04-01 00:00", "2024-04-02 21:00"], tz="UTC")
+    index = pd.DatetimeIndex(
+        ["2024-02-29 12:00", "2024-03-01 00:00", "2024-03-31 23:59", "2024-04-01 00:00", "2024-04-02 21:00"],
+        tz="UTC",
+    )
     rf = risk_free_daily(fedfunds, index)
     # February's value is known on Fri 2024-03-01; March's on Mon 2024-04-01; before that: 0.
     assert list(rf) == [0.0, 5.33, 5.33, 5.40, 5.40]
@@ -91,14 +114,16 @@ def test_risk_free_for_march_is_not_used_before_first_business_day_of_april() ->
 
 def test_risk_free_rolls_past_weekends_and_federal_holidays() -> None:
     fedfunds = pd.DataFrame({"date": pd.to_datetime(["2024-08-01", "2024-11-01"]), "value": [5.33, 4.64]})
-    index = pd.DatetimeIndex(["2024-09-02 20:00", "2024-09-03 00:00", "2024-12-01 12:00", "2024-12-02 00:00"],
-                             tz="UTC")
+    index = pd.DatetimeIndex(
+        ["2024-09-02 20:00", "2024-09-03 00:00", "2024-12-01 12:00", "2024-12-02 00:00"], tz="UTC"
+    )
     rf = risk_free_daily(fedfunds, index)
     # 2024-09-01 is a Sunday and 09-02 Labor Day -> 09-03; 2024-12-01 is a Sunday -> 12-02.
     assert list(rf) == [0.0, 5.33, 5.33, 4.64]
 
 
 # ------------------------------------------------------------------------- returns and risk
+
 
 def test_total_return_and_cagr(equity: pd.Series) -> None:
     m = compute_metrics(equity, None)
@@ -150,8 +175,9 @@ def test_unrecovered_drawdown_lasts_until_the_end() -> None:
 
 
 def test_drawdown_uses_intraday_points_but_returns_use_days() -> None:
-    ts = pd.DatetimeIndex(["2024-01-01 21:00", "2024-01-02 10:00", "2024-01-02 21:00", "2024-01-03 21:00"],
-                          tz="UTC")
+    ts = pd.DatetimeIndex(
+        ["2024-01-01 21:00", "2024-01-02 10:00", "2024-01-02 21:00", "2024-01-03 21:00"], tz="UTC"
+    )
     m = compute_metrics(pd.Series([100.0, 80.0, 100.0, 110.0], index=ts), None)
     assert m["max_drawdown"] == pytest.approx(-0.20)  # the 10:00 dip counts
     assert m["periods_per_year"] == pytest.approx(365.25)  # but 3 days -> 2 daily returns over 2 days
@@ -159,8 +185,30 @@ def test_drawdown_uses_intraday_points_but_returns_use_days() -> None:
 
 
 def test_var_and_cvar_on_a_known_return_vector() -> None:
-    r = np.array([-0.05, -0.03, -0.02, -0.01, 0.0, 0.01, 0.02, 0.005, -0.005, 0.015,
-                  0.01, 0.0, 0.02, -0.01, 0.03, 0.01, 0.0, 0.005, 0.01, 0.02])
+    r = np.array(
+        [
+            -0.05,
+            -0.03,
+            -0.02,
+            -0.01,
+            0.0,
+            0.01,
+            0.02,
+            0.005,
+            -0.005,
+            0.015,
+            0.01,
+            0.0,
+            0.02,
+            -0.01,
+            0.03,
+            0.01,
+            0.0,
+            0.005,
+            0.01,
+            0.02,
+        ]
+    )
     eq = pd.Series(100 * np.cumprod(np.concatenate([[1.0], 1 + r])), index=_days(21))
     m = compute_metrics(eq, None)
     # sorted: -0.05, -0.03, ...; 5% quantile at position 0.05 * 19 = 0.95: -0.05 + 0.95 * 0.02 = -0.031
@@ -180,14 +228,17 @@ def test_information_ratio_against_benchmark(equity: pd.Series) -> None:
 
 # ---------------------------------------------------------------------------------------- trades
 
+
 def test_trade_statistics_use_closed_trades_net_of_fees(equity: pd.Series) -> None:
-    trades = pd.DataFrame([
-        _trade(32.0, 2.0, ret=0.03),   # net +30
-        _trade(-8.0, 2.0, ret=-0.01),  # net -10
-        _trade(21.0, 1.0, ret=0.02),   # net +20
-        _trade(0.0, 5.0, ret=0.0),     # net -5: a gross break-even is a loss after fees
-        _trade(100.0, 1.0, is_open=True, exit_fee=3.0, ret=0.10),  # open: excluded from the statistics
-    ])
+    trades = pd.DataFrame(
+        [
+            _trade(32.0, 2.0, ret=0.03),  # net +30
+            _trade(-8.0, 2.0, ret=-0.01),  # net -10
+            _trade(21.0, 1.0, ret=0.02),  # net +20
+            _trade(0.0, 5.0, ret=0.0),  # net -5: a gross break-even is a loss after fees
+            _trade(100.0, 1.0, is_open=True, exit_fee=3.0, ret=0.10),  # open: excluded from the statistics
+        ]
+    )
     m = compute_metrics(equity, trades)
     assert m["trades"] == 4
     assert m["open_trades"] == 1
@@ -210,10 +261,14 @@ def test_profit_factor_is_inf_without_losses_and_nan_without_trades(equity: pd.S
 def test_turnover_exposure_and_fees_from_fills_and_gross_exposure() -> None:
     idx = _days(366, "2023-01-01")  # 2023-01-01 .. 2024-01-01: 365 days
     eq = pd.Series(10_000.0, index=idx)
-    fills = pd.DataFrame({
-        "qty": [100.0, 100.0, 1.0], "price": [10.0, 10.0, 15_000.0],
-        "fee": [1.0, 1.0, 15.0], "fee_usd": [1.0, 1.0, 0.1],  # the last one is JPY-quoted: 1 JPY = 0.1/15 USD
-    })
+    fills = pd.DataFrame(
+        {
+            "qty": [100.0, 100.0, 1.0],
+            "price": [10.0, 10.0, 15_000.0],
+            "fee": [1.0, 1.0, 15.0],
+            "fee_usd": [1.0, 1.0, 0.1],  # the last one is JPY-quoted: 1 JPY = 0.1/15 USD
+        }
+    )
     gross = pd.Series(np.where(np.arange(366) < 183, 5_000.0, 0.0), index=idx)
     m = compute_metrics(eq, None, fills=fills, gross_exposure=gross)
     traded_usd = 1000 + 1000 + 15_000 * (0.1 / 15)  # 2100
@@ -224,6 +279,7 @@ def test_turnover_exposure_and_fees_from_fills_and_gross_exposure() -> None:
 
 
 # ------------------------------------------------------------------------------------ edge cases
+
 
 def test_flat_equity_has_zero_vol_and_nan_ratios() -> None:
     m = compute_metrics(pd.Series(1000.0, index=_days(10)), None, risk_free=pd.Series(5.0, index=_days(10)))
@@ -255,10 +311,13 @@ def test_empty_equity_does_not_raise() -> None:
 
 # ------------------------------------------------------------------------------ benchmarks, months
 
+
 def test_buy_and_hold_enters_at_first_close_on_or_after_start() -> None:
     close = pd.Series([10.0, 20.0, 25.0, 20.0, 40.0], index=_days(5))
-    index = pd.DatetimeIndex(["2024-01-02 12:00", "2024-01-03 00:00", "2024-01-03 12:00", "2024-01-04 12:00",
-                              "2024-01-05 12:00"], tz="UTC")
+    index = pd.DatetimeIndex(
+        ["2024-01-02 12:00", "2024-01-03 00:00", "2024-01-03 12:00", "2024-01-04 12:00", "2024-01-05 12:00"],
+        tz="UTC",
+    )
     bh = buy_and_hold(close, 1000.0, index)
     # first close on/after 01-02 12:00 is 01-03 (25): 40 units; before it, cash.
     assert list(bh) == [1000.0, 1000.0, 1000.0, 800.0, 1600.0]
@@ -266,8 +325,9 @@ def test_buy_and_hold_enters_at_first_close_on_or_after_start() -> None:
 
 
 def test_monthly_returns_compound_month_ends() -> None:
-    ts = pd.DatetimeIndex(["2024-01-01", "2024-01-31", "2024-02-15", "2024-02-29", "2024-03-31",
-                           "2025-01-31"], tz="UTC")
+    ts = pd.DatetimeIndex(
+        ["2024-01-01", "2024-01-31", "2024-02-15", "2024-02-29", "2024-03-31", "2025-01-31"], tz="UTC"
+    )
     table = monthly_returns(pd.Series([100.0, 110.0, 105.0, 99.0, 121.0, 133.1], index=ts))
     assert list(table.columns) == list(range(1, 13))
     assert list(table.index) == [2024, 2025]

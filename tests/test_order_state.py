@@ -65,6 +65,7 @@ def _snapshot(order: Order) -> tuple[object, ...]:
 
 # --------------------------------------------------------------------------------- the table
 
+
 def test_transition_table_holds_exactly_the_documented_legal_moves() -> None:
     assert TRANSITIONS == LEGAL
 
@@ -75,10 +76,14 @@ def test_terminal_and_open_sets_partition_the_live_statuses() -> None:
     assert not TERMINAL & OPEN
 
 
-@pytest.mark.parametrize(("status", "event", "expected"), [(s, e, n) for (s, e), n in LEGAL.items()],
-                         ids=[f"{s}-{e}" for s, e in LEGAL])
+@pytest.mark.parametrize(
+    ("status", "event", "expected"),
+    [(s, e, n) for (s, e), n in LEGAL.items()],
+    ids=[f"{s}-{e}" for s, e in LEGAL],
+)
 def test_every_legal_transition_moves_the_order_to_the_table_status(
-        status: OrderStatus, event: OrderEvent, expected: OrderStatus) -> None:
+    status: OrderStatus, event: OrderEvent, expected: OrderStatus
+) -> None:
     # A FILL is sized to complete the order: 10 from accepted, the remaining 6 from partially filled.
     filled = 4.0 if status is S.PARTIALLY_FILLED else 0.0
     order = _order(status, filled_qty=filled)
@@ -91,7 +96,8 @@ def test_every_legal_transition_moves_the_order_to_the_table_status(
 
 @pytest.mark.parametrize(("status", "event"), ILLEGAL, ids=[f"{s}-{e}" for s, e in ILLEGAL])
 def test_every_event_outside_the_table_raises_and_leaves_the_order_untouched(
-        status: OrderStatus, event: OrderEvent) -> None:
+    status: OrderStatus, event: OrderEvent
+) -> None:
     order = _order(status)
     before = _snapshot(order)
 
@@ -108,8 +114,11 @@ def test_illegal_transition_error_is_a_value_error_so_generic_handlers_still_cat
 def test_the_normal_life_of_an_order_is_new_submitted_accepted_filled() -> None:
     order = _order()
 
-    path = [order.apply(E.SUBMIT), order.apply(E.ACCEPT),
-            order.apply(E.FILL, fill_qty=QTY, fill_price=100.0, ts=TS)]
+    path = [
+        order.apply(E.SUBMIT),
+        order.apply(E.ACCEPT),
+        order.apply(E.FILL, fill_qty=QTY, fill_price=100.0, ts=TS),
+    ]
 
     assert path == [S.SUBMITTED, S.ACCEPTED, S.FILLED]
 
@@ -125,6 +134,7 @@ def test_new_unknown_and_terminal_orders_are_not_open(status: OrderStatus) -> No
 
 
 # ------------------------------------------------------------------------------------- fills
+
 
 def test_a_partial_fill_moves_an_accepted_order_to_partially_filled() -> None:
     order = _order(S.ACCEPTED)
@@ -207,8 +217,10 @@ def test_completing_fill_stamps_closed_ts_with_the_fill_time() -> None:
     assert order.closed_ts == TS + 60
 
 
-@pytest.mark.parametrize(("status", "event"), [(S.NEW, E.REJECT), (S.SUBMITTED, E.CANCEL),
-                                               (S.ACCEPTED, E.EXPIRE), (S.PARTIALLY_FILLED, E.CANCEL)])
+@pytest.mark.parametrize(
+    ("status", "event"),
+    [(S.NEW, E.REJECT), (S.SUBMITTED, E.CANCEL), (S.ACCEPTED, E.EXPIRE), (S.PARTIALLY_FILLED, E.CANCEL)],
+)
 def test_every_terminal_event_stamps_closed_ts(status: OrderStatus, event: OrderEvent) -> None:
     order = _order(status)
 
@@ -219,9 +231,11 @@ def test_every_terminal_event_stamps_closed_ts(status: OrderStatus, event: Order
 
 # ------------------------------------------------------------------------ terminal statuses
 
+
 @pytest.mark.parametrize(("status", "event"), list(itertools.product(sorted(TERMINAL), OrderEvent)))
 def test_a_terminal_order_absorbs_every_event_by_raising_and_staying_put(
-        status: OrderStatus, event: OrderEvent) -> None:
+    status: OrderStatus, event: OrderEvent
+) -> None:
     order = _order(status)
     order.closed_ts = TS
     before = _snapshot(order)
@@ -233,6 +247,7 @@ def test_a_terminal_order_absorbs_every_event_by_raising_and_staying_put(
 
 
 # ----------------------------------------------------------------------- unknown / reconcile
+
 
 @pytest.mark.parametrize("status", [S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_FILLED])
 def test_losing_track_of_an_open_order_makes_its_status_unknown(status: OrderStatus) -> None:
@@ -310,6 +325,8 @@ _FILL_SIZES = st.one_of(
     st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0, 6.0, QTY]),
     st.just("rest"),  # exactly the remaining quantity
 )
+
+
 def test_a_late_fill_on_an_unknown_order_proves_it_reached_the_venue() -> None:
     order = _order(S.UNKNOWN)
 
@@ -323,7 +340,11 @@ def test_a_reconcile_can_carry_what_filled_while_we_did_not_know() -> None:
     order.apply(E.RECONCILE, target=S.FILLED, fill_qty=order.qty, fill_price=101.5, ts=TS)
 
     assert (order.status, order.filled_qty, order.avg_fill_price, order.closed_ts) == (
-        S.FILLED, order.qty, 101.5, TS)
+        S.FILLED,
+        order.qty,
+        101.5,
+        TS,
+    )
 
 
 def test_a_fill_at_a_nan_or_non_positive_price_is_refused() -> None:
@@ -339,8 +360,9 @@ _STEPS = st.lists(
 )
 
 
-def _expected_next(order: Order, event: OrderEvent, fill_qty: float,
-                   target: OrderStatus | None) -> OrderStatus | None:
+def _expected_next(
+    order: Order, event: OrderEvent, fill_qty: float, target: OrderStatus | None
+) -> OrderStatus | None:
     """What the table says the event does (None: it must raise), computed independently of apply."""
     if event is E.RECONCILE:
         return target if order.status is S.UNKNOWN and target in RECONCILABLE else None
@@ -356,7 +378,8 @@ def _expected_next(order: Order, event: OrderEvent, fill_qty: float,
 @settings(max_examples=200, deadline=None)
 @given(steps=_STEPS, price=st.floats(min_value=0.01, max_value=1e5))
 def test_random_event_sequences_follow_the_table_or_raise(
-        steps: list[tuple[OrderEvent, float | str, OrderStatus | None]], price: float) -> None:
+    steps: list[tuple[OrderEvent, float | str, OrderStatus | None]], price: float
+) -> None:
     order = _order()
     for n, (event, size, target) in enumerate(steps):
         fill_qty = (order.remaining if size == "rest" else float(size)) if event is E.FILL else 0.0
@@ -383,7 +406,8 @@ def test_random_event_sequences_follow_the_table_or_raise(
 @given(steps=_STEPS)
 @example(steps=[(E.SUBMIT, 0.0, None), (E.LOSE_TRACK, 0.0, None), (E.RECONCILE, 0.0, S.CANCELLED)])
 def test_closed_ts_is_set_exactly_when_an_order_becomes_terminal(
-        steps: list[tuple[OrderEvent, float | str, OrderStatus | None]]) -> None:
+    steps: list[tuple[OrderEvent, float | str, OrderStatus | None]],
+) -> None:
     order = _order()
     for n, (event, size, target) in enumerate(steps):
         fill_qty = (order.remaining if size == "rest" else float(size)) if event is E.FILL else 0.0

@@ -14,8 +14,9 @@ from hflite.domain.portfolio import Portfolio
 CASH = 100_000.0
 
 
-def _fill(side: Side, qty: float, price: float, fee: float = 0.0, *, ts: int = 1, bar: int = 0,
-          symbol: str = "AAPL") -> Fill:
+def _fill(
+    side: Side, qty: float, price: float, fee: float = 0.0, *, ts: int = 1, bar: int = 0, symbol: str = "AAPL"
+) -> Fill:
     return Fill(f"o-{ts}", symbol, side, qty, price, fee, ts, bar)
 
 
@@ -27,11 +28,15 @@ def _book(pf: Portfolio, *fills: Fill, currency: str = "USD") -> Portfolio:
 
 def _round_trip() -> Portfolio:
     """Buy 100 AAPL @ 50 (fee 1), sell 100 @ 55 (fee 1)."""
-    return _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 100, 50.0, 1.0, ts=10, bar=1),
-                 _fill(Side.SELL, 100, 55.0, 1.0, ts=20, bar=2))
+    return _book(
+        Portfolio.with_cash(CASH),
+        _fill(Side.BUY, 100, 50.0, 1.0, ts=10, bar=1),
+        _fill(Side.SELL, 100, 55.0, 1.0, ts=20, bar=2),
+    )
 
 
 # ------------------------------------------------------------------------------- basic ledger
+
 
 def test_a_new_portfolio_holds_only_its_starting_cash() -> None:
     pf = Portfolio.with_cash(CASH, "EUR")
@@ -122,6 +127,7 @@ def test_a_short_sale_adds_its_proceeds_to_cash_and_holds_a_negative_quantity() 
 
 # --------------------------------------------------------------------- partial close and adds
 
+
 def test_a_partial_close_realises_pnl_on_the_closed_part_only() -> None:
     pf = _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 100, 50.0), _fill(Side.SELL, 40, 60.0, ts=2))
 
@@ -135,8 +141,12 @@ def test_a_partial_close_realises_pnl_on_the_closed_part_only() -> None:
 
 
 def test_closing_the_rest_finishes_the_trade_with_a_weighted_exit_price() -> None:
-    pf = _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 100, 50.0), _fill(Side.SELL, 40, 60.0, ts=2),
-               _fill(Side.SELL, 60, 45.0, ts=3))
+    pf = _book(
+        Portfolio.with_cash(CASH),
+        _fill(Side.BUY, 100, 50.0),
+        _fill(Side.SELL, 40, 60.0, ts=2),
+        _fill(Side.SELL, 60, 45.0, ts=3),
+    )
 
     # pnl 400 + (45 - 50) * 60 = 400 - 300 = 100; exit price (40*60 + 60*45) / 100 = 51.0
     [trade] = pf.trades
@@ -155,24 +165,33 @@ def test_adding_to_a_long_moves_the_average_price_to_the_weighted_mean() -> None
 
 
 def test_adding_to_a_position_extends_the_same_trade() -> None:
-    pf = _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 100, 50.0, 1.0),
-               _fill(Side.BUY, 50, 56.0, 1.0, ts=2))
+    pf = _book(
+        Portfolio.with_cash(CASH), _fill(Side.BUY, 100, 50.0, 1.0), _fill(Side.BUY, 50, 56.0, 1.0, ts=2)
+    )
 
     [trade] = pf.trades
     assert (trade.qty, trade.entry_price, trade.fees) == (150.0, pytest.approx(52.0), 2.0)
 
 
 def test_realised_pnl_after_an_add_uses_the_average_price() -> None:
-    pf = _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 100, 50.0), _fill(Side.BUY, 50, 56.0, ts=2),
-               _fill(Side.SELL, 150, 54.0, ts=3))
+    pf = _book(
+        Portfolio.with_cash(CASH),
+        _fill(Side.BUY, 100, 50.0),
+        _fill(Side.BUY, 50, 56.0, ts=2),
+        _fill(Side.SELL, 150, 54.0, ts=3),
+    )
 
     # average 52; (54 - 52) * 150 = 300
     assert pf.trades[0].pnl == pytest.approx(300.0)
 
 
 def test_fractional_round_trip_with_float_dust_still_closes_the_trade() -> None:
-    pf = _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 0.1, 30_000.0),
-               _fill(Side.BUY, 0.2, 30_000.0, ts=2), _fill(Side.SELL, 0.3, 31_000.0, ts=3))
+    pf = _book(
+        Portfolio.with_cash(CASH),
+        _fill(Side.BUY, 0.1, 30_000.0),
+        _fill(Side.BUY, 0.2, 30_000.0, ts=2),
+        _fill(Side.SELL, 0.3, 31_000.0, ts=3),
+    )
 
     # 0.1 + 0.2 = 0.30000000000000004: the 4e-17 residue is below EPS and is flattened.
     assert pf.qty("AAPL") == 0.0
@@ -182,10 +201,14 @@ def test_fractional_round_trip_with_float_dust_still_closes_the_trade() -> None:
 
 # --------------------------------------------------------------------------------- reversal
 
+
 def _reversal() -> Portfolio:
     """Long 100 @ 50 (no fee), then one sell of 150 @ 60 with a fee of 3."""
-    return _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 100, 50.0, ts=1, bar=1),
-                 _fill(Side.SELL, 150, 60.0, 3.0, ts=2, bar=2))
+    return _book(
+        Portfolio.with_cash(CASH),
+        _fill(Side.BUY, 100, 50.0, ts=1, bar=1),
+        _fill(Side.SELL, 150, 60.0, 3.0, ts=2, bar=2),
+    )
 
 
 def test_a_reversing_fill_closes_the_long_trade_with_its_pro_rata_fee() -> None:
@@ -224,8 +247,7 @@ def test_a_reversing_fill_books_its_whole_notional_and_fee_in_cash() -> None:
 
 
 def test_a_short_reversed_to_long_mirrors_the_split() -> None:
-    pf = _book(Portfolio.with_cash(CASH), _fill(Side.SELL, 20, 100.0),
-               _fill(Side.BUY, 30, 90.0, 1.5, ts=2))
+    pf = _book(Portfolio.with_cash(CASH), _fill(Side.SELL, 20, 100.0), _fill(Side.BUY, 30, 90.0, 1.5, ts=2))
 
     # Cover 20: (100 - 90) * 20 = 200, fee 1.5 * 20/30 = 1.0; open long 10 @ 90 with fee 0.5.
     closed, opened = pf.trades
@@ -236,6 +258,7 @@ def test_a_short_reversed_to_long_mirrors_the_split() -> None:
 
 
 # ------------------------------------------------------------------------------ currencies
+
 
 def test_a_jpy_quoted_fill_moves_the_jpy_cash_balance_not_usd() -> None:
     pf = Portfolio.with_cash(CASH, "USD")
@@ -257,8 +280,9 @@ def test_fees_are_totalled_per_currency() -> None:
 
 
 def test_positions_in_two_symbols_are_kept_apart() -> None:
-    pf = _book(Portfolio.with_cash(CASH), _fill(Side.BUY, 10, 100.0),
-               _fill(Side.SELL, 5, 200.0, symbol="MSFT"))
+    pf = _book(
+        Portfolio.with_cash(CASH), _fill(Side.BUY, 10, 100.0), _fill(Side.SELL, 5, 200.0, symbol="MSFT")
+    )
 
     assert (pf.qty("AAPL"), pf.qty("MSFT")) == (10.0, -5.0)
     assert [t.symbol for t in pf.trades] == ["AAPL", "MSFT"]
@@ -270,12 +294,15 @@ def test_positions_in_two_symbols_are_kept_apart() -> None:
 #: or "reverse" (flip to the same size the other way), which hit the exact-close and reversal paths often.
 _STEPS = st.lists(
     st.tuples(
-        st.one_of(st.integers(min_value=-100_000, max_value=100_000).filter(bool),
-                  st.sampled_from(["flat", "reverse"])),
+        st.one_of(
+            st.integers(min_value=-100_000, max_value=100_000).filter(bool),
+            st.sampled_from(["flat", "reverse"]),
+        ),
         st.integers(min_value=50, max_value=500_000),  # price in cents: 0.50 .. 5 000.00
         st.integers(min_value=0, max_value=2_500),  # fee in cents: 0.00 .. 25.00
     ),
-    min_size=1, max_size=20,
+    min_size=1,
+    max_size=20,
 )
 Step = tuple[int | str, int, int]
 

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from tests.conftest import make_settings
 
 from hflite.engine.run import backtest
-from tests.conftest import make_settings
 
 FAST, SLOW, PCT, FEE_BPS, SLIP_BPS, CASH = 10, 40, 95.0, 5.0, 2.0, 100_000.0
 
@@ -59,10 +59,17 @@ def test_spy_trend_matches_an_independent_reference_trade_by_trade(sample_store)
         sample_store,
         run={"symbols": ["SPY"], "start": start, "end": end, "initial_cash": CASH},
         strategy={"name": "trend", "fast": FAST, "slow": SLOW, "stop_atr": 0},
-        risk={"sizing": "percent_equity", "percent_equity": PCT, "max_position_pct": 100,
-              "max_drawdown_pct": 100},
-        execution={"fees": {c: {"model": "bps", "bps": FEE_BPS} for c in ("equity", "etf", "crypto", "fx")},
-                   "slippage": {"model": "fixed", "bps": {"etf": SLIP_BPS}}, "max_volume_share": 1.0},
+        risk={
+            "sizing": "percent_equity",
+            "percent_equity": PCT,
+            "max_position_pct": 100,
+            "max_drawdown_pct": 100,
+        },
+        execution={
+            "fees": {c: {"model": "bps", "bps": FEE_BPS} for c in ("equity", "etf", "crypto", "fx")},
+            "slippage": {"model": "fixed", "bps": {"etf": SLIP_BPS}},
+            "max_volume_share": 1.0,
+        },
     )
     result = backtest(settings, sample_store, run_id="reconcile")
     df = sample_store.read_bars("SPY", "1d", "2009-06-01", end)

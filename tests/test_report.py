@@ -27,8 +27,9 @@ from hflite.engine.result import FILL_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, VER
 
 def _bars(index: pd.DatetimeIndex, rng: np.random.Generator, start_px: float) -> pd.DataFrame:
     close = start_px * np.exp(np.cumsum(rng.normal(0.0003, 0.015, len(index))))
-    return pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99, "close": close,
-                         "volume": 1e6}, index=index)
+    return pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1e6}, index=index
+    )
 
 
 def make_result(n_days: int = 300, symbols: tuple[str, ...] = ("AAA", "BTCUSD"), seed: int = 7) -> RunResult:
@@ -53,32 +54,105 @@ def make_result(n_days: int = 300, symbols: tuple[str, ...] = ("AAA", "BTCUSD"),
             qty = 100.0
             entry, exit_ = float(px.loc[a]), float(px.loc[b])
             tid = f"{sym}-{j}"
-            orders.append([f"o-{tid}-in", sym, "buy", "market", qty, np.nan, "gtc", "filled", qty, entry,
-                           a, a, "signal", f"d-{tid}", ""])
+            orders.append(
+                [
+                    f"o-{tid}-in",
+                    sym,
+                    "buy",
+                    "market",
+                    qty,
+                    np.nan,
+                    "gtc",
+                    "filled",
+                    qty,
+                    entry,
+                    a,
+                    a,
+                    "signal",
+                    f"d-{tid}",
+                    "",
+                ]
+            )
             fills.append([f"o-{tid}-in", sym, "buy", qty, entry, qty * entry, 1.0, 1.0, 0.01, a, False])
-            verdicts.append([f"i-{tid}-in", sym, a, "approved" if j % 2 else "resized", 150.0, qty,
-                             "ok" if j % 2 else "atr size cap"])
+            verdicts.append(
+                [
+                    f"i-{tid}-in",
+                    sym,
+                    a,
+                    "approved" if j % 2 else "resized",
+                    150.0,
+                    qty,
+                    "ok" if j % 2 else "atr size cap",
+                ]
+            )
             if not is_open:
-                orders.append([f"o-{tid}-out", sym, "sell", "market", qty, np.nan, "gtc", "filled", qty,
-                               exit_, b, b, "exit", f"d-{tid}x", ""])
+                orders.append(
+                    [
+                        f"o-{tid}-out",
+                        sym,
+                        "sell",
+                        "market",
+                        qty,
+                        np.nan,
+                        "gtc",
+                        "filled",
+                        qty,
+                        exit_,
+                        b,
+                        b,
+                        "exit",
+                        f"d-{tid}x",
+                        "",
+                    ]
+                )
                 fills.append([f"o-{tid}-out", sym, "sell", qty, exit_, qty * exit_, 1.0, 1.0, 0.01, b, False])
             last = float(px.iloc[-1])
             out_px = last if is_open else exit_
-            trades.append([tid, sym, 1, qty, a, entry, pd.NaT if is_open else b, np.nan if is_open else exit_,
-                           (out_px - entry) * qty, (out_px - entry) * qty, 1.0 if is_open else 2.0,
-                           (out_px / entry - 1) * 100, 30, "signal", "" if is_open else "exit", is_open,
-                           1.0 if is_open else 0.0])
+            trades.append(
+                [
+                    tid,
+                    sym,
+                    1,
+                    qty,
+                    a,
+                    entry,
+                    pd.NaT if is_open else b,
+                    np.nan if is_open else exit_,
+                    (out_px - entry) * qty,
+                    (out_px - entry) * qty,
+                    1.0 if is_open else 2.0,
+                    (out_px / entry - 1) * 100,
+                    30,
+                    "signal",
+                    "" if is_open else "exit",
+                    is_open,
+                    1.0 if is_open else 0.0,
+                ]
+            )
     verdicts.append(["i-rej", symbols[0], timeline[5], "rejected", 10.0, 0.0, "daily loss limit"])
     bench_close = prices[symbols[0]]["close"]
     return RunResult(
-        run_id="run-test-0001", strategy="trend", symbols=list(symbols), start=timeline[0], end=timeline[-1],
-        initial_cash=cash0, equity=equity, cash=equity - gross, gross_exposure=gross, net_exposure=gross,
-        positions=positions, trades=pd.DataFrame(trades, columns=TRADE_COLUMNS),
-        orders=pd.DataFrame(orders, columns=ORDER_COLUMNS), fills=pd.DataFrame(fills, columns=FILL_COLUMNS),
-        verdicts=pd.DataFrame(verdicts, columns=VERDICT_COLUMNS), prices=prices,
+        run_id="run-test-0001",
+        strategy="trend",
+        symbols=list(symbols),
+        start=timeline[0],
+        end=timeline[-1],
+        initial_cash=cash0,
+        equity=equity,
+        cash=equity - gross,
+        gross_exposure=gross,
+        net_exposure=gross,
+        positions=positions,
+        trades=pd.DataFrame(trades, columns=TRADE_COLUMNS),
+        orders=pd.DataFrame(orders, columns=ORDER_COLUMNS),
+        fills=pd.DataFrame(fills, columns=FILL_COLUMNS),
+        verdicts=pd.DataFrame(verdicts, columns=VERDICT_COLUMNS),
+        prices=prices,
         benchmarks={"SPY": buy_and_hold(bench_close, cash0, timeline)},
-        risk_free=pd.Series(4.0, index=timeline), config={"strategy": {"name": "trend", "fast": 20}},
-        data_versions={"stocks/AAA/1d": "sha256:abc123"}, warnings=["gap in AAA: 2023-03-01 → 2023-03-03"],
+        risk_free=pd.Series(4.0, index=timeline),
+        config={"strategy": {"name": "trend", "fast": 20}},
+        data_versions={"stocks/AAA/1d": "sha256:abc123"},
+        warnings=["gap in AAA: 2023-03-01 → 2023-03-03"],
         stats={"bars": float(len(timeline)), "seconds": 0.5},
     )
 
@@ -108,8 +182,18 @@ def test_html_has_every_section_title(folder: Path) -> None:
     html = (folder / "report.html").read_text(encoding="utf-8")
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in html
-    for text in ("run-test-0001", "sha256:abc123", "gap in AAA", "Data versions", "Largest resizes",
-                 "atr size cap", "Trading statistics", "fig-price-0", "fig-price-1", "fig-monthly"):
+    for text in (
+        "run-test-0001",
+        "sha256:abc123",
+        "gap in AAA",
+        "Data versions",
+        "Largest resizes",
+        "atr size cap",
+        "Trading statistics",
+        "fig-price-0",
+        "fig-price-1",
+        "fig-monthly",
+    ):
         assert text in html
 
 
@@ -123,10 +207,15 @@ def test_html_embeds_plotlyjs_exactly_once_and_links_nothing(folder: Path) -> No
     assert "http" not in page
 
 
-@pytest.mark.parametrize(("name", "columns"), [
-    ("trades.csv", TRADE_COLUMNS), ("orders.csv", ORDER_COLUMNS), ("fills.csv", FILL_COLUMNS),
-    ("verdicts.csv", VERDICT_COLUMNS),
-])
+@pytest.mark.parametrize(
+    ("name", "columns"),
+    [
+        ("trades.csv", TRADE_COLUMNS),
+        ("orders.csv", ORDER_COLUMNS),
+        ("fills.csv", FILL_COLUMNS),
+        ("verdicts.csv", VERDICT_COLUMNS),
+    ],
+)
 def test_csv_has_documented_columns(folder: Path, name: str, columns: list[str]) -> None:
     frame = pd.read_csv(folder / name)
     assert list(frame.columns) == columns
@@ -151,8 +240,9 @@ def test_metrics_json_matches_run_metrics(folder: Path, result: RunResult) -> No
     assert json.loads((folder / "config.json").read_text(encoding="utf-8")) == result.config
 
 
-def test_failure_mid_write_leaves_no_out_dir(result: RunResult, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_mid_write_leaves_no_out_dir(
+    result: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(*_args: object, **_kwargs: object) -> str:
         raise RuntimeError("disk full")
 
@@ -163,8 +253,9 @@ def test_failure_mid_write_leaves_no_out_dir(result: RunResult, tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failure_keeps_previous_report_intact(result: RunResult, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_keeps_previous_report_intact(
+    result: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "report.html").write_text("old", encoding="utf-8")

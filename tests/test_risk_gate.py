@@ -96,16 +96,27 @@ def test_exits_are_always_allowed_even_when_halted():
 limits_st = st.builds(
     RiskLimits,
     sizing=st.sampled_from(["atr", "percent_equity"]),
-    risk_pct=st.floats(0.05, 5), stop_atr=st.floats(0.5, 10), percent_equity=st.floats(1, 100),
-    max_position_pct=st.floats(1, 100), max_gross_exposure=st.floats(0.1, 5), max_drawdown_pct=st.floats(1, 50),
+    risk_pct=st.floats(0.05, 5),
+    stop_atr=st.floats(0.5, 10),
+    percent_equity=st.floats(1, 100),
+    max_position_pct=st.floats(1, 100),
+    max_gross_exposure=st.floats(0.1, 5),
+    max_drawdown_pct=st.floats(1, 50),
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(limits=limits_st, equity=st.floats(1_000, 1e8), peak_extra=st.floats(0, 0.6), gross_frac=st.floats(0, 6),
-       price=st.floats(0.5, 5_000), atr_frac=st.floats(0.001, 0.2))
-def test_an_approved_entry_never_breaks_the_position_or_gross_cap(limits, equity, peak_extra, gross_frac, price,
-                                                                  atr_frac):
+@given(
+    limits=limits_st,
+    equity=st.floats(1_000, 1e8),
+    peak_extra=st.floats(0, 0.6),
+    gross_frac=st.floats(0, 6),
+    price=st.floats(0.5, 5_000),
+    atr_frac=st.floats(0.001, 0.2),
+)
+def test_an_approved_entry_never_breaks_the_position_or_gross_cap(
+    limits, equity, peak_extra, gross_frac, price, atr_frac
+):
     s = state(equity=equity, peak=equity * (1 + peak_extra), gross=equity * gross_frac)
     v = evaluate(limits, s, intent(price=price, atr=price * atr_frac), SPY, 1.0)
     if v.qty_approved > 0:
@@ -123,7 +134,9 @@ def test_size_grows_with_risk_pct_and_shrinks_with_atr(r1, r2, atr1, atr2):
     big = 1e9
 
     def qty(risk, atr):
-        return evaluate(RiskLimits(risk_pct=risk, **uncapped), state(equity=big), intent(atr=atr), SPY, 1.0).qty_approved
+        return evaluate(
+            RiskLimits(risk_pct=risk, **uncapped), state(equity=big), intent(atr=atr), SPY, 1.0
+        ).qty_approved
 
     lo, hi = sorted((r1, r2))
     assert qty(lo, 2.0) <= qty(hi, 2.0)

@@ -12,10 +12,19 @@ from hflite.execution.costs import BpsCommission, CommissionModel, FixedBpsSlipp
 from hflite.execution.venues.sim import BarView, SimVenue
 
 AAPL = Instrument("AAPL", AssetClass.EQUITY, "USD", Calendar.XNYS, 0.01, 1.0)
-BTC = Instrument("BTC-USD", AssetClass.CRYPTO, "USD", Calendar.ALWAYS, 0.01, 1e-5, base_currency="BTC",
-                 volume_unit=VolumeUnit.QUOTE)
-EURUSD = Instrument("EURUSD", AssetClass.FX, "USD", Calendar.FX, 1e-5, 1.0, base_currency="EUR",
-                    volume_unit=VolumeUnit.NONE)
+BTC = Instrument(
+    "BTC-USD",
+    AssetClass.CRYPTO,
+    "USD",
+    Calendar.ALWAYS,
+    0.01,
+    1e-5,
+    base_currency="BTC",
+    volume_unit=VolumeUnit.QUOTE,
+)
+EURUSD = Instrument(
+    "EURUSD", AssetClass.FX, "USD", Calendar.FX, 1e-5, 1.0, base_currency="EUR", volume_unit=VolumeUnit.NONE
+)
 INSTRUMENTS = {i.symbol: i for i in (AAPL, BTC, EURUSD)}
 BIG = 1e9  # bar volume that never binds
 
@@ -34,23 +43,64 @@ class Recorder:
         return [f for _, f in self.calls]
 
 
-def _venue(*, slippage_bps: float = 0.0, commission: CommissionModel | None = None,
-           max_volume_share: float = 0.1) -> SimVenue:
-    return SimVenue(INSTRUMENTS, commission or BpsCommission(bps=0.0), FixedBpsSlippage(slippage_bps),
-                    max_volume_share=max_volume_share)
+def _venue(
+    *, slippage_bps: float = 0.0, commission: CommissionModel | None = None, max_volume_share: float = 0.1
+) -> SimVenue:
+    return SimVenue(
+        INSTRUMENTS,
+        commission or BpsCommission(bps=0.0),
+        FixedBpsSlippage(slippage_bps),
+        max_volume_share=max_volume_share,
+    )
 
 
-def _bar(i: int = 1, *, open: float = 100.0, high: float = 105.0, low: float = 95.0,
-         close: float = 102.0, volume: float = BIG, prev_range: float = 4.0) -> BarView:
-    return BarView(k=i, i=i, ts=1_000 * i, open=open, high=high, low=low, close=close, volume=volume,
-                   prev_range=prev_range)
+def _bar(
+    i: int = 1,
+    *,
+    open: float = 100.0,
+    high: float = 105.0,
+    low: float = 95.0,
+    close: float = 102.0,
+    volume: float = BIG,
+    prev_range: float = 4.0,
+) -> BarView:
+    return BarView(
+        k=i,
+        i=i,
+        ts=1_000 * i,
+        open=open,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+        prev_range=prev_range,
+    )
 
 
-def _order(side: Side, otype: OrderType = OrderType.MARKET, qty: float = 100.0, price: float | None = None, *,
-           oid: str = "o-1", symbol: str = "AAPL", tif: TimeInForce = TimeInForce.GTC, created_bar: int = 0,
-           first_bar: int = 1) -> Order:
-    return Order(oid, symbol, side, otype, qty, created_ts=0, price=price, tif=tif, created_bar=created_bar,
-                 first_bar=first_bar)
+def _order(
+    side: Side,
+    otype: OrderType = OrderType.MARKET,
+    qty: float = 100.0,
+    price: float | None = None,
+    *,
+    oid: str = "o-1",
+    symbol: str = "AAPL",
+    tif: TimeInForce = TimeInForce.GTC,
+    created_bar: int = 0,
+    first_bar: int = 1,
+) -> Order:
+    return Order(
+        oid,
+        symbol,
+        side,
+        otype,
+        qty,
+        created_ts=0,
+        price=price,
+        tif=tif,
+        created_bar=created_bar,
+        first_bar=first_bar,
+    )
 
 
 def _match(venue: SimVenue, bar: BarView, *orders: Order, symbol: str = "AAPL") -> Recorder:
@@ -63,6 +113,7 @@ def _match(venue: SimVenue, bar: BarView, *orders: Order, symbol: str = "AAPL") 
 
 
 # ------------------------------------------------------------------------------ submission
+
 
 def test_submit_accepts_the_order_and_puts_it_on_the_book() -> None:
     venue = _venue()
@@ -112,6 +163,7 @@ def test_matching_an_empty_book_does_nothing() -> None:
 
 # ------------------------------------------------------------------------ decision bar rule
 
+
 def test_an_order_never_fills_on_a_bar_before_its_first_bar() -> None:
     venue = _venue()
     order = _order(Side.BUY, created_bar=1, first_bar=2)
@@ -134,6 +186,7 @@ def test_an_order_fills_on_its_first_bar() -> None:
 
 
 # ---------------------------------------------------------------------------------- market
+
 
 def test_a_market_buy_fills_at_the_open_plus_slippage() -> None:
     venue = _venue(slippage_bps=10.0)
@@ -162,18 +215,24 @@ def test_a_filled_order_carries_the_fill_quantity_and_price_and_leaves_the_book(
     _match(venue, _bar(1, open=100.0), order)
 
     assert (order.status, order.filled_qty, order.avg_fill_price, order.closed_ts) == (
-        OrderStatus.FILLED, 100.0, 100.0, 1_000)
+        OrderStatus.FILLED,
+        100.0,
+        100.0,
+        1_000,
+    )
     assert not venue.has_working("AAPL")
 
 
 # ------------------------------------------------------------------------------------ stops
 
+
 def test_a_sell_stop_gapped_through_at_the_open_fills_at_the_open() -> None:
     venue = _venue()
 
     # Stop at 95; the bar opens at 92 (below it): 92 is worse than 95, and it is what was available.
-    [fill] = _match(venue, _bar(1, open=92.0, high=96.0, low=90.0),
-                    _order(Side.SELL, OrderType.STOP, price=95.0)).fills
+    [fill] = _match(
+        venue, _bar(1, open=92.0, high=96.0, low=90.0), _order(Side.SELL, OrderType.STOP, price=95.0)
+    ).fills
 
     assert fill.price == 92.0
 
@@ -216,8 +275,9 @@ def test_a_sell_stop_pays_slippage_below_its_trigger() -> None:
 def test_a_buy_stop_gapped_through_at_the_open_fills_at_the_open() -> None:
     venue = _venue()
 
-    [fill] = _match(venue, _bar(1, open=108.0, high=110.0, low=104.0),
-                    _order(Side.BUY, OrderType.STOP, price=105.0)).fills
+    [fill] = _match(
+        venue, _bar(1, open=108.0, high=110.0, low=104.0), _order(Side.BUY, OrderType.STOP, price=105.0)
+    ).fills
 
     assert fill.price == 108.0
 
@@ -225,8 +285,9 @@ def test_a_buy_stop_gapped_through_at_the_open_fills_at_the_open() -> None:
 def test_a_buy_stop_reached_inside_the_range_fills_at_the_trigger() -> None:
     venue = _venue()
 
-    [fill] = _match(venue, _bar(1, open=100.0, high=106.0),
-                    _order(Side.BUY, OrderType.STOP, price=105.0)).fills
+    [fill] = _match(
+        venue, _bar(1, open=100.0, high=106.0), _order(Side.BUY, OrderType.STOP, price=105.0)
+    ).fills
 
     assert fill.price == 105.0
 
@@ -242,14 +303,16 @@ def test_a_buy_stop_below_the_high_does_not_fill() -> None:
 def test_a_buy_stop_pays_slippage_above_its_trigger() -> None:
     venue = _venue(slippage_bps=10.0)
 
-    [fill] = _match(venue, _bar(1, open=100.0, high=106.0),
-                    _order(Side.BUY, OrderType.STOP, price=105.0)).fills
+    [fill] = _match(
+        venue, _bar(1, open=100.0, high=106.0), _order(Side.BUY, OrderType.STOP, price=105.0)
+    ).fills
 
     # 105 * 10 bps = 0.105: 105.105
     assert fill.price == pytest.approx(105.105)
 
 
 # ----------------------------------------------------------------------------------- limits
+
 
 def test_a_buy_limit_fills_at_the_limit_when_the_low_reaches_it() -> None:
     venue = _venue()
@@ -289,8 +352,9 @@ def test_a_buy_limit_gapped_below_at_the_open_still_fills_at_the_limit_never_bet
     venue = _venue()
 
     # Opens at 94 under the 97 limit: a real venue might give 94, the simulator gives the limit.
-    [fill] = _match(venue, _bar(1, open=94.0, high=99.0, low=93.0),
-                    _order(Side.BUY, OrderType.LIMIT, price=97.0)).fills
+    [fill] = _match(
+        venue, _bar(1, open=94.0, high=99.0, low=93.0), _order(Side.BUY, OrderType.LIMIT, price=97.0)
+    ).fills
 
     assert fill.price == 97.0
 
@@ -298,8 +362,9 @@ def test_a_buy_limit_gapped_below_at_the_open_still_fills_at_the_limit_never_bet
 def test_a_sell_limit_fills_at_the_limit_when_the_high_reaches_it() -> None:
     venue = _venue(slippage_bps=10.0)
 
-    [fill] = _match(venue, _bar(1, open=100.0, high=104.0),
-                    _order(Side.SELL, OrderType.LIMIT, price=103.0)).fills
+    [fill] = _match(
+        venue, _bar(1, open=100.0, high=104.0), _order(Side.SELL, OrderType.LIMIT, price=103.0)
+    ).fills
 
     assert fill.price == 103.0
 
@@ -313,6 +378,7 @@ def test_a_sell_limit_above_the_high_does_not_fill() -> None:
 
 
 # --------------------------------------------------------------- protective orders in the bar
+
 
 def test_a_protective_sell_stop_created_inside_the_bar_fills_at_its_trigger_not_the_open() -> None:
     venue = _venue()
@@ -362,6 +428,7 @@ def test_a_protective_order_added_by_on_fill_is_matched_in_the_same_bar() -> Non
 
 
 # ------------------------------------------------------------------------------- ordering
+
 
 def _oco(venue: SimVenue) -> tuple[Recorder, Callable[[Order, Fill], None]]:
     """An on_fill that records fills and cancels the rest of the filled order's OCO group."""
@@ -432,6 +499,7 @@ def test_when_stop_loss_and_take_profit_both_could_fill_the_stop_loss_fills_firs
 
 # ------------------------------------------------------------------------- volume cap
 
+
 def test_an_order_larger_than_the_volume_share_fills_only_the_share() -> None:
     venue = _venue(max_volume_share=0.1)
     order = _order(Side.BUY, qty=250)
@@ -465,8 +533,12 @@ def test_a_quote_volume_is_converted_to_units_at_the_open() -> None:
     venue = _venue(max_volume_share=0.1)
 
     # 1 000 000 USD traded / open 50 000 = 20 BTC; 10% = 2 BTC of the 5 wanted.
-    [fill] = _match(venue, _bar(1, open=50_000.0, high=51_000.0, low=49_000.0, volume=1_000_000),
-                    _order(Side.BUY, qty=5.0, symbol="BTC-USD"), symbol="BTC-USD").fills
+    [fill] = _match(
+        venue,
+        _bar(1, open=50_000.0, high=51_000.0, low=49_000.0, volume=1_000_000),
+        _order(Side.BUY, qty=5.0, symbol="BTC-USD"),
+        symbol="BTC-USD",
+    ).fills
 
     assert fill.qty == pytest.approx(2.0)
 
@@ -475,8 +547,12 @@ def test_a_quote_volume_cap_is_rounded_down_to_the_crypto_lot() -> None:
     venue = _venue(max_volume_share=0.1)
 
     # 1 000 000 / 30 000 = 33.333... BTC; 10% = 3.3333333 -> 3.33333 at a 0.00001 lot.
-    [fill] = _match(venue, _bar(1, open=30_000.0, high=31_000.0, low=29_000.0, volume=1_000_000),
-                    _order(Side.BUY, qty=5.0, symbol="BTC-USD"), symbol="BTC-USD").fills
+    [fill] = _match(
+        venue,
+        _bar(1, open=30_000.0, high=31_000.0, low=29_000.0, volume=1_000_000),
+        _order(Side.BUY, qty=5.0, symbol="BTC-USD"),
+        symbol="BTC-USD",
+    ).fills
 
     assert fill.qty == pytest.approx(3.33333, abs=1e-12)
 
@@ -484,8 +560,12 @@ def test_a_quote_volume_cap_is_rounded_down_to_the_crypto_lot() -> None:
 def test_an_instrument_without_volume_fills_in_full_on_a_zero_volume_bar() -> None:
     venue = _venue(max_volume_share=0.1)
 
-    [fill] = _match(venue, _bar(1, open=1.1, high=1.11, low=1.09, volume=0.0),
-                    _order(Side.BUY, qty=1_000_000, symbol="EURUSD"), symbol="EURUSD").fills
+    [fill] = _match(
+        venue,
+        _bar(1, open=1.1, high=1.11, low=1.09, volume=0.0),
+        _order(Side.BUY, qty=1_000_000, symbol="EURUSD"),
+        symbol="EURUSD",
+    ).fills
 
     assert (fill.qty, fill.liquidity_capped) == (1_000_000, False)
 
@@ -519,6 +599,7 @@ def test_a_volume_share_of_one_still_caps_a_fill_at_the_bars_volume() -> None:
 
 
 # ------------------------------------------------------------------------- time in force
+
 
 def test_a_gtc_remainder_keeps_working_and_fills_on_the_next_bar() -> None:
     venue = _venue(max_volume_share=0.1)
@@ -594,6 +675,7 @@ def test_a_gtc_order_is_not_returned_as_closed_while_it_keeps_working() -> None:
 
 # ------------------------------------------------------------------------------- on_fill
 
+
 def test_on_fill_receives_the_order_and_a_fill_describing_the_execution() -> None:
     venue = _venue()
     order = _order(Side.BUY, qty=100, oid="o-7")
@@ -602,7 +684,13 @@ def test_on_fill_receives_the_order_and_a_fill_describing_the_execution() -> Non
 
     assert got_order is order
     assert (fill.order_id, fill.symbol, fill.side, fill.qty, fill.ts, fill.bar_index) == (
-        "o-7", "AAPL", Side.BUY, 100.0, 3_000, 3)
+        "o-7",
+        "AAPL",
+        Side.BUY,
+        100.0,
+        3_000,
+        3,
+    )
 
 
 def test_the_fill_fee_comes_from_the_commission_model() -> None:

@@ -55,24 +55,37 @@ def _utc(*days: str) -> pd.Series:
 
 def _five_spy_bars() -> pd.DataFrame:
     """SPY's first five sessions of 2000 as in shared/data/market/daily/SPY.csv."""
-    return pd.DataFrame({
-        "ts": _utc("2000-01-03", "2000-01-04", "2000-01-05", "2000-01-06", "2000-01-07"),
-        "open": [93.134391, 90.169972, 87.837383, 87.751545, 89.211208],
-        "high": [93.134391, 90.503717, 88.582087, 88.840278, 92.418405],
-        "low": [90.385906, 87.725782, 86.164567, 86.464733, 88.937453],
-        "close": [91.367508, 87.794495, 87.951683, 86.464733, 92.048317],
-        "volume": [8164300.0, 8089800.0, 12177900.0, 6227200.0, 8066500.0],
-    })
+    return pd.DataFrame(
+        {
+            "ts": _utc("2000-01-03", "2000-01-04", "2000-01-05", "2000-01-06", "2000-01-07"),
+            "open": [93.134391, 90.169972, 87.837383, 87.751545, 89.211208],
+            "high": [93.134391, 90.503717, 88.582087, 88.840278, 92.418405],
+            "low": [90.385906, 87.725782, 86.164567, 86.464733, 88.937453],
+            "close": [91.367508, 87.794495, 87.951683, 86.464733, 92.048317],
+            "volume": [8164300.0, 8089800.0, 12177900.0, 6227200.0, 8066500.0],
+        }
+    )
 
 
 # --- public surface -----------------------------------------------------------------------------------
 
 
 def test_package_exports_exactly_the_public_names():
-    assert sorted(hflite.data.__all__) == sorted([
-        "SAMPLE_DIR", "DataNotFoundError", "PartitionInfo", "Store", "bars_key", "ensure_sample",
-        "render_partitions_table", "sample_series", "sample_symbols", "series_key", "table_key",
-    ])
+    assert sorted(hflite.data.__all__) == sorted(
+        [
+            "SAMPLE_DIR",
+            "DataNotFoundError",
+            "PartitionInfo",
+            "Store",
+            "bars_key",
+            "ensure_sample",
+            "render_partitions_table",
+            "sample_series",
+            "sample_symbols",
+            "series_key",
+            "table_key",
+        ]
+    )
     assert hflite.data.SAMPLE_DIR == SAMPLE_DIR
 
 
@@ -89,8 +102,13 @@ def test_bars_round_trip_exactly_with_canonical_dtypes(store, spy):
     assert str(back["ts"].dtype) == "datetime64[ns, UTC]"
     assert all(back[c].dtype == np.float64 for c in BAR_COLUMNS[1:])
     assert isinstance(info, PartitionInfo)
-    assert (info.key, info.kind, info.symbol, info.asset_class, info.freq) == ("bars/SPY/1d", "bars", "SPY",
-                                                                              "etf", "1d")
+    assert (info.key, info.kind, info.symbol, info.asset_class, info.freq) == (
+        "bars/SPY/1d",
+        "bars",
+        "SPY",
+        "etf",
+        "1d",
+    )
     assert info.first == pd.Timestamp("2000-01-03", tz="UTC")
     assert info.last == spy["ts"].iloc[-1]
     assert info.rows == 300
@@ -131,8 +149,9 @@ def test_intraday_bars_keep_their_open_time(store, btc_1h):
 
 
 def test_series_round_trip_keeps_negative_values(store):
-    oil = pd.DataFrame({"date": _utc("2020-04-17", "2020-04-20", "2020-04-21"),
-                        "value": [18.31, -36.98, 8.91]})
+    oil = pd.DataFrame(
+        {"date": _utc("2020-04-17", "2020-04-20", "2020-04-21"), "value": [18.31, -36.98, 8.91]}
+    )
 
     info = store.write_series("DCOILWTICO", oil)
 
@@ -141,12 +160,14 @@ def test_series_round_trip_keeps_negative_values(store):
 
 
 def test_table_round_trip(store):
-    actions = pd.DataFrame({
-        "symbol": ["AAPL", "AAPL", "NVDA"],
-        "date": pd.to_datetime(["2014-06-09", "2020-08-31", "2024-06-10"], utc=True),
-        "dividend": [0.0, 0.0, 0.0],
-        "split_ratio": [7.0, 4.0, 10.0],
-    })
+    actions = pd.DataFrame(
+        {
+            "symbol": ["AAPL", "AAPL", "NVDA"],
+            "date": pd.to_datetime(["2014-06-09", "2020-08-31", "2024-06-10"], utc=True),
+            "dividend": [0.0, 0.0, 0.0],
+            "split_ratio": [7.0, 4.0, 10.0],
+        }
+    )
 
     info = store.write_table("corporate_actions", actions)
     back = store.read_table("corporate_actions")
@@ -307,8 +328,10 @@ def test_partitions_are_listed_sorted_and_versions_looked_up_together(store, spy
     versions = store.versions(["bars/SPY/1d", "macro/FEDFUNDS"])
 
     assert keys == ["bars/BTCUSDT/1d", "bars/BTCUSDT/1h", "bars/SPY/1d", "macro/FEDFUNDS"]
-    assert versions == {"bars/SPY/1d": store.version("bars/SPY/1d"),
-                        "macro/FEDFUNDS": store.version("macro/FEDFUNDS")}
+    assert versions == {
+        "bars/SPY/1d": store.version("bars/SPY/1d"),
+        "macro/FEDFUNDS": store.version("macro/FEDFUNDS"),
+    }
     assert store.has_bars("BTCUSDT", "1h")
     assert not store.has_bars("BTCUSDT", "1m")
     assert store.has_series("FEDFUNDS")
@@ -393,25 +416,41 @@ def test_a_partition_whose_file_vanished_is_not_found(store, spy):
 # --- validation ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mutate", "match"), [
-    (lambda df: df.assign(ts=df["ts"].where(df.index != 3, df["ts"][1])), "SPY: duplicate ts 2000-01-04"),
-    (lambda df: df.assign(close=df["close"].where(df.index != 2, np.nan)),
-     "SPY: missing or infinite close at ts 2000-01-05"),
-    (lambda df: df.assign(high=df["high"].where(df.index != 4, np.inf)),
-     "SPY: missing or infinite high at ts 2000-01-07"),
-    (lambda df: df.assign(low=df["low"].where(df.index != 1, 0.0)),
-     "SPY: non-positive price at ts 2000-01-04"),
-    (lambda df: df.assign(open=df["open"].where(df.index != 3, -1.0)),
-     "SPY: non-positive price at ts 2000-01-06"),
-    (lambda df: df.assign(volume=df["volume"].where(df.index != 0, -5.0)),
-     "SPY: negative volume at ts 2000-01-03"),
-    (lambda df: df.drop(columns=["volume"]), r"SPY: columns must be exactly .*missing \['volume'\]"),
-    (lambda df: df.assign(vwap=1.0), r"SPY: columns must be exactly .*unexpected \['vwap'\]"),
-    (lambda df: df.assign(ts=df["ts"].dt.tz_localize(None)), "SPY: column ts is timezone-naive"),
-    (lambda df: df.assign(ts=df["ts"].dt.strftime("%Y-%m-%d")), "SPY: column ts must be a tz-aware datetime"),
-    (lambda df: df.iloc[:0], "SPY: no rows"),
-    (lambda df: df.assign(close=["a", "b", "c", "d", "e"]), "SPY: column close is not numeric"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda df: df.assign(ts=df["ts"].where(df.index != 3, df["ts"][1])), "SPY: duplicate ts 2000-01-04"),
+        (
+            lambda df: df.assign(close=df["close"].where(df.index != 2, np.nan)),
+            "SPY: missing or infinite close at ts 2000-01-05",
+        ),
+        (
+            lambda df: df.assign(high=df["high"].where(df.index != 4, np.inf)),
+            "SPY: missing or infinite high at ts 2000-01-07",
+        ),
+        (
+            lambda df: df.assign(low=df["low"].where(df.index != 1, 0.0)),
+            "SPY: non-positive price at ts 2000-01-04",
+        ),
+        (
+            lambda df: df.assign(open=df["open"].where(df.index != 3, -1.0)),
+            "SPY: non-positive price at ts 2000-01-06",
+        ),
+        (
+            lambda df: df.assign(volume=df["volume"].where(df.index != 0, -5.0)),
+            "SPY: negative volume at ts 2000-01-03",
+        ),
+        (lambda df: df.drop(columns=["volume"]), r"SPY: columns must be exactly .*missing \['volume'\]"),
+        (lambda df: df.assign(vwap=1.0), r"SPY: columns must be exactly .*unexpected \['vwap'\]"),
+        (lambda df: df.assign(ts=df["ts"].dt.tz_localize(None)), "SPY: column ts is timezone-naive"),
+        (
+            lambda df: df.assign(ts=df["ts"].dt.strftime("%Y-%m-%d")),
+            "SPY: column ts must be a tz-aware datetime",
+        ),
+        (lambda df: df.iloc[:0], "SPY: no rows"),
+        (lambda df: df.assign(close=["a", "b", "c", "d", "e"]), "SPY: column close is not numeric"),
+    ],
+)
 def test_invalid_bars_are_rejected_naming_symbol_and_first_bad_ts(store, mutate, match):
     with pytest.raises(ValueError, match=match):
         store.write_bars("SPY", "1d", mutate(_five_spy_bars()))
@@ -429,12 +468,15 @@ def test_a_rejected_write_keeps_the_stored_version(store):
     assert store.version("bars/SPY/1d") == good.version
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"symbol": "NOPE"}, "NOPE: unknown instrument; pass asset_class="),
-    ({"symbol": "NOPE", "asset_class": "bond"}, "invalid asset_class 'bond'"),
-    ({"symbol": "../etc"}, "invalid symbol"),
-    ({"symbol": "SPY", "freq": "daily"}, "invalid frequency 'daily'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"symbol": "NOPE"}, "NOPE: unknown instrument; pass asset_class="),
+        ({"symbol": "NOPE", "asset_class": "bond"}, "invalid asset_class 'bond'"),
+        ({"symbol": "../etc"}, "invalid symbol"),
+        ({"symbol": "SPY", "freq": "daily"}, "invalid frequency 'daily'"),
+    ],
+)
 def test_bad_names_are_rejected(store, kwargs, match):
     args = {"symbol": "SPY", "freq": "1d", **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -449,8 +491,12 @@ def test_an_unknown_symbol_is_accepted_with_an_explicit_asset_class(store):
 
 
 def test_invalid_series_are_rejected(store):
-    series = pd.DataFrame({"date": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-02-01"], utc=True),
-                           "value": [1.55, 1.58, 1.65]})
+    series = pd.DataFrame(
+        {
+            "date": pd.to_datetime(["2020-01-01", "2020-02-01", "2020-02-01"], utc=True),
+            "value": [1.55, 1.58, 1.65],
+        }
+    )
     with pytest.raises(ValueError, match="FEDFUNDS: duplicate date 2020-02-01"):
         store.write_series("FEDFUNDS", series)
     with pytest.raises(ValueError, match="FEDFUNDS: missing or infinite value at date 2020-02-01"):

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from tests.conftest import synthetic_bars
 
 from hflite.strategy import make_strategy
 from hflite.strategy.base import BarArrays, crossings, entry_exit_targets, onset
-from tests.conftest import synthetic_bars
 
 CONFIGS = [
     ("trend", {"fast": 5, "slow": 20}),
@@ -50,8 +50,12 @@ def test_every_signal_is_the_same_when_computed_on_history_truncated_at_that_bar
 def test_trend_signals_never_change_when_future_bars_are_rewritten(seed, cut):
     bars = _bars(synthetic_bars(300, seed=seed))
     other = _bars(synthetic_bars(300, seed=seed + 1))
-    spliced = BarArrays(*(np.concatenate((getattr(bars, f)[:cut], getattr(other, f)[cut:]))
-                          for f in ("open", "high", "low", "close", "volume")))
+    spliced = BarArrays(
+        *(
+            np.concatenate((getattr(bars, f)[:cut], getattr(other, f)[cut:]))
+            for f in ("open", "high", "low", "close", "volume")
+        )
+    )
     strategy = make_strategy("trend", {"fast": 5, "slow": 20, "ma": "ema"})
     a, b = strategy.signals(bars), strategy.signals(spliced)
     np.testing.assert_array_equal(a.target[:cut], b.target[:cut])
@@ -86,8 +90,9 @@ def test_long_exit_condition_does_not_close_a_short():
     short_in = np.array([True, False, False, False])
     long_out = np.array([False, True, False, False])
     short_out = np.array([False, False, False, True])
-    np.testing.assert_array_equal(entry_exit_targets(long_in, short_in, long_out, short_out),
-                                  [-1.0, np.nan, np.nan, 0.0])
+    np.testing.assert_array_equal(
+        entry_exit_targets(long_in, short_in, long_out, short_out), [-1.0, np.nan, np.nan, 0.0]
+    )
 
 
 def test_trend_reason_quotes_the_indicator_values(spy):
@@ -104,12 +109,15 @@ def test_mean_reversion_declares_its_time_stop():
     assert sig.exits.time_stop_bars == 7
 
 
-@pytest.mark.parametrize(("name", "params", "field"), [
-    ("trend", {"fast": 50, "slow": 20}, r"fast \(50\) must be smaller than slow \(20\)"),
-    ("trend", {"fastt": 5}, "fastt"),
-    ("breakout", {"entry_period": 1}, "entry_period"),
-    ("mean_reversion", {"oversold": 60, "exit_level": 50}, "oversold < exit_level"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "field"),
+    [
+        ("trend", {"fast": 50, "slow": 20}, r"fast \(50\) must be smaller than slow \(20\)"),
+        ("trend", {"fastt": 5}, "fastt"),
+        ("breakout", {"entry_period": 1}, "entry_period"),
+        ("mean_reversion", {"oversold": 60, "exit_level": 50}, "oversold < exit_level"),
+    ],
+)
 def test_bad_parameters_are_refused_with_the_field_named(name, params, field):
     with pytest.raises(ValidationError, match=field):
         make_strategy(name, params)

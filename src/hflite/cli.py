@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,17 +13,25 @@ from hflite.config import ConfigError, Settings, load_settings, parse_overrides
 
 app = typer.Typer(
     help="HedgeFund-Lite: a personal, explainable, risk-first trading system.\n\n"
-         "Example: hflite backtest --config configs/demo.toml",
-    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    "Example: hflite backtest --config configs/demo.toml",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
-data_app = typer.Typer(help="Inspect the local data store.\n\nExample: hflite data list", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect the local data store.\n\nExample: hflite data list", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: section.key=value "
-                                                  "(repeatable), e.g. --set strategy.fast=20.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a setting: section.key=value (repeatable), e.g. --set strategy.fast=20."
+    ),
+]
 
 
 def _settings(config: Path | None, sets: list[str] | None, shortcuts: dict[str, Any]) -> Settings:
@@ -49,7 +56,9 @@ def _fail(message: str, code: int = 2) -> None:
 def backtest(
     config: ConfigOpt = None,
     strategy: Annotated[str | None, typer.Option(help="trend, breakout or mean_reversion.")] = None,
-    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols, e.g. SPY,TLT,BTC-USD.")] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols, e.g. SPY,TLT,BTC-USD.")
+    ] = None,
     start: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD.")] = None,
     cash: Annotated[float | None, typer.Option(help="Initial cash in USD.")] = None,
@@ -72,8 +81,9 @@ def backtest(
 @app.command()
 def replay(
     config: ConfigOpt = None,
-    speed: Annotated[str, typer.Option(help="'max' (no waiting) or a time multiplier, e.g. 86400 = a "
-                                            "day per second.")] = "max",
+    speed: Annotated[
+        str, typer.Option(help="'max' (no waiting) or a time multiplier, e.g. 86400 = a day per second.")
+    ] = "max",
     sets: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default reports/<run-id>).")] = None,
 ) -> None:
@@ -99,7 +109,9 @@ def replay(
 
 @data_app.command("list")
 def data_list(
-    data_dir: Annotated[Path | None, typer.Option(help="Store folder (default from config: var/data).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Store folder (default from config: var/data).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Show what the local store holds: symbol, frequency, first, last, rows, data version.
@@ -133,8 +145,13 @@ def _load_partial(config: Path | None) -> Path:
 
 
 def _load(config: Path | None, sets: list[str] | None, **shortcuts: Any) -> Settings:
-    keys = {"strategy": "strategy.name", "symbols": "run.symbols", "start": "run.start", "end": "run.end",
-            "cash": "run.initial_cash"}
+    keys = {
+        "strategy": "strategy.name",
+        "symbols": "run.symbols",
+        "start": "run.start",
+        "end": "run.end",
+        "cash": "run.initial_cash",
+    }
     try:
         return _settings(config, sets, {keys[k]: v for k, v in shortcuts.items()})
     except ConfigError as exc:
@@ -160,8 +177,14 @@ class _progress:
     def __enter__(self) -> Any:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn(),
-                            console=err, transient=True, disable=not err.is_terminal)
+        self.bar = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
         self.bar.__enter__()
         self.task = self.bar.add_task("starting", total=1.0)
         return self
@@ -179,12 +202,21 @@ def _finish(result: Any, settings: Settings, out: Path | None) -> None:
     from hflite.analytics.summary import summary_table
 
     folder = out or settings.report.dir / result.run_id
-    metrics = compute_metrics(result.equity, result.trades, benchmark=_first(result.benchmarks),
-                              risk_free=result.risk_free, gross_exposure=result.gross_exposure,
-                              fills=result.fills, initial_cash=result.initial_cash)
-    bench = {name: compute_metrics(curve, result.trades.iloc[0:0], risk_free=result.risk_free,
-                                   initial_cash=result.initial_cash)
-             for name, curve in result.benchmarks.items()}
+    metrics = compute_metrics(
+        result.equity,
+        result.trades,
+        benchmark=_first(result.benchmarks),
+        risk_free=result.risk_free,
+        gross_exposure=result.gross_exposure,
+        fills=result.fills,
+        initial_cash=result.initial_cash,
+    )
+    bench = {
+        name: compute_metrics(
+            curve, result.trades.iloc[0:0], risk_free=result.risk_free, initial_cash=result.initial_cash
+        )
+        for name, curve in result.benchmarks.items()
+    }
     report = write_report(result, folder, metrics)
     console.print(summary_table(result, metrics, bench))
     for w in result.warnings:
@@ -201,4 +233,4 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -90,8 +90,14 @@ def _default_fees() -> dict[AssetClass, FeeSpec]:
 class SlippageConfig(BaseModel):
     model_config = FROZEN
     model: Literal["fixed", "volatility"] = "volatility"
-    bps: dict[AssetClass, float] = Field(default_factory=lambda: {
-        AssetClass.EQUITY: 2.0, AssetClass.ETF: 1.0, AssetClass.CRYPTO: 5.0, AssetClass.FX: 0.5})
+    bps: dict[AssetClass, float] = Field(
+        default_factory=lambda: {
+            AssetClass.EQUITY: 2.0,
+            AssetClass.ETF: 1.0,
+            AssetClass.CRYPTO: 5.0,
+            AssetClass.FX: 0.5,
+        }
+    )
     range_frac: float = Field(0.02, ge=0, le=1, description="share of the previous bar's range")
 
     @field_validator("bps")
@@ -129,8 +135,9 @@ class ReportConfig(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HFLITE_", env_nested_delimiter="__", env_file=".env",
-                                      extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HFLITE_", env_nested_delimiter="__", env_file=".env", extra="forbid", frozen=True
+    )
     run: RunConfig
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
@@ -139,27 +146,29 @@ class Settings(BaseSettings):
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
-                                   init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init carries --set overrides merged over the TOML file; env must sit between them.
         return (_Overrides(settings_cls), env_settings, dotenv_settings, init_settings)
 
 
-_OVERRIDES: ContextVar[dict[str, Any]] = ContextVar("hflite_overrides", default={})
+_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("hflite_overrides", default=None)
 
 
 class _Overrides(PydanticBaseSettingsSource):
     """The ``--set`` overrides of the current ``load_settings`` call, applied above the environment."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _OVERRIDES.get().get(field_name), field_name, False
+        return (_OVERRIDES.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_OVERRIDES.get())
+        return dict(_OVERRIDES.get() or {})
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -230,7 +239,11 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         got = err.get("input")
-        shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+        shown = (
+            ""
+            if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict)
+            else f" (got {got!r})"
+        )
         lines.append(f"config error: {loc or 'config'}: {msg}{shown}")
     return "\n".join(lines)
 

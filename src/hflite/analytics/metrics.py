@@ -26,14 +26,36 @@ _NAN = float("nan")
 
 #: Keys of :func:`compute_metrics`, in display order.
 METRIC_KEYS = (
-    "total_return", "cagr", "volatility", "sharpe", "sortino", "calmar", "information_ratio",
-    "max_drawdown", "max_drawdown_duration_days", "var_95", "cvar_95", "hit_rate", "avg_trade",
-    "avg_trade_pct", "profit_factor", "turnover", "exposure", "avg_gross_exposure", "trades",
-    "open_trades", "fees_usd", "open_exit_fee_est_usd", "final_equity", "years", "periods_per_year",
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "information_ratio",
+    "max_drawdown",
+    "max_drawdown_duration_days",
+    "var_95",
+    "cvar_95",
+    "hit_rate",
+    "avg_trade",
+    "avg_trade_pct",
+    "profit_factor",
+    "turnover",
+    "exposure",
+    "avg_gross_exposure",
+    "trades",
+    "open_trades",
+    "fees_usd",
+    "open_exit_fee_est_usd",
+    "final_equity",
+    "years",
+    "periods_per_year",
 )
 
 
 # --------------------------------------------------------------------------------------------- time
+
 
 def _utc_index(idx: pd.Index) -> pd.DatetimeIndex:
     """``idx`` as a tz-aware UTC DatetimeIndex (naive timestamps are taken to be UTC)."""
@@ -116,6 +138,7 @@ def _asof(series: pd.Series | None, index: pd.DatetimeIndex, before: float = _NA
 
 # ------------------------------------------------------------------------------------------ curves
 
+
 def drawdown(equity: pd.Series) -> pd.Series:
     """Drawdown at each point: ``equity / running peak - 1`` (0 at new highs, negative below)."""
     s = _as_utc_series(equity).dropna()
@@ -178,6 +201,7 @@ def monthly_returns(equity: pd.Series) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------------- metrics
 
+
 def _ratio(num: float, den: float) -> float:
     return num / den if den > _FLAT_STD and math.isfinite(den) else _NAN
 
@@ -238,12 +262,22 @@ def _information_ratio(rets: pd.Series, benchmark: pd.Series | None, ppy: float)
 
 def _trade_metrics(trades: pd.DataFrame | None) -> dict[str, float]:
     """Closed-trade statistics on net P&L (pnl_usd - fees_usd) plus open-trade counts."""
-    out = {"hit_rate": _NAN, "avg_trade": _NAN, "avg_trade_pct": _NAN, "profit_factor": _NAN,
-           "trades": 0.0, "open_trades": 0.0, "open_exit_fee_est_usd": 0.0}
+    out = {
+        "hit_rate": _NAN,
+        "avg_trade": _NAN,
+        "avg_trade_pct": _NAN,
+        "profit_factor": _NAN,
+        "trades": 0.0,
+        "open_trades": 0.0,
+        "open_exit_fee_est_usd": 0.0,
+    }
     if trades is None or trades.empty:
         return out
-    is_open = trades["is_open"].fillna(False).astype(bool) if "is_open" in trades else \
-        pd.Series(False, index=trades.index)
+    is_open = (
+        trades["is_open"].fillna(False).astype(bool)
+        if "is_open" in trades
+        else pd.Series(False, index=trades.index)
+    )
     closed, opened = trades[~is_open], trades[is_open]
     out["open_trades"] = float(len(opened))
     if "exit_fee_est_usd" in opened:
@@ -278,8 +312,9 @@ def _fill_notional_usd(fills: pd.DataFrame) -> pd.Series:
     return notional
 
 
-def _activity_metrics(daily: pd.Series, equity: pd.Series, gross: pd.Series | None,
-                      fills: pd.DataFrame | None, years: float) -> dict[str, float]:
+def _activity_metrics(
+    daily: pd.Series, equity: pd.Series, gross: pd.Series | None, fills: pd.DataFrame | None, years: float
+) -> dict[str, float]:
     """Turnover (annual traded notional / mean equity), time in market and average gross leverage."""
     out = {"turnover": _NAN, "exposure": _NAN, "avg_gross_exposure": _NAN}
     if fills is not None and not daily.empty and years > 0:
@@ -348,8 +383,13 @@ def run_metrics(result: RunResult) -> dict[str, float]:
     """:func:`compute_metrics` of a run's strategy; the information ratio is vs its first benchmark."""
     first_bench = next(iter(result.benchmarks.values()), None)
     return compute_metrics(
-        result.equity, result.trades, benchmark=first_bench, risk_free=result.risk_free,
-        gross_exposure=result.gross_exposure, fills=result.fills, initial_cash=result.initial_cash,
+        result.equity,
+        result.trades,
+        benchmark=first_bench,
+        risk_free=result.risk_free,
+        gross_exposure=result.gross_exposure,
+        fills=result.fills,
+        initial_cash=result.initial_cash,
     )
 
 

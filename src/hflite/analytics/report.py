@@ -32,13 +32,27 @@ from hflite.engine.result import FILL_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, VER
 
 #: Section titles of report.html, in page order.
 SECTIONS = (
-    "Run", "Performance", "Equity", "Drawdown", "Monthly returns", "Prices and fills", "Exposure",
-    "Risk verdicts", "Trades", "Configuration",
+    "Run",
+    "Performance",
+    "Equity",
+    "Drawdown",
+    "Monthly returns",
+    "Prices and fills",
+    "Exposure",
+    "Risk verdicts",
+    "Trades",
+    "Configuration",
 )
 #: Files of a report folder.
 REPORT_FILES = (
-    "report.html", "trades.csv", "orders.csv", "fills.csv", "verdicts.csv", "equity.parquet",
-    "metrics.json", "config.json",
+    "report.html",
+    "trades.csv",
+    "orders.csv",
+    "fills.csv",
+    "verdicts.csv",
+    "equity.parquet",
+    "metrics.json",
+    "config.json",
 )
 
 _MAX_CURVE_POINTS = 5000
@@ -104,7 +118,8 @@ pre{background:#f6f8fa;padding:10px;border-radius:6px;overflow-x:auto;font-size:
 _TEMPLATE = go.layout.Template(
     layout={
         "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12},
-        "paper_bgcolor": "white", "plot_bgcolor": "white",
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
         "colorway": ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"],
         "xaxis": {"gridcolor": "#eaeef2", "linecolor": "#d0d7de", "zeroline": False},
         "yaxis": {"gridcolor": "#eaeef2", "linecolor": "#d0d7de", "zerolinecolor": "#d0d7de"},
@@ -116,6 +131,7 @@ _TEMPLATE = go.layout.Template(
 
 
 # ------------------------------------------------------------------------------------- the folder
+
 
 def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) -> Path:
     """Write the report folder ``out_dir`` (see :data:`REPORT_FILES`) and return the path of report.html.
@@ -131,8 +147,16 @@ def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) 
         strategy = run_metrics(result) if metrics is None else dict(metrics)
         benches = benchmark_metrics(result)
         _write_tables(result, tmp)
-        _write_json(tmp / "metrics.json", {"run_id": result.run_id, "strategy_name": result.strategy,
-                                           "metrics": strategy, "benchmarks": benches, "stats": result.stats})
+        _write_json(
+            tmp / "metrics.json",
+            {
+                "run_id": result.run_id,
+                "strategy_name": result.strategy,
+                "metrics": strategy,
+                "benchmarks": benches,
+                "stats": result.stats,
+            },
+        )
         _write_json(tmp / "config.json", result.config)
         (tmp / "report.html").write_text(render_html(result, strategy, benches), encoding="utf-8")
         _move_into_place(tmp, out_dir)
@@ -208,6 +232,7 @@ def _write_json(path: Path, payload: Any) -> None:
 
 # -------------------------------------------------------------------------------------- the page
 
+
 def render_html(result: RunResult, metrics: dict, bench_metrics: dict[str, dict]) -> str:
     """The whole self-contained page (plotly.js inlined once in the head)."""
     nav = "".join(f'<a href="#{_anchor(t)}">{escape(t)}</a>' for t in SECTIONS)
@@ -266,8 +291,10 @@ def _run_html(result: RunResult) -> str:
     ]
     if result.halted_at is not None:
         rows.append(["Trading halted at", _ts(result.halted_at)])
-    rows += [[f"Engine: {k}", f"{v:,.6g}" if isinstance(v, int | float) else str(v)]
-             for k, v in result.stats.items()]
+    rows += [
+        [f"Engine: {k}", f"{v:,.6g}" if isinstance(v, int | float) else str(v)]
+        for k, v in result.stats.items()
+    ]
     parts = [_table(["Field", "Value"], rows), "<h3>Data versions</h3>"]
     if result.data_versions:
         versions = [[k, v] for k, v in sorted(result.data_versions.items())]
@@ -287,16 +314,24 @@ def _run_html(result: RunResult) -> str:
 
 def _performance_html(metrics: dict, bench_metrics: dict[str, dict]) -> str:
     header = ["Metric", "Strategy", *bench_metrics]
-    rows = [[label, format_metric(metrics.get(key), kind),
-             *(format_metric(bm.get(key), kind) for bm in bench_metrics.values())]
-            for label, key, kind in _PERFORMANCE_ROWS]
+    rows = [
+        [
+            label,
+            format_metric(metrics.get(key), kind),
+            *(format_metric(bm.get(key), kind) for bm in bench_metrics.values()),
+        ]
+        for label, key, kind in _PERFORMANCE_ROWS
+    ]
     trading = [[label, format_metric(metrics.get(key), kind)] for label, key, kind in _TRADING_ROWS]
-    note = ('<p class="note">Benchmarks are buy-and-hold from the first close in the window, same starting '
-            "cash, no fees. Open positions at the last bar are marked to market at the last close and "
-            "included in equity and total return; their estimated exit fee is shown separately and not "
-            "deducted. Hit rate, profit factor and average trade use closed trades only, net of fees.</p>")
-    return (_table(header, rows) + "<h3>Trading statistics</h3>"
-            + _table(["Metric", "Strategy"], trading) + note)
+    note = (
+        '<p class="note">Benchmarks are buy-and-hold from the first close in the window, same starting '
+        "cash, no fees. Open positions at the last bar are marked to market at the last close and "
+        "included in equity and total return; their estimated exit fee is shown separately and not "
+        "deducted. Hit rate, profit factor and average trade use closed trades only, net of fees.</p>"
+    )
+    return (
+        _table(header, rows) + "<h3>Trading statistics</h3>" + _table(["Metric", "Strategy"], trading) + note
+    )
 
 
 def _verdicts_html(verdicts: pd.DataFrame | None) -> str:
@@ -307,11 +342,16 @@ def _verdicts_html(verdicts: pd.DataFrame | None) -> str:
     counts = counts.sort_values(ascending=False, kind="stable")
     rows = [[str(s), str(r), f"{n:,}"] for (s, r), n in counts.head(_MAX_REASON_ROWS).items()]
     by_status = v.groupby("status", dropna=False).size().sort_values(ascending=False, kind="stable")
-    parts = [_table(["Status", "Verdicts"], [[str(s), f"{n:,}"] for s, n in by_status.items()]),
-             "<h3>By status and reason</h3>", _table(["Status", "Reason", "Verdicts"], rows)]
+    parts = [
+        _table(["Status", "Verdicts"], [[str(s), f"{n:,}"] for s, n in by_status.items()]),
+        "<h3>By status and reason</h3>",
+        _table(["Status", "Reason", "Verdicts"], rows),
+    ]
     if len(counts) > _MAX_REASON_ROWS:
-        parts.append(f'<p class="note">Top {_MAX_REASON_ROWS} of {len(counts)} (status, reason) pairs; '
-                     "all verdicts are in verdicts.csv.</p>")
+        parts.append(
+            f'<p class="note">Top {_MAX_REASON_ROWS} of {len(counts)} (status, reason) pairs; '
+            "all verdicts are in verdicts.csv.</p>"
+        )
     parts.append("<h3>Largest resizes</h3>" + _resizes_html(v))
     return "".join(parts)
 
@@ -323,8 +363,17 @@ def _resizes_html(v: pd.DataFrame) -> str:
     if cut.empty:
         return '<p class="note">No intent was resized.</p>'
     cut = cut.sort_values("kept_ratio", kind="stable").head(_MAX_RESIZE_ROWS)
-    rows = [[_ts(r.ts), str(r.symbol), f"{r.qty_requested:,.6g}", f"{r.qty_approved:,.6g}",
-             f"{r.kept_ratio:.1%}", str(r.reason)] for r in cut.itertuples(index=False)]
+    rows = [
+        [
+            _ts(r.ts),
+            str(r.symbol),
+            f"{r.qty_requested:,.6g}",
+            f"{r.qty_approved:,.6g}",
+            f"{r.kept_ratio:.1%}",
+            str(r.reason),
+        ]
+        for r in cut.itertuples(index=False)
+    ]
     return _table(["Time", "Symbol", "Requested", "Approved", "Kept", "Reason"], rows)
 
 
@@ -344,10 +393,14 @@ def _trades_html(trades: pd.DataFrame | None) -> str:
     if trades is None or trades.empty:
         return '<p class="note">No trades.</p>'
     shown = _with_columns(trades, TRADE_COLUMNS)[TRADE_COLUMNS].head(_MAX_TRADE_ROWS)
-    rows = [[_trade_cell(c, v) for c, v in zip(TRADE_COLUMNS, rec, strict=True)]
-            for rec in shown.itertuples(index=False)]
-    note = (f'<p class="note">Showing the first {len(shown)} of {len(trades)} trades; all are in trades.csv. '
-            "Open trades are marked to market at the last close.</p>")
+    rows = [
+        [_trade_cell(c, v) for c, v in zip(TRADE_COLUMNS, rec, strict=True)]
+        for rec in shown.itertuples(index=False)
+    ]
+    note = (
+        f'<p class="note">Showing the first {len(shown)} of {len(trades)} trades; all are in trades.csv. '
+        "Open trades are marked to market at the last close.</p>"
+    )
     return note + _table(TRADE_COLUMNS, rows)
 
 
@@ -357,6 +410,7 @@ def _config_html(config: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ plots
+
 
 def _thin(series: pd.Series, max_points: int, how: str = "last") -> pd.Series:
     """At most ``max_points`` points: equal-count buckets by position, each kept as its last (or min)."""
@@ -386,8 +440,12 @@ def _y(series: pd.Series) -> np.ndarray:
 
 def _figure_html(fig: go.Figure, name: str) -> str:
     fig.update_layout(template=_TEMPLATE)
-    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{name}",
-                       config={"displaylogo": False, "responsive": True})
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=f"fig-{name}",
+        config={"displaylogo": False, "responsive": True},
+    )
 
 
 def _equity_figure(result: RunResult) -> go.Figure:
@@ -399,12 +457,26 @@ def _equity_figure(result: RunResult) -> go.Figure:
     for name in result.benchmarks:
         curve = frame[f"benchmark_{name}"].loc[thin.index]
         fig.add_scatter(x=x, y=_y(curve), name=f"{name} (buy & hold)", line={"width": 1.2})
-    buttons = [{"label": "Linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
-               {"label": "Log", "method": "relayout", "args": [{"yaxis.type": "log"}]}]
+    buttons = [
+        {"label": "Linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
+        {"label": "Log", "method": "relayout", "args": [{"yaxis.type": "log"}]},
+    ]
     fig.update_xaxes(type="date")
-    fig.update_layout(height=420, yaxis_title="Equity (USD)",
-                      updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons,
-                                    "x": 1, "xanchor": "right", "y": 1.12, "yanchor": "bottom"}])
+    fig.update_layout(
+        height=420,
+        yaxis_title="Equity (USD)",
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "buttons": buttons,
+                "x": 1,
+                "xanchor": "right",
+                "y": 1.12,
+                "yanchor": "bottom",
+            }
+        ],
+    )
     return fig
 
 
@@ -412,12 +484,14 @@ def _drawdown_figure(result: RunResult) -> go.Figure:
     frame = equity_frame(result)
     fig = go.Figure()
     dd = _thin(drawdown(frame["equity"]), _MAX_CURVE_POINTS, how="min")
-    fig.add_scatter(x=_x(dd.index), y=_y(dd * 100), name="Strategy", fill="tozeroy",
-                    line={"width": 1, "color": "#cf222e"})
+    fig.add_scatter(
+        x=_x(dd.index), y=_y(dd * 100), name="Strategy", fill="tozeroy", line={"width": 1, "color": "#cf222e"}
+    )
     for name in result.benchmarks:
         bdd = _thin(drawdown(frame[f"benchmark_{name}"]), _MAX_CURVE_POINTS, how="min")
-        fig.add_scatter(x=_x(bdd.index), y=_y(bdd * 100), name=f"{name} (buy & hold)",
-                        line={"width": 1, "dash": "dot"})
+        fig.add_scatter(
+            x=_x(bdd.index), y=_y(bdd * 100), name=f"{name} (buy & hold)", line={"width": 1, "dash": "dot"}
+        )
     fig.update_layout(height=300, xaxis_type="date", yaxis_title="Drawdown (%)", yaxis_ticksuffix="%")
     return fig
 
@@ -430,24 +504,39 @@ def _monthly_html(result: RunResult) -> str:
     text = [["" if math.isnan(v) else f"{v:.1f}%" for v in row] for row in z]
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
     years = [str(y) for y in table.index]
-    fig = go.Figure(go.Heatmap(z=np.where(np.isnan(z), None, z), x=months, y=years, text=text,
-                               texttemplate="%{text}", colorscale="RdYlGn", zmid=0, xgap=2, ygap=2,
-                               hovertemplate="%{y} %{x}: %{text}<extra></extra>",
-                               colorbar={"ticksuffix": "%"}))
-    fig.update_layout(height=140 + 28 * len(years), yaxis={"autorange": "reversed", "type": "category"},
-                      hovermode="closest")
+    fig = go.Figure(
+        go.Heatmap(
+            z=np.where(np.isnan(z), None, z),
+            x=months,
+            y=years,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="RdYlGn",
+            zmid=0,
+            xgap=2,
+            ygap=2,
+            hovertemplate="%{y} %{x}: %{text}<extra></extra>",
+            colorbar={"ticksuffix": "%"},
+        )
+    )
+    fig.update_layout(
+        height=140 + 28 * len(years), yaxis={"autorange": "reversed", "type": "category"}, hovermode="closest"
+    )
     return _figure_html(fig, "monthly")
 
 
 def _prices_html(result: RunResult) -> str:
-    symbols = [s for s in result.symbols if s in result.prices] + \
-        [s for s in result.prices if s not in result.symbols]
+    symbols = [s for s in result.symbols if s in result.prices] + [
+        s for s in result.prices if s not in result.symbols
+    ]
     if not symbols:
         return '<p class="note">No prices.</p>'
     per_symbol = int(min(_MAX_PRICE_POINTS, max(_MIN_PRICE_POINTS, _PRICE_POINT_BUDGET // len(symbols))))
     fills = _with_columns(result.fills, FILL_COLUMNS)
-    parts = [f'<p class="note">Close prices (at most {per_symbol:,} points per symbol) with fills: '
-             "▲ buys, ▼ sells, at the fill price.</p>"]
+    parts = [
+        f'<p class="note">Close prices (at most {per_symbol:,} points per symbol) with fills: '
+        "▲ buys, ▼ sells, at the fill price.</p>"
+    ]
     for i, sym in enumerate(symbols):
         fig = _price_figure(sym, result.prices[sym], fills[fills["symbol"] == sym], per_symbol)
         parts.append(f"<h3>{escape(sym)}</h3>" + _figure_html(fig, f"price-{i}"))
@@ -459,11 +548,14 @@ def _price_figure(symbol: str, bars: pd.DataFrame, fills: pd.DataFrame, max_poin
     close = _thin(close.sort_index(kind="stable"), max_points)
     daily = _utc_index(close.index).normalize().nunique() == len(close)
     fig = go.Figure()
-    fig.add_scatter(x=_x(close.index, daily), y=_y(close), name=symbol,
-                    line={"width": 1.2, "color": "#57606a"})
+    fig.add_scatter(
+        x=_x(close.index, daily), y=_y(close), name=symbol, line={"width": 1.2, "color": "#57606a"}
+    )
     side = fills["side"].astype(str).str.lower()
-    for label, mask, marker, color in (("buy", side == "buy", "triangle-up", "#1a7f37"),
-                                       ("sell", side == "sell", "triangle-down", "#cf222e")):
+    for label, mask, marker, color in (
+        ("buy", side == "buy", "triangle-up", "#1a7f37"),
+        ("sell", side == "sell", "triangle-down", "#cf222e"),
+    ):
         f = fills[mask]
         if len(f) > _MAX_MARKERS:
             f = f.iloc[np.linspace(0, len(f) - 1, _MAX_MARKERS).astype(int)]
@@ -471,9 +563,15 @@ def _price_figure(symbol: str, bars: pd.DataFrame, fills: pd.DataFrame, max_poin
             continue
         ts = _utc_index(pd.to_datetime(f["ts"], utc=True))
         hover = [f"{label} {q:,.6g} @ {p:,.6g}" for q, p in zip(f["qty"], f["price"], strict=True)]
-        fig.add_scatter(x=_x(ts, daily), y=f["price"].to_numpy(dtype="float32"), mode="markers", name=label,
-                        marker={"symbol": marker, "size": 9, "color": color}, hovertext=hover,
-                        hoverinfo="text")
+        fig.add_scatter(
+            x=_x(ts, daily),
+            y=f["price"].to_numpy(dtype="float32"),
+            mode="markers",
+            name=label,
+            marker={"symbol": marker, "size": 9, "color": color},
+            hovertext=hover,
+            hoverinfo="text",
+        )
     fig.update_layout(height=320, xaxis_type="date", yaxis_title="Price")
     return fig
 
@@ -487,4 +585,3 @@ def _exposure_figure(result: RunResult) -> go.Figure:
         fig.add_scatter(x=_x(ratio.index), y=_y(ratio * 100), name=label, line={"width": 1.2})
     fig.update_layout(height=300, xaxis_type="date", yaxis_title="% of equity", yaxis_ticksuffix="%")
     return fig
-

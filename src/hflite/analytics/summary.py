@@ -62,12 +62,15 @@ def summary_table(result: RunResult, metrics: dict, bench_metrics: dict[str, dic
         table.add_column(name, justify="right")
     for label, key, kind, strategy_only in SUMMARY_ROWS:
         cells = [format_metric(metrics.get(key), kind)]
-        cells += [MISSING if strategy_only else format_metric(bm.get(key), kind)
-                  for bm in bench_metrics.values()]
+        cells += [
+            MISSING if strategy_only else format_metric(bm.get(key), kind) for bm in bench_metrics.values()
+        ]
         table.add_row(label, *cells)
     open_trades = metrics.get("open_trades") or 0
     if open_trades > 0:
         fee = format_metric(metrics.get("open_exit_fee_est_usd"), "usd")
-        table.caption = (f"{window}  ·  {open_trades:.0f} open position(s) marked to market; "
-                         f"est. exit fees {fee} USD not deducted")
+        table.caption = (
+            f"{window}  ·  {open_trades:.0f} open position(s) marked to market; "
+            f"est. exit fees {fee} USD not deducted"
+        )
     return table

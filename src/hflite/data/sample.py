@@ -98,7 +98,7 @@ def decode_sample_table(table: pa.Table) -> pd.DataFrame:
         arr = table.column(i).combine_chunks()
         if arr.null_count:
             raise ValueError(f"sample column {field.name} has missing values")
-        words = np.frombuffer(arr.buffers()[1], dtype="<i8")[2 * arr.offset: 2 * (arr.offset + len(arr))]
+        words = np.frombuffer(arr.buffers()[1], dtype="<i8")[2 * arr.offset : 2 * (arr.offset + len(arr))]
         values = words[0::2] / 10.0**field.type.scale  # the low word; values fit in int64
         table = table.set_column(i, field.name, pa.array(values, type=pa.float64()))
     frame = table.to_pandas()

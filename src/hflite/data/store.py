@@ -115,9 +115,7 @@ def table_key(name: str) -> str:
 
 def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise ValueError(
-            f"invalid {what} {value!r}: use letters, digits and . _ ^ - (at most 64 characters)"
-        )
+        raise ValueError(f"invalid {what} {value!r}: use letters, digits and . _ ^ - (at most 64 characters)")
     return value
 
 
@@ -318,12 +316,20 @@ def frame_to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.table(arrays)
 
 
-def write_parquet(table: pa.Table, where: str | Path | Any, *, compression_level: int = 3,
-                  **options: Any) -> None:
+def write_parquet(
+    table: pa.Table, where: str | Path | Any, *, compression_level: int = 3, **options: Any
+) -> None:
     """Write an Arrow table as zstd Parquet (dictionary encoding for strings only)."""
     strings = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    pq.write_table(table, where, compression="zstd", compression_level=compression_level,
-                   use_dictionary=strings or False, write_statistics=True, **options)
+    pq.write_table(
+        table,
+        where,
+        compression="zstd",
+        compression_level=compression_level,
+        use_dictionary=strings or False,
+        write_statistics=True,
+        **options,
+    )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -491,10 +497,17 @@ class Store:
     @staticmethod
     def _info(key: str, entry: dict[str, Any]) -> PartitionInfo:
         return PartitionInfo(
-            key=key, kind=entry["kind"], symbol=entry["symbol"], asset_class=entry.get("asset_class"),
-            freq=entry.get("freq"), first=_ts_or_none(entry.get("first")),
-            last=_ts_or_none(entry.get("last")), rows=int(entry["rows"]), version=entry["hash"],
-            written_at=datetime.fromisoformat(entry["written_at"]), source=entry.get("source", ""),
+            key=key,
+            kind=entry["kind"],
+            symbol=entry["symbol"],
+            asset_class=entry.get("asset_class"),
+            freq=entry.get("freq"),
+            first=_ts_or_none(entry.get("first")),
+            last=_ts_or_none(entry.get("last")),
+            rows=int(entry["rows"]),
+            version=entry["hash"],
+            written_at=datetime.fromisoformat(entry["written_at"]),
+            source=entry.get("source", ""),
             path=entry["path"],
         )
 
@@ -510,8 +523,9 @@ class Store:
 
     # -- writing ------------------------------------------------------------------------------------
 
-    def _write(self, key: str, meta: dict[str, Any], frame: pd.DataFrame, time_col: str | None,
-               source: str) -> PartitionInfo:
+    def _write(
+        self, key: str, meta: dict[str, Any], frame: pd.DataFrame, time_col: str | None, source: str
+    ) -> PartitionInfo:
         """Write one normalised frame as partition ``key`` unless the same content is already stored."""
         version = content_hash(frame)
         with self._write_lock():
@@ -530,15 +544,22 @@ class Store:
             first = _iso(frame[time_col].min()) if time_col else None
             last = _iso(frame[time_col].max()) if time_col else None
             entry = {
-                **meta, "first": first, "last": last, "rows": len(frame), "hash": version,
-                "written_at": datetime.now(UTC).isoformat(), "source": source, "history": history,
+                **meta,
+                "first": first,
+                "last": last,
+                "rows": len(frame),
+                "hash": version,
+                "written_at": datetime.now(UTC).isoformat(),
+                "source": source,
+                "history": history,
             }
             manifest["partitions"][key] = entry
             self._save_manifest(manifest)
             return self._info(key, entry)
 
-    def write_bars(self, symbol: str, freq: str, df: pd.DataFrame, *, asset_class: str | None = None,
-                   source: str = "") -> PartitionInfo:
+    def write_bars(
+        self, symbol: str, freq: str, df: pd.DataFrame, *, asset_class: str | None = None, source: str = ""
+    ) -> PartitionInfo:
         """Store ``df`` (columns ts, open, high, low, close, volume) as the bars of ``symbol`` at ``freq``.
 
         Replaces the previous version (kept in the manifest's history); a no-op if the content is
@@ -548,27 +569,49 @@ class Store:
         _check_freq(freq)
         cls = _resolve_asset_class(symbol, asset_class)
         frame = normalize_bars(df, symbol)
-        meta = {"kind": "bars", "symbol": symbol, "asset_class": cls, "freq": freq,
-                "path": f"bars/asset_class={cls}/symbol={symbol}/freq={freq}/{DATA_FILE}"}
+        meta = {
+            "kind": "bars",
+            "symbol": symbol,
+            "asset_class": cls,
+            "freq": freq,
+            "path": f"bars/asset_class={cls}/symbol={symbol}/freq={freq}/{DATA_FILE}",
+        }
         return self._write(bars_key(symbol, freq), meta, frame, "ts", source)
 
     def write_series(self, series_id: str, df: pd.DataFrame, *, source: str = "") -> PartitionInfo:
         """Store a macro series (columns date, value) under ``series_id`` (e.g. ``FEDFUNDS``)."""
         _check_name(series_id, "series id")
         frame = normalize_series(df, series_id)
-        meta = {"kind": "macro", "symbol": series_id, "asset_class": None, "freq": None,
-                "path": f"macro/series={series_id}/{DATA_FILE}"}
+        meta = {
+            "kind": "macro",
+            "symbol": series_id,
+            "asset_class": None,
+            "freq": None,
+            "path": f"macro/series={series_id}/{DATA_FILE}",
+        }
         return self._write(series_key(series_id), meta, frame, "date", source)
 
-    def write_table(self, name: str, df: pd.DataFrame, *, sort_by: list[str] | None = None,
-                    source: str = "") -> PartitionInfo:
+    def write_table(
+        self, name: str, df: pd.DataFrame, *, sort_by: list[str] | None = None, source: str = ""
+    ) -> PartitionInfo:
         """Store a reference table (e.g. ``corporate_actions``); rows kept in order unless ``sort_by``."""
         _check_name(name, "table name")
         frame = normalize_table(df, name, sort_by)
-        time_col = next((c for c in ("date", "ts") if c in frame.columns
-                         and isinstance(frame[c].dtype, pd.DatetimeTZDtype)), None)
-        meta = {"kind": "table", "symbol": name, "asset_class": None, "freq": None,
-                "path": f"tables/name={name}/{DATA_FILE}"}
+        time_col = next(
+            (
+                c
+                for c in ("date", "ts")
+                if c in frame.columns and isinstance(frame[c].dtype, pd.DatetimeTZDtype)
+            ),
+            None,
+        )
+        meta = {
+            "kind": "table",
+            "symbol": name,
+            "asset_class": None,
+            "freq": None,
+            "path": f"tables/name={name}/{DATA_FILE}",
+        }
         return self._write(table_key(name), meta, frame, time_col, source)
 
     # -- reading ------------------------------------------------------------------------------------
@@ -654,9 +697,11 @@ class Store:
     def verify(self) -> dict[str, str]:
         """Re-hash every partition file; returns ``{key: problem}`` for missing or altered files."""
         problems: dict[str, str] = {}
-        normalizers = {"bars": lambda df, e: normalize_bars(df, e["symbol"]),
-                       "macro": lambda df, e: normalize_series(df, e["symbol"]),
-                       "table": lambda df, e: normalize_table(df, e["symbol"])}
+        normalizers = {
+            "bars": lambda df, e: normalize_bars(df, e["symbol"]),
+            "macro": lambda df, e: normalize_series(df, e["symbol"]),
+            "table": lambda df, e: normalize_table(df, e["symbol"]),
+        }
         for key, entry in self._load_manifest()["partitions"].items():
             path = self.root / entry["path"]
             if not path.is_file():
@@ -690,8 +735,15 @@ def render_partitions_table(store: Store) -> Table:
     from rich.table import Table
 
     rows = [
-        (p.symbol, (p.asset_class if p.kind == "bars" else p.kind) or "-", p.freq or "-",
-         _fmt_time(p.first, p.freq), _fmt_time(p.last, p.freq), str(p.rows), p.version[:12])
+        (
+            p.symbol,
+            (p.asset_class if p.kind == "bars" else p.kind) or "-",
+            p.freq or "-",
+            _fmt_time(p.first, p.freq),
+            _fmt_time(p.last, p.freq),
+            str(p.rows),
+            p.version[:12],
+        )
         for p in store.partitions()
     ]
     table = Table(title=f"data store {store.root}", box=box.SIMPLE_HEAD, show_edge=False, padding=0)

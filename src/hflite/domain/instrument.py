@@ -65,8 +65,15 @@ def _etf(symbol: str, sector: str | None = None) -> Instrument:
 
 def _crypto(symbol: str, quote: str, volume_unit: VolumeUnit) -> Instrument:
     return Instrument(
-        symbol, AssetClass.CRYPTO, quote, Calendar.ALWAYS, 0.01, 1e-5,
-        base_currency=symbol[:3], volume_unit=volume_unit, shortable=False,  # spot: no borrowing
+        symbol,
+        AssetClass.CRYPTO,
+        quote,
+        Calendar.ALWAYS,
+        0.01,
+        1e-5,
+        base_currency=symbol[:3],
+        volume_unit=volume_unit,
+        shortable=False,  # spot: no borrowing
     )
 
 
@@ -74,21 +81,52 @@ def _crypto(symbol: str, quote: str, volume_unit: VolumeUnit) -> Instrument:
 SAMPLE_INSTRUMENTS: dict[str, Instrument] = {
     i.symbol: i
     for i in [
-        _etf("SPY"), _etf("QQQ"), _etf("TLT"), _etf("GLD"), _etf("IWM"), _etf("EFA"), _etf("VNQ"),
+        _etf("SPY"),
+        _etf("QQQ"),
+        _etf("TLT"),
+        _etf("GLD"),
+        _etf("IWM"),
+        _etf("EFA"),
+        _etf("VNQ"),
         _etf("XLE", "energy"),
-        _equity("AAPL", "technology"), _equity("MSFT", "technology"), _equity("NVDA", "technology"),
-        _equity("AMZN", "consumer discretionary"), _equity("GOOGL", "communication services"),
-        _equity("JPM", "financials"), _equity("BAC", "financials"),
-        _equity("XOM", "energy"), _equity("CVX", "energy"),
-        _equity("JNJ", "health care"), _equity("PFE", "health care"),
-        _equity("WMT", "consumer staples"), _equity("KO", "consumer staples"),
+        _equity("AAPL", "technology"),
+        _equity("MSFT", "technology"),
+        _equity("NVDA", "technology"),
+        _equity("AMZN", "consumer discretionary"),
+        _equity("GOOGL", "communication services"),
+        _equity("JPM", "financials"),
+        _equity("BAC", "financials"),
+        _equity("XOM", "energy"),
+        _equity("CVX", "energy"),
+        _equity("JNJ", "health care"),
+        _equity("PFE", "health care"),
+        _equity("WMT", "consumer staples"),
+        _equity("KO", "consumer staples"),
         # Yahoo's crypto dailies report volume as USD notional; Binance bars as base units.
-        _crypto("BTC-USD", "USD", VolumeUnit.QUOTE), _crypto("ETH-USD", "USD", VolumeUnit.QUOTE),
-        _crypto("BTCUSDT", "USDT", VolumeUnit.UNITS), _crypto("ETHUSDT", "USDT", VolumeUnit.UNITS),
-        Instrument("EURUSD", AssetClass.FX, "USD", Calendar.FX, 1e-5, 1.0, base_currency="EUR",
-                   volume_unit=VolumeUnit.NONE),
-        Instrument("USDJPY", AssetClass.FX, "JPY", Calendar.FX, 1e-3, 1.0, base_currency="USD",
-                   volume_unit=VolumeUnit.NONE),
+        _crypto("BTC-USD", "USD", VolumeUnit.QUOTE),
+        _crypto("ETH-USD", "USD", VolumeUnit.QUOTE),
+        _crypto("BTCUSDT", "USDT", VolumeUnit.UNITS),
+        _crypto("ETHUSDT", "USDT", VolumeUnit.UNITS),
+        Instrument(
+            "EURUSD",
+            AssetClass.FX,
+            "USD",
+            Calendar.FX,
+            1e-5,
+            1.0,
+            base_currency="EUR",
+            volume_unit=VolumeUnit.NONE,
+        ),
+        Instrument(
+            "USDJPY",
+            AssetClass.FX,
+            "JPY",
+            Calendar.FX,
+            1e-3,
+            1.0,
+            base_currency="USD",
+            volume_unit=VolumeUnit.NONE,
+        ),
     ]
 }
 

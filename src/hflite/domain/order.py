@@ -124,15 +124,24 @@ class Order:
     def is_open(self) -> bool:
         return self.status in OPEN
 
-    def apply(self, event: OrderEvent, *, fill_qty: float = 0.0, fill_price: float = 0.0,
-              ts: int | None = None, target: OrderStatus | None = None) -> OrderStatus:
+    def apply(
+        self,
+        event: OrderEvent,
+        *,
+        fill_qty: float = 0.0,
+        fill_price: float = 0.0,
+        ts: int | None = None,
+        target: OrderStatus | None = None,
+    ) -> OrderStatus:
         """Move the order by one event; raises IllegalTransitionError on an illegal one."""
         if event is OrderEvent.RECONCILE:
             if self.status is not OrderStatus.UNKNOWN or target not in RECONCILABLE:
                 raise IllegalTransitionError(f"order {self.id}: cannot reconcile {self.status} to {target}")
             if fill_qty:  # the venue's record of what filled while we did not know
                 if not 0.0 < fill_qty <= self.qty + 1e-9 or not fill_price > 0.0:
-                    raise IllegalTransitionError(f"order {self.id}: bad reconciled fill {fill_qty} @ {fill_price}")
+                    raise IllegalTransitionError(
+                        f"order {self.id}: bad reconciled fill {fill_qty} @ {fill_price}"
+                    )
                 self.filled_qty, self.avg_fill_price = fill_qty, fill_price
             self.status = target
             if target in TERMINAL:
@@ -144,7 +153,8 @@ class Order:
         if event is OrderEvent.FILL:
             if not 0.0 < fill_qty <= self.remaining + 1e-9:
                 raise IllegalTransitionError(
-                    f"order {self.id}: fill of {fill_qty} with {self.remaining} remaining")
+                    f"order {self.id}: fill of {fill_qty} with {self.remaining} remaining"
+                )
             if not fill_price > 0.0:  # also refuses NaN
                 raise IllegalTransitionError(f"order {self.id}: fill price {fill_price} is not positive")
             total = self.filled_qty + fill_qty

@@ -62,7 +62,9 @@ class Portfolio:
     def apply_fill(self, fill: Fill, currency: str, reason: str = "") -> None:
         """Book a fill: cash moves by price*qty plus fee; the position and its trade follow."""
         if not fill.qty > 0 or not fill.price > 0:
-            raise ValueError(f"fill {fill.order_id}: quantity {fill.qty} and price {fill.price} must be positive")
+            raise ValueError(
+                f"fill {fill.order_id}: quantity {fill.qty} and price {fill.price} must be positive"
+            )
         signed = fill.side.sign * fill.qty
         self.cash[currency] = self.cash.get(currency, 0.0) - signed * fill.price - fill.fee
         self.fees_paid[currency] = self.fees_paid.get(currency, 0.0) + fill.fee
@@ -88,8 +90,9 @@ class Portfolio:
         pos.avg_price = (pos.avg_price * abs(pos.qty) + fill.price * abs(signed)) / abs(new_qty)
         pos.qty = new_qty
         if pos.trade is None:
-            pos.trade = Trade(fill.symbol, 1 if signed > 0 else -1, fill.ts, fill.bar_index, fill.price,
-                              entry_reason=reason)
+            pos.trade = Trade(
+                fill.symbol, 1 if signed > 0 else -1, fill.ts, fill.bar_index, fill.price, entry_reason=reason
+            )
             self.trades.append(pos.trade)
         t = pos.trade
         t.entry_price = (t.entry_price * t.qty + fill.price * abs(signed)) / (t.qty + abs(signed))

@@ -60,9 +60,18 @@ class Decision:
 class Engine:
     """The composition of strategy signals, risk gate, OMS, venue and portfolio over one timeline."""
 
-    def __init__(self, md: MarketData, signals: dict[str, SignalSet], *, strategy_name: str,
-                 limits: RiskLimits, venue: SimVenue, initial_cash: float,
-                 tif: TimeInForce = TimeInForce.GTC, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        md: MarketData,
+        signals: dict[str, SignalSet],
+        *,
+        strategy_name: str,
+        limits: RiskLimits,
+        venue: SimVenue,
+        initial_cash: float,
+        tif: TimeInForce = TimeInForce.GTC,
+        journal: Journal | None = None,
+    ) -> None:
         self.md = md
         self.signals = signals
         self.strategy_name = strategy_name
@@ -114,8 +123,17 @@ class Engine:
     def _on_bar(self, sym: str, k: int, i: int) -> None:
         b = self.md.bars[sym]
         prev_range = b.high.item(k - 1) - b.low.item(k - 1) if k > 0 else float("nan")
-        bar = BarView(k, i, b.ts.item(k), b.open.item(k), b.high.item(k), b.low.item(k), b.close.item(k),
-                      b.volume.item(k), prev_range)
+        bar = BarView(
+            k,
+            i,
+            b.ts.item(k),
+            b.open.item(k),
+            b.high.item(k),
+            b.low.item(k),
+            b.close.item(k),
+            b.volume.item(k),
+            prev_range,
+        )
         for closed in self.venue.match(sym, bar, self._on_fill):
             self.journal.order_updated(closed)
         for book in (self.entry_orders, self.exit_orders):
@@ -133,7 +151,8 @@ class Engine:
 
     def _trail(self, sym: str, k: int, prot: Protection) -> None:
         b, stop = self.md.bars[sym], prot.stop
-        assert stop is not None and stop.price is not None
+        if stop is None or stop.price is None:
+            return
         atr = self.signals[sym].atr[k]
         if not atr > 0:
             return
@@ -192,12 +211,32 @@ class Engine:
         i = fill.bar_index
         if exits.stop_atr > 0:
             price = inst.round_price(fill.price - direction * exits.stop_atr * atr)
-            prot.stop = self._new_order(sym, side, OrderType.STOP, abs(qty), i, f"{entry.id}-sl",
-                                        price=price, reason="stop-loss", parent=entry, first_bar=i)
+            prot.stop = self._new_order(
+                sym,
+                side,
+                OrderType.STOP,
+                abs(qty),
+                i,
+                f"{entry.id}-sl",
+                price=price,
+                reason="stop-loss",
+                parent=entry,
+                first_bar=i,
+            )
         if exits.take_profit_atr > 0:
             price = inst.round_price(fill.price + direction * exits.take_profit_atr * atr)
-            prot.take_profit = self._new_order(sym, side, OrderType.LIMIT, abs(qty), i, f"{entry.id}-tp",
-                                               price=price, reason="take-profit", parent=entry, first_bar=i)
+            prot.take_profit = self._new_order(
+                sym,
+                side,
+                OrderType.LIMIT,
+                abs(qty),
+                i,
+                f"{entry.id}-tp",
+                price=price,
+                reason="take-profit",
+                parent=entry,
+                first_bar=i,
+            )
 
     # -- valuation ------------------------------------------------------------------------------
     def _mark(self, i: int) -> None:
@@ -224,8 +263,12 @@ class Engine:
         """Equity over [a, b) where positions and cash are constant (vectorised)."""
         md, pf = self.md, self.portfolio
         held = [(sym, pos.qty) for sym, pos in pf.positions.items() if pos.qty]
-        if len(pf.cash) == 1 and "USD" in pf.cash and len(held) <= 1 and (
-                not held or self._inst[held[0][0]].currency == "USD"):
+        if (
+            len(pf.cash) == 1
+            and "USD" in pf.cash
+            and len(held) <= 1
+            and (not held or self._inst[held[0][0]].currency == "USD")
+        ):
             cash = pf.cash["USD"]
             if held:  # the same arithmetic as _mark: cash + qty * close * 1.0
                 eq = md.close_tl[held[0][0]][a:b] * held[0][1]
@@ -290,8 +333,17 @@ class Engine:
         side = Side.SELL if qty > 0 else Side.BUY
         intent = self._intent(sym, k, i, IntentKind.EXIT, side, reason, qty=abs(qty))
         verdict = evaluate(self.limits, self.risk, intent, self._inst[sym], 1.0)
-        order = self._new_order(sym, side, OrderType.MARKET, verdict.qty_approved, i, self.ids.next(sym, i),
-                                reason=reason, decision_id=intent.id, reduce_only=True)
+        order = self._new_order(
+            sym,
+            side,
+            OrderType.MARKET,
+            verdict.qty_approved,
+            i,
+            self.ids.next(sym, i),
+            reason=reason,
+            decision_id=intent.id,
+            reduce_only=True,
+        )
         self.exit_orders[sym] = order
         self.decisions.append(Decision(intent, verdict, order.id, self._values(sym, k)))
 
@@ -305,22 +357,39 @@ class Engine:
             self.halted_at = i
         order_id = None
         if verdict.qty_approved > 0:
-            order = self._new_order(sym, side, OrderType.MARKET, verdict.qty_approved, i,
-                                    self.ids.next(sym, i), reason=reason, decision_id=intent.id,
-                                    tif=self.tif)
+            order = self._new_order(
+                sym,
+                side,
+                OrderType.MARKET,
+                verdict.qty_approved,
+                i,
+                self.ids.next(sym, i),
+                reason=reason,
+                decision_id=intent.id,
+                tif=self.tif,
+            )
             self.entry_orders[sym] = order
             self._entry_meta[order.id] = (intent.exits, intent.atr)
             order_id = order.id
         self.journal.verdict(verdict)
         self.decisions.append(Decision(intent, verdict, order_id, self._values(sym, k)))
 
-    def _intent(self, sym: str, k: int, i: int, kind: IntentKind, side: Side, reason: str,
-                qty: float | None = None) -> OrderIntent:
+    def _intent(
+        self, sym: str, k: int, i: int, kind: IntentKind, side: Side, reason: str, qty: float | None = None
+    ) -> OrderIntent:
         sig = self.signals[sym]
         return OrderIntent(
-            id=f"{self.strategy_name}-{sym}-d{len(self.decisions)}", symbol=sym, kind=kind, side=side,
-            ts=int(self.md.timeline[i]), bar_index=i, reason=reason, price=float(self.md.bars[sym].close[k]),
-            atr=float(sig.atr[k]), qty=qty, exits=sig.exits,
+            id=f"{self.strategy_name}-{sym}-d{len(self.decisions)}",
+            symbol=sym,
+            kind=kind,
+            side=side,
+            ts=int(self.md.timeline[i]),
+            bar_index=i,
+            reason=reason,
+            price=float(self.md.bars[sym].close[k]),
+            atr=float(sig.atr[k]),
+            qty=qty,
+            exits=sig.exits,
         )
 
     def _values(self, sym: str, k: int) -> dict[str, float]:
@@ -329,14 +398,39 @@ class Engine:
         out["atr"] = float(sig.atr[k])
         return out
 
-    def _new_order(self, sym: str, side: Side, otype: OrderType, qty: float, i: int, order_id: str, *,
-                   price: float | None = None, reason: str = "", decision_id: str = "",
-                   reduce_only: bool = False, parent: Order | None = None, tif: TimeInForce = TimeInForce.GTC,
-                   first_bar: int | None = None) -> Order:
-        order = Order(order_id, sym, side, otype, qty, int(self.md.timeline[i]), price=price, tif=tif,
-                      reason=reason, decision_id=decision_id or (parent.decision_id if parent else ""),
-                      parent_id=parent.id if parent else None, reduce_only=reduce_only or parent is not None,
-                      created_bar=i, first_bar=i + 1 if first_bar is None else first_bar)
+    def _new_order(
+        self,
+        sym: str,
+        side: Side,
+        otype: OrderType,
+        qty: float,
+        i: int,
+        order_id: str,
+        *,
+        price: float | None = None,
+        reason: str = "",
+        decision_id: str = "",
+        reduce_only: bool = False,
+        parent: Order | None = None,
+        tif: TimeInForce = TimeInForce.GTC,
+        first_bar: int | None = None,
+    ) -> Order:
+        order = Order(
+            order_id,
+            sym,
+            side,
+            otype,
+            qty,
+            int(self.md.timeline[i]),
+            price=price,
+            tif=tif,
+            reason=reason,
+            decision_id=decision_id or (parent.decision_id if parent else ""),
+            parent_id=parent.id if parent else None,
+            reduce_only=reduce_only or parent is not None,
+            created_bar=i,
+            first_bar=i + 1 if first_bar is None else first_bar,
+        )
         self.orders[order.id] = order
         self.journal.order_created(order)  # journal BEFORE send
         self.venue.submit(order)
@@ -392,7 +486,10 @@ def run_backtest(engine: Engine) -> Engine:
     """Drive the engine over its whole timeline, stepping only where something can happen."""
     md = engine.md
     sig_index = {
-        sym: {v: np.flatnonzero(engine.signals[sym].target[: md.bars[sym].n] == v).tolist() for v in (-1.0, 0.0, 1.0)}
+        sym: {
+            v: np.flatnonzero(engine.signals[sym].target[: md.bars[sym].n] == v).tolist()
+            for v in (-1.0, 0.0, 1.0)
+        }
         for sym in md.traded
     }
     column = {sym: j for j, sym in enumerate(md.traded)}

@@ -11,34 +11,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from hflite.domain.instrument import Calendar, Instrument, fx_pair_for
 from hflite.strategy.base import BarArrays
 
-FREQ_DELTA = {"1m": pd.Timedelta(minutes=1), "1h": pd.Timedelta(hours=1), "1d": pd.Timedelta(days=1)}
+if TYPE_CHECKING:
+    import pandas as pd
+
+FREQ_NS = {"1m": 60 * 10**9, "1h": 3600 * 10**9, "1d": 86400 * 10**9}
 NS_PER_DAY = 86_400_000_000_000
 
 
 def ns(idx: pd.DatetimeIndex) -> np.ndarray:
     """Int64 nanoseconds since the epoch, whatever the index's own resolution (pandas 3 varies)."""
+    import pandas as pd
+
     return pd.DatetimeIndex(idx).as_unit("ns").asi8.copy()
 
 
 def ts_ns(t: pd.Timestamp) -> int:
+    import pandas as pd
+
     return int(pd.Timestamp(t).as_unit("ns").value)
 
 
 @lru_cache(maxsize=1)
 def _nyse_closes() -> pd.Series:
     import exchange_calendars as xcals
+    import pandas as pd
 
     cal = xcals.get_calendar("XNYS", start="1995-01-03", end="2030-12-31")
     closes = cal.schedule["close"]
-    closes.index = pd.DatetimeIndex(closes.index).tz_localize("UTC") if closes.index.tz is None \
+    closes.index = (
+        pd.DatetimeIndex(closes.index).tz_localize("UTC")
+        if closes.index.tz is None
         else closes.index.tz_convert("UTC")
+    )
     return closes
 
 
@@ -49,18 +60,25 @@ def nyse_sessions(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
 
 def available_at(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> tuple[np.ndarray, list[str]]:
     """Int64 ns UTC times at which each bar became known, and notes on rows off the calendar."""
+    import pandas as pd
+
     notes: list[str] = []
     if freq != "1d":
-        return ns(ts + FREQ_DELTA[freq]), notes
+        return ns(ts + pd.Timedelta(FREQ_NS[freq], "ns")), notes
     if instrument.calendar is Calendar.XNYS:
         closes = _nyse_closes()
         mapped = closes.reindex(ts)
         off = mapped.isna()
         if off.any():
-            notes.append(f"{instrument.symbol}: {int(off.sum())} bars on non-NYSE days "
-                         f"(first {ts[off][0].date()}) stamped at 16:00 New York")
-            fallback = (ts[off].tz_localize(None) + pd.Timedelta(hours=16)).tz_localize(
-                "America/New_York").tz_convert("UTC")
+            notes.append(
+                f"{instrument.symbol}: {int(off.sum())} bars on non-NYSE days "
+                f"(first {ts[off][0].date()}) stamped at 16:00 New York"
+            )
+            fallback = (
+                (ts[off].tz_localize(None) + pd.Timedelta(hours=16))
+                .tz_localize("America/New_York")
+                .tz_convert("UTC")
+            )
             mapped[off] = fallback
         return ns(pd.DatetimeIndex(mapped)), notes
     if instrument.calendar is Calendar.ALWAYS:
@@ -71,6 +89,8 @@ def available_at(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> tup
 
 def calendar_gaps(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """Bars the instrument's calendar expects between the first and last bar but the data lacks."""
+    import pandas as pd
+
     if len(ts) < 2:
         return pd.DatetimeIndex([], tz="UTC")
     if freq == "1d":
@@ -81,7 +101,7 @@ def calendar_gaps(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> pd
         else:
             expected = pd.bdate_range(ts[0], ts[-1], tz="UTC")
     elif instrument.calendar is Calendar.ALWAYS:
-        expected = pd.date_range(ts[0], ts[-1], freq=FREQ_DELTA[freq])
+        expected = pd.date_range(ts[0], ts[-1], freq=pd.Timedelta(FREQ_NS[freq], "ns"))
     else:
         return pd.DatetimeIndex([], tz="UTC")  # intraday session calendars: not checked here
     return expected.difference(ts)
@@ -151,14 +171,22 @@ def fx_currencies(instruments: list[Instrument], base: str = "USD") -> dict[str,
     return out
 
 
-def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrument], traded: list[str],
-                 freq: str, start: pd.Timestamp, end: pd.Timestamp,
-                 versions: dict[str, str] | None = None) -> MarketData:
+def build_market(
+    frames: dict[str, pd.DataFrame],
+    instruments: dict[str, Instrument],
+    traded: list[str],
+    freq: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    versions: dict[str, str] | None = None,
+) -> MarketData:
     """Assemble MarketData from store frames (``ts`` = session date or bar open, UTC).
 
     Frames may start before ``start`` (warm-up history); bars available after ``end`` are dropped.
     Rows with NaN or non-positive prices are dropped with a warning naming them.
     """
+    import pandas as pd
+
     warnings: list[str] = []
     prepared: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
     end_ns = ts_ns(end + pd.Timedelta(days=1)) if freq == "1d" else ts_ns(end)
@@ -176,29 +204,89 @@ def build_market(frames: dict[str, pd.DataFrame], instruments: dict[str, Instrum
         if len(gaps) and sym in traded:
             shown = ", ".join(str(g.date() if freq == "1d" else g) for g in gaps[:5])
             more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
-            warnings.append(f"{sym}: {len(gaps)} missing bars vs the {inst.calendar.value} calendar "
-                            f"({shown}{more}); the symbol is skipped on those dates")
+            warnings.append(
+                f"{sym}: {len(gaps)} missing bars vs the {inst.calendar.value} calendar "
+                f"({shown}{more}); the symbol is skipped on those dates"
+            )
         prepared[sym] = (df, avail)
 
-    live_times = [prepared[s][1][pd.DatetimeIndex(prepared[s][0]["ts"]) >= start] for s in traded]
-    timeline = _sorted_unique(live_times)
+    columns = {
+        sym: (
+            {
+                c: df[c].to_numpy(dtype=np.float64, copy=True)
+                for c in ("open", "high", "low", "close", "volume")
+            },
+            avail,
+            np.asarray(pd.DatetimeIndex(df["ts"]) >= start),
+        )
+        for sym, (df, avail) in prepared.items()
+    }
+    return assemble(columns, instruments, traded, warnings, versions)
+
+
+def market_from_arrays(
+    arrays: dict[str, dict[str, np.ndarray]],
+    instruments: dict[str, Instrument],
+    traded: list[str],
+    start_ns: int = 0,
+) -> MarketData:
+    """MarketData from numpy arrays, without pandas (feeds, research, benchmarks).
+
+    ``arrays[sym]`` holds ``ts`` (int64 ns UTC, when each bar became known: its close), ``open``,
+    ``high``, ``low``, ``close`` and ``volume``. Bars before ``start_ns`` are warm-up history.
+    Refuses unsorted times and NaN or non-positive prices rather than guessing.
+    """
+    columns = {}
+    for sym, a in arrays.items():
+        ts = np.asarray(a["ts"], dtype=np.int64)
+        if len(ts) > 1 and not (np.diff(ts) > 0).all():
+            raise ValueError(f"{sym}: bar times must be strictly increasing")
+        cols = {c: np.asarray(a[c], dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
+        prices = np.stack([cols[c] for c in ("open", "high", "low", "close")])
+        if not (prices > 0).all():  # also false for NaN
+            raise ValueError(f"{sym}: NaN or non-positive prices")
+        columns[sym] = (cols, ts, ts >= start_ns)
+    return assemble(columns, instruments, traded, [], None)
+
+
+def assemble(
+    columns: dict[str, tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]],
+    instruments: dict[str, Instrument],
+    traded: list[str],
+    warnings: list[str],
+    versions: dict[str, str] | None,
+) -> MarketData:
+    """Merge per-symbol arrays (columns, availability ns, live mask) onto one timeline."""
+    timeline = _sorted_unique([columns[s][1][columns[s][2]] for s in traded])
     T = len(timeline)
     bars: dict[str, SymbolBars] = {}
     slots = np.full((T, len(traded)), -1, dtype=np.int64)
     close_tl: dict[str, np.ndarray] = {}
-    for sym, (df, avail) in prepared.items():
-        live = np.asarray(pd.DatetimeIndex(df["ts"]) >= start)
-        tl = np.full(len(df), -1, dtype=np.int64)
+    for sym, (arr, avail, live) in columns.items():
+        tl = np.full(len(avail), -1, dtype=np.int64)
         live_avail = avail[live]
-        same = len(live_avail) == T and (T == 0 or (live_avail[0] == timeline[0] and live_avail[-1] == timeline[-1]
-                                                   and np.array_equal(live_avail, timeline)))
+        same = len(live_avail) == T and (
+            T == 0
+            or (
+                live_avail[0] == timeline[0]
+                and live_avail[-1] == timeline[-1]
+                and np.array_equal(live_avail, timeline)
+            )
+        )
         tl[live] = np.arange(T) if same else np.searchsorted(timeline, live_avail)
-        arr = {c: df[c].to_numpy(dtype=np.float64, copy=True) for c in ("open", "high", "low", "close", "volume")}
-        bars[sym] = SymbolBars(instruments[sym], avail, arr["open"], arr["high"], arr["low"], arr["close"],
-                               arr["volume"], tl, n=len(df))
+        bars[sym] = SymbolBars(
+            instruments[sym],
+            avail,
+            arr["open"],
+            arr["high"],
+            arr["low"],
+            arr["close"],
+            arr["volume"],
+            tl,
+            n=len(avail),
+        )
         if sym in traded:
-            j = traded.index(sym)
-            slots[tl[live], j] = np.flatnonzero(live)
+            slots[tl[live], traded.index(sym)] = np.flatnonzero(live)
         # last close known at each timeline time (as-of, including warm-up history)
         if same and live.all():
             close_tl[sym] = arr["close"]  # this symbol alone makes the timeline
@@ -230,11 +318,15 @@ def _sorted_unique(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def _drop_bad_rows(sym: str, df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
     prices = df[["open", "high", "low", "close"]]
     bad = prices.isna().any(axis=1) | (prices <= 0).any(axis=1) | df["volume"].isna()
     if bad.any():
         first = pd.Timestamp(df["ts"][bad].iloc[0])
-        warnings.append(f"{sym}: dropped {int(bad.sum())} bars with NaN or non-positive prices "
-                        f"(first {first}); the symbol is skipped on those dates")
+        warnings.append(
+            f"{sym}: dropped {int(bad.sum())} bars with NaN or non-positive prices "
+            f"(first {first}); the symbol is skipped on those dates"
+        )
         df = df[~bad]
     return df.reset_index(drop=True)

@@ -15,16 +15,26 @@ from hflite.execution.oms import Journal, MemoryJournal, SqliteJournal
 from hflite.strategy.base import SignalSet
 
 
-async def replay(settings: Settings, store: Store | None = None, *, speed: float | None = None,
-                 run_id: str | None = None, journal_path: Path | None = None,
-                 progress: Progress | None = None) -> RunResult:
+async def replay(
+    settings: Settings,
+    store: Store | None = None,
+    *,
+    speed: float | None = None,
+    run_id: str | None = None,
+    journal_path: Path | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """Replay the configured window bar by bar through the live runtime and return its result."""
     say = progress or (lambda _msg, _frac: None)
     store = store or open_store(settings)
     say("loading data", 0.05)
     prep = prepare(settings, store)
     run_id = run_id or f"{new_run_id(settings)}-replay"
-    path = journal_path if journal_path is not None else settings.data.dir.parent / "journal" / f"{run_id}.sqlite"
+    path = (
+        journal_path
+        if journal_path is not None
+        else settings.data.dir.parent / "journal" / f"{run_id}.sqlite"
+    )
     journal: Journal = SqliteJournal(path) if path != Path("-") else MemoryJournal()
 
     def engine_for(md: MarketData, signals: dict[str, SignalSet]) -> Engine:
@@ -38,8 +48,9 @@ async def replay(settings: Settings, store: Store | None = None, *, speed: float
     finally:
         journal.close()
     say("building results", 0.85)
-    live_prep = Prepared(prep.settings, prep.store, prep.instruments, prep.strategy, runtime.md, prep.start,
-                         prep.end)
+    live_prep = Prepared(
+        prep.settings, prep.store, prep.instruments, prep.strategy, runtime.md, prep.start, prep.end
+    )
     result = build_result(engine, live_prep, run_id)
     result.stats.update({"steps": float(engine.steps), "timeline_points": float(runtime.md.length)})
     if isinstance(journal, SqliteJournal):

@@ -9,18 +9,56 @@ import pandas as pd
 
 #: Columns of ``RunResult.trades`` (one row per round trip; open trades are marked to market).
 TRADE_COLUMNS = [
-    "trade_id", "symbol", "direction", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
-    "pnl", "pnl_usd", "fees_usd", "return_pct", "bars_held", "entry_reason", "exit_reason",
-    "is_open", "exit_fee_est_usd",
+    "trade_id",
+    "symbol",
+    "direction",
+    "qty",
+    "entry_ts",
+    "entry_price",
+    "exit_ts",
+    "exit_price",
+    "pnl",
+    "pnl_usd",
+    "fees_usd",
+    "return_pct",
+    "bars_held",
+    "entry_reason",
+    "exit_reason",
+    "is_open",
+    "exit_fee_est_usd",
 ]
 #: Columns of ``RunResult.orders``.
 ORDER_COLUMNS = [
-    "order_id", "symbol", "side", "type", "qty", "price", "tif", "status", "filled_qty",
-    "avg_fill_price", "created_ts", "closed_ts", "reason", "decision_id", "parent_id",
+    "order_id",
+    "symbol",
+    "side",
+    "type",
+    "qty",
+    "price",
+    "tif",
+    "status",
+    "filled_qty",
+    "avg_fill_price",
+    "created_ts",
+    "closed_ts",
+    "reason",
+    "decision_id",
+    "parent_id",
 ]
 #: Columns of ``RunResult.fills``.
-FILL_COLUMNS = ["order_id", "symbol", "side", "qty", "price", "notional_usd", "fee", "fee_usd", "slippage", "ts",
-                "liquidity_capped"]
+FILL_COLUMNS = [
+    "order_id",
+    "symbol",
+    "side",
+    "qty",
+    "price",
+    "notional_usd",
+    "fee",
+    "fee_usd",
+    "slippage",
+    "ts",
+    "liquidity_capped",
+]
 #: Columns of ``RunResult.verdicts``.
 VERDICT_COLUMNS = ["intent_id", "symbol", "ts", "status", "qty_requested", "qty_approved", "reason"]
 

@@ -18,9 +18,10 @@ from hflite.config import ConfigError, Settings, redacted
 from hflite.data.store import DataNotFoundError, Store
 from hflite.domain.instrument import AssetClass, Instrument, UnknownInstrumentError, instrument_for
 from hflite.domain.order import TimeInForce
-from hflite.engine.core import Engine, StrategyError, run_backtest
-from hflite.engine.market import FREQ_DELTA, MarketData, build_market, fx_currencies
+from hflite.engine.core import Engine, run_backtest
+from hflite.engine.market import FREQ_NS, MarketData, build_market, fx_currencies
 from hflite.engine.result import FILL_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, VERDICT_COLUMNS, RunResult
+from hflite.engine.signals import compute_signals
 from hflite.execution.costs import (
     AssetClassCommission,
     BpsCommission,
@@ -30,6 +31,7 @@ from hflite.execution.costs import (
     SlippageModel,
     VolatilitySlippage,
 )
+from hflite.execution.oms import Journal
 from hflite.execution.venues.sim import SimVenue
 from hflite.risk.gate import RiskLimits
 from hflite.strategy.base import SignalSet, Strategy
@@ -78,11 +80,11 @@ def prepare(settings: Settings, store: Store) -> Prepared:
         except UnknownInstrumentError:
             raise ConfigError(f"config error: run.symbols: unknown instrument {sym!r}") from None
     strategy = make_strategy(settings.strategy.name, settings.strategy.params())
-    for ccy, (pair, _) in fx_currencies(list(instruments.values())).items():
+    for pair, _ in fx_currencies(list(instruments.values())).values():
         if pair not in instruments:
             instruments[pair] = instrument_for(pair)
     warmup = strategy.warmup()
-    delta = FREQ_DELTA[run.frequency]
+    delta = pd.Timedelta(FREQ_NS[run.frequency], "ns")
     lookback = delta * warmup * (1.6 if run.frequency == "1d" else 1.0) + pd.Timedelta(days=14)
     frames: dict[str, pd.DataFrame] = {}
     for sym in instruments:
@@ -90,8 +92,10 @@ def prepare(settings: Settings, store: Store) -> Prepared:
             df = store.read_bars(sym, run.frequency, start - lookback, run.end)  # a date: the whole day
         except DataNotFoundError:
             field = "run.symbols" if sym in run.symbols else f"run.symbols (FX for {sym})"
-            raise ConfigError(f"config error: {field}: no {run.frequency} bars for {sym} in the store "
-                              f"at {store.root} (`hflite data list` shows what is stored)") from None
+            raise ConfigError(
+                f"config error: {field}: no {run.frequency} bars for {sym} in the store "
+                f"at {store.root} (`hflite data list` shows what is stored)"
+            ) from None
         _check_coverage(sym, df, start, end, run.frequency)
         frames[sym] = df
     versions = store.versions([f"bars/{s}/{run.frequency}" for s in instruments])
@@ -107,18 +111,28 @@ def _check_coverage(sym: str, df: pd.DataFrame, start: pd.Timestamp, end: pd.Tim
         raise ConfigError(f"config error: run.start: {sym} has no {freq} bars on or after {start.date()}")
     first, last = live["ts"].iloc[0], df["ts"].iloc[-1]
     if first - start > COVERAGE_SLACK:
-        raise ConfigError(f"config error: run.start: {sym} {freq} data starts {first.date()}, after the run's "
-                          f"start {start.date()} (start on or after {first.date()}, or drop {sym})")
+        raise ConfigError(
+            f"config error: run.start: {sym} {freq} data starts {first.date()}, after the run's "
+            f"start {start.date()} (start on or after {first.date()}, or drop {sym})"
+        )
     if end - last > COVERAGE_SLACK:
-        raise ConfigError(f"config error: run.end: {sym} {freq} data ends {last.date()}, before the run's "
-                          f"end {end.date()} (end on or before {last.date()}, or drop {sym})")
+        raise ConfigError(
+            f"config error: run.end: {sym} {freq} data ends {last.date()}, before the run's "
+            f"end {end.date()} (end on or before {last.date()}, or drop {sym})"
+        )
 
 
 def make_limits(settings: Settings) -> RiskLimits:
     r = settings.risk
-    return RiskLimits(sizing=r.sizing, risk_pct=r.risk_pct, stop_atr=r.stop_atr, percent_equity=r.percent_equity,
-                      max_position_pct=r.max_position_pct, max_gross_exposure=r.max_gross_exposure,
-                      max_drawdown_pct=r.max_drawdown_pct)
+    return RiskLimits(
+        sizing=r.sizing,
+        risk_pct=r.risk_pct,
+        stop_atr=r.stop_atr,
+        percent_equity=r.percent_equity,
+        max_position_pct=r.max_position_pct,
+        max_gross_exposure=r.max_gross_exposure,
+        max_drawdown_pct=r.max_drawdown_pct,
+    )
 
 
 def make_costs(settings: Settings) -> tuple[CommissionModel, SlippageModel]:
@@ -142,7 +156,9 @@ class _FixedPerClass:
     bps: dict[AssetClass, float]
 
     def slippage(self, instrument: Instrument, price: float, prev_range: float) -> float:
-        return FixedBpsSlippage(self.bps.get(instrument.asset_class, 0.0)).slippage(instrument, price, prev_range)
+        return FixedBpsSlippage(self.bps.get(instrument.asset_class, 0.0)).slippage(
+            instrument, price, prev_range
+        )
 
 
 def make_venue(settings: Settings, instruments: dict[str, Instrument]) -> SimVenue:
@@ -150,60 +166,18 @@ def make_venue(settings: Settings, instruments: dict[str, Instrument]) -> SimVen
     return SimVenue(instruments, commission, slippage, settings.execution.max_volume_share)
 
 
-def compute_signals(strategy: Strategy, md: MarketData) -> dict[str, SignalSet]:
-    """Signals per traded symbol over its whole history, checked for shape and values."""
-    out = {}
-    for sym in md.traded:
-        bars = md.bars[sym]
-        out[sym] = checked_signals(strategy, sym, bars.arrays(), bars.ts)
-    return out
-
-
-def checked_signals(strategy: Strategy, sym: str, arrays: object, ts: np.ndarray) -> SignalSet:
-    """Run the strategy; on an exception find the first bar it fails on, and name it."""
-    n = len(arrays)  # type: ignore[arg-type]
-    try:
-        sig = strategy.signals(arrays)  # type: ignore[arg-type]
-    except Exception as exc:
-        k = _first_failing_bar(strategy, arrays, n)
-        when = pd.Timestamp(int(ts[k]), tz="UTC") if k is not None else "unknown bar"
-        raise StrategyError(f"strategy {strategy.name!r} raised on {sym} at bar {k} ({when}): "
-                            f"{type(exc).__name__}: {exc}") from exc
-    if len(sig.target) != n or len(sig.atr) != n:
-        raise StrategyError(f"strategy {strategy.name!r} returned {len(sig.target)} targets for {n} bars of {sym}")
-    bad = ~np.isnan(sig.target) & ~np.isin(sig.target, (-1.0, 0.0, 1.0))
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise StrategyError(f"strategy {strategy.name!r} gave target {float(sig.target[k])!r} for {sym} at bar {k} "
-                            f"({pd.Timestamp(int(ts[k]), tz='UTC')}); targets must be -1, 0, 1 or NaN")
-    return sig
-
-
-def _first_failing_bar(strategy: Strategy, arrays: object, n: int) -> int | None:
-    """Binary search for the shortest history on which the strategy raises."""
-    lo, hi = 1, n
-    try:
-        strategy.signals(arrays.head(n))  # type: ignore[attr-defined]
-        return None
-    except Exception:  # noqa: S110 - expected: we are locating the failure
-        pass
-    while lo < hi:
-        mid = (lo + hi) // 2
-        try:
-            strategy.signals(arrays.head(mid))  # type: ignore[attr-defined]
-            lo = mid + 1
-        except Exception:
-            hi = mid
-    return lo - 1
-
-
 def new_run_id(settings: Settings) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{settings.run.name}-{settings.strategy.name}-{stamp}"
 
 
-def backtest(settings: Settings, store: Store | None = None, *, run_id: str | None = None,
-             progress: Progress | None = None) -> RunResult:
+def backtest(
+    settings: Settings,
+    store: Store | None = None,
+    *,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """Run a backtest end to end and return its result (nothing written to disk)."""
     say = progress or (lambda _msg, _frac: None)
     store = store or open_store(settings)
@@ -218,19 +192,31 @@ def backtest(settings: Settings, store: Store | None = None, *, run_id: str | No
     elapsed = time.perf_counter() - t0
     say("building results", 0.8)
     result = build_result(engine, prep, run_id or new_run_id(settings))
-    result.stats.update({"engine_seconds": elapsed, "steps": float(engine.steps),
-                         "timeline_points": float(prep.md.length),
-                         "bars": float(sum(int((b.tl[: b.n] >= 0).sum()) for s, b in prep.md.bars.items()
-                                           if s in prep.md.traded))})
+    result.stats.update(
+        {
+            "engine_seconds": elapsed,
+            "steps": float(engine.steps),
+            "timeline_points": float(prep.md.length),
+            "bars": float(
+                sum(int((b.tl[: b.n] >= 0).sum()) for s, b in prep.md.bars.items() if s in prep.md.traded)
+            ),
+        }
+    )
     return result
 
 
-def make_engine(prep: Prepared, signals: dict[str, SignalSet], journal: object | None = None) -> Engine:
+def make_engine(prep: Prepared, signals: dict[str, SignalSet], journal: Journal | None = None) -> Engine:
     s = prep.settings
-    return Engine(prep.md, signals, strategy_name=prep.strategy.name, limits=make_limits(s),
-                  venue=make_venue(s, {k: v for k, v in prep.instruments.items() if k in prep.md.traded}),
-                  initial_cash=s.run.initial_cash, tif=TimeInForce(s.execution.tif),
-                  journal=journal)  # type: ignore[arg-type]
+    return Engine(
+        prep.md,
+        signals,
+        strategy_name=prep.strategy.name,
+        limits=make_limits(s),
+        venue=make_venue(s, {k: v for k, v in prep.instruments.items() if k in prep.md.traded}),
+        initial_cash=s.run.initial_cash,
+        tif=TimeInForce(s.execution.tif),
+        journal=journal,
+    )
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -268,20 +254,35 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
     equity = cash_usd + np.nan_to_num(mv).sum(axis=1)
     if not np.allclose(equity, engine.equity, rtol=1e-9, atol=1e-6):
         worst = int(np.nanargmax(np.abs(equity - engine.equity)))
-        raise RuntimeError(f"accounting mismatch at {index[worst]}: cash+positions {equity[worst]:.6f} "
-                           f"vs engine equity {engine.equity[worst]:.6f}")
+        raise RuntimeError(
+            f"accounting mismatch at {index[worst]}: cash+positions {equity[worst]:.6f} "
+            f"vs engine equity {engine.equity[worst]:.6f}"
+        )
     gross = np.abs(np.nan_to_num(mv)).sum(axis=1)
     net = np.nan_to_num(mv).sum(axis=1)
     s = prep.settings
     result = RunResult(
-        run_id=run_id, strategy=prep.strategy.name, symbols=list(md.traded), start=prep.start, end=prep.end,
+        run_id=run_id,
+        strategy=prep.strategy.name,
+        symbols=list(md.traded),
+        start=prep.start,
+        end=prep.end,
         initial_cash=engine.initial_cash,
-        equity=pd.Series(equity, index, name="equity"), cash=pd.Series(cash_usd, index, name="cash"),
+        equity=pd.Series(equity, index, name="equity"),
+        cash=pd.Series(cash_usd, index, name="cash"),
         gross_exposure=pd.Series(gross, index, name="gross_exposure"),
-        net_exposure=pd.Series(net, index, name="net_exposure"), positions=pos_df,
-        trades=_trades(engine, prep), orders=_orders(engine), fills=_fills(engine, prep),
-        verdicts=_verdicts(engine), prices=_prices(md), benchmarks={}, risk_free=pd.Series(0.0, index),
-        config=redacted(s), data_versions=dict(md.versions), warnings=list(md.warnings),
+        net_exposure=pd.Series(net, index, name="net_exposure"),
+        positions=pos_df,
+        trades=_trades(engine, prep),
+        orders=_orders(engine),
+        fills=_fills(engine, prep),
+        verdicts=_verdicts(engine),
+        prices=_prices(md),
+        benchmarks={},
+        risk_free=pd.Series(0.0, index),
+        config=redacted(s),
+        data_versions=dict(md.versions),
+        warnings=list(md.warnings),
         halted_at=_to_ts(md.timeline[engine.halted_at]) if engine.halted_at is not None else None,
     )
     _add_benchmarks(result, prep, index)
@@ -308,29 +309,56 @@ def _trades(engine: Engine, prep: Prepared) -> pd.DataFrame:
             exit_fee = commission.fee(inst, held, price) * fx
             k_out, exit_ts, exit_price = bars.n - 1, None, price
         else:
-            fx = _fx_at(prep, inst.currency, t.exit_bar or last)
+            exit_bar = t.exit_bar if t.exit_bar is not None else last
+            fx = _fx_at(prep, inst.currency, exit_bar)
             pnl, exit_fee = t.pnl, 0.0
-            k_out = int(np.searchsorted(bars.tl[: bars.n], t.exit_bar))
-            exit_ts, exit_price = _to_ts(md.timeline[t.exit_bar]), t.exit_price
-        rows.append({
-            "trade_id": n + 1, "symbol": t.symbol, "direction": "long" if t.direction > 0 else "short",
-            "qty": t.qty, "entry_ts": _to_ts(md.timeline[t.entry_bar]), "entry_price": t.entry_price,
-            "exit_ts": exit_ts, "exit_price": exit_price, "pnl": pnl, "pnl_usd": pnl * fx,
-            "fees_usd": t.fees * fx, "return_pct": pnl / (t.entry_price * t.qty) * 100 if t.qty else 0.0,
-            "bars_held": k_out - k_in, "entry_reason": t.entry_reason, "exit_reason": t.exit_reason,
-            "is_open": t.is_open, "exit_fee_est_usd": exit_fee,
-        })
+            k_out = int(np.searchsorted(bars.tl[: bars.n], exit_bar))
+            exit_ts, exit_price = _to_ts(int(md.timeline[exit_bar])), t.exit_price
+        rows.append(
+            {
+                "trade_id": n + 1,
+                "symbol": t.symbol,
+                "direction": "long" if t.direction > 0 else "short",
+                "qty": t.qty,
+                "entry_ts": _to_ts(md.timeline[t.entry_bar]),
+                "entry_price": t.entry_price,
+                "exit_ts": exit_ts,
+                "exit_price": exit_price,
+                "pnl": pnl,
+                "pnl_usd": pnl * fx,
+                "fees_usd": t.fees * fx,
+                "return_pct": pnl / (t.entry_price * t.qty) * 100 if t.qty else 0.0,
+                "bars_held": k_out - k_in,
+                "entry_reason": t.entry_reason,
+                "exit_reason": t.exit_reason,
+                "is_open": t.is_open,
+                "exit_fee_est_usd": exit_fee,
+            }
+        )
     return pd.DataFrame(rows, columns=TRADE_COLUMNS)
 
 
 def _orders(engine: Engine) -> pd.DataFrame:
-    rows = [{
-        "order_id": o.id, "symbol": o.symbol, "side": o.side.value, "type": o.type.value, "qty": o.qty,
-        "price": o.price, "tif": o.tif.value, "status": o.status.value, "filled_qty": o.filled_qty,
-        "avg_fill_price": o.avg_fill_price if o.filled_qty else None, "created_ts": _to_ts(o.created_ts),
-        "closed_ts": _to_ts(o.closed_ts), "reason": o.reason, "decision_id": o.decision_id,
-        "parent_id": o.parent_id,
-    } for o in engine.orders.values()]
+    rows = [
+        {
+            "order_id": o.id,
+            "symbol": o.symbol,
+            "side": o.side.value,
+            "type": o.type.value,
+            "qty": o.qty,
+            "price": o.price,
+            "tif": o.tif.value,
+            "status": o.status.value,
+            "filled_qty": o.filled_qty,
+            "avg_fill_price": o.avg_fill_price if o.filled_qty else None,
+            "created_ts": _to_ts(o.created_ts),
+            "closed_ts": _to_ts(o.closed_ts),
+            "reason": o.reason,
+            "decision_id": o.decision_id,
+            "parent_id": o.parent_id,
+        }
+        for o in engine.orders.values()
+    ]
     return pd.DataFrame(rows, columns=ORDER_COLUMNS)
 
 
@@ -338,20 +366,37 @@ def _fills(engine: Engine, prep: Prepared) -> pd.DataFrame:
     rows = []
     for f in engine.fills:
         fx = _fx_at(prep, prep.instruments[f.symbol].currency, f.bar_index)
-        rows.append({
-            "order_id": f.order_id, "symbol": f.symbol, "side": f.side.value, "qty": f.qty, "price": f.price,
-            "notional_usd": f.qty * f.price * fx, "fee": f.fee, "fee_usd": f.fee * fx,
-            "slippage": f.slippage, "ts": _to_ts(f.ts), "liquidity_capped": f.liquidity_capped,
-        })
+        rows.append(
+            {
+                "order_id": f.order_id,
+                "symbol": f.symbol,
+                "side": f.side.value,
+                "qty": f.qty,
+                "price": f.price,
+                "notional_usd": f.qty * f.price * fx,
+                "fee": f.fee,
+                "fee_usd": f.fee * fx,
+                "slippage": f.slippage,
+                "ts": _to_ts(f.ts),
+                "liquidity_capped": f.liquidity_capped,
+            }
+        )
     return pd.DataFrame(rows, columns=FILL_COLUMNS)
 
 
 def _verdicts(engine: Engine) -> pd.DataFrame:
-    rows = [{
-        "intent_id": d.verdict.intent_id, "symbol": d.verdict.symbol, "ts": _to_ts(d.verdict.ts),
-        "status": d.verdict.status.value, "qty_requested": d.verdict.qty_requested,
-        "qty_approved": d.verdict.qty_approved, "reason": d.verdict.reason,
-    } for d in engine.decisions]
+    rows = [
+        {
+            "intent_id": d.verdict.intent_id,
+            "symbol": d.verdict.symbol,
+            "ts": _to_ts(d.verdict.ts),
+            "status": d.verdict.status.value,
+            "qty_requested": d.verdict.qty_requested,
+            "qty_approved": d.verdict.qty_approved,
+            "reason": d.verdict.reason,
+        }
+        for d in engine.decisions
+    ]
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
@@ -361,9 +406,15 @@ def _prices(md: MarketData) -> dict[str, pd.DataFrame]:
         b = md.bars[sym]
         live = b.tl[: b.n] >= 0
         out[sym] = pd.DataFrame(
-            {"open": b.open[: b.n][live], "high": b.high[: b.n][live], "low": b.low[: b.n][live],
-             "close": b.close[: b.n][live], "volume": b.volume[: b.n][live]},
-            index=pd.DatetimeIndex(pd.to_datetime(b.ts[: b.n][live], utc=True), name="ts"))
+            {
+                "open": b.open[: b.n][live],
+                "high": b.high[: b.n][live],
+                "low": b.low[: b.n][live],
+                "close": b.close[: b.n][live],
+                "volume": b.volume[: b.n][live],
+            },
+            index=pd.DatetimeIndex(pd.to_datetime(b.ts[: b.n][live], utc=True), name="ts"),
+        )
     return out
 
 

@@ -9,7 +9,7 @@ and steps the engine once per bar-time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +40,12 @@ class RecordedFeed:
     ``speed``: None = as fast as possible; otherwise a time multiplier (86400 = one day per second).
     """
 
-    def __init__(self, md: MarketData, speed: float | None = None,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        md: MarketData,
+        speed: float | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         self.md = md
         self.speed = speed
         self._sleep = sleep
@@ -51,8 +55,16 @@ class RecordedFeed:
         order = {s: j for j, s in enumerate(self.md.bars)}
         for sym, b in self.md.bars.items():
             for k in range(b.n):
-                ev = BarEvent(sym, int(b.ts[k]), float(b.open[k]), float(b.high[k]), float(b.low[k]),
-                              float(b.close[k]), float(b.volume[k]), live=bool(b.tl[k] >= 0))
+                ev = BarEvent(
+                    sym,
+                    int(b.ts[k]),
+                    float(b.open[k]),
+                    float(b.high[k]),
+                    float(b.low[k]),
+                    float(b.close[k]),
+                    float(b.volume[k]),
+                    live=bool(b.tl[k] >= 0),
+                )
                 rows.append((ev.ts, order[sym], ev))
         rows.sort(key=lambda r: (r[0], r[1]))
         return [r[2] for r in rows]
@@ -81,20 +93,37 @@ def _grow(a: np.ndarray, n: int, fill: float | int = np.nan) -> np.ndarray:
 class LiveRuntime:
     """Builds MarketData and signals as bars arrive and steps the engine per bar-time."""
 
-    def __init__(self, template: MarketData, strategy: Strategy,
-                 make_engine: Callable[[MarketData, dict[str, SignalSet]], Engine]) -> None:
+    def __init__(
+        self,
+        template: MarketData,
+        strategy: Strategy,
+        make_engine: Callable[[MarketData, dict[str, SignalSet]], Engine],
+    ) -> None:
         self.strategy = strategy
         self.traded = list(template.traded)
         self.md = MarketData(
             timeline=np.empty(0, np.int64),
-            bars={s: SymbolBars(b.instrument, *(np.empty(0) for _ in range(6)), np.empty(0, np.int64), n=0)
-                  for s, b in template.bars.items()},
-            traded=self.traded, slots=np.full((0, len(self.traded)), -1, np.int64),
-            close_tl={s: np.empty(0) for s in template.bars}, fx_tl={c: np.empty(0) for c in template.fx_tl},
-            warnings=list(template.warnings), versions=dict(template.versions),
+            bars={
+                s: SymbolBars(
+                    b.instrument,
+                    np.empty(0, np.int64),
+                    np.empty(0),
+                    np.empty(0),
+                    np.empty(0),
+                    np.empty(0),
+                    np.empty(0),
+                    np.empty(0, np.int64),
+                    n=0,
+                )
+                for s, b in template.bars.items()
+            },
+            traded=self.traded,
+            slots=np.full((0, len(self.traded)), -1, np.int64),
+            close_tl={s: np.empty(0) for s in template.bars},
+            fx_tl={c: np.empty(0) for c in template.fx_tl},
+            warnings=list(template.warnings),
+            versions=dict(template.versions),
         )
-        for b in self.md.bars.values():
-            b.ts = b.ts.astype(np.int64)
         self._fx_src = _fx_sources(template)
         self.signals: dict[str, SignalSet] = {}
         self.engine = make_engine(self.md, self.signals)
@@ -148,7 +177,13 @@ class LiveRuntime:
                 setattr(b, name, _grow(getattr(b, name), k + 1))
             b.tl = _grow(b.tl, k + 1, -1)
         b.ts[k], b.open[k], b.high[k], b.low[k], b.close[k], b.volume[k] = (
-            ev.ts, ev.open, ev.high, ev.low, ev.close, ev.volume)
+            ev.ts,
+            ev.open,
+            ev.high,
+            ev.low,
+            ev.close,
+            ev.volume,
+        )
         b.tl[k] = i
         b.n = k + 1
         self._last_close[ev.symbol] = ev.close
@@ -160,13 +195,19 @@ class LiveRuntime:
             fresh = self.strategy.signals(b.arrays())
         except Exception as exc:
             when = pd.Timestamp(int(b.ts[k]), unit="ns", tz="UTC")
-            raise StrategyError(f"strategy {self.strategy.name!r} raised on {sym} at bar {k} ({when}): "
-                                f"{type(exc).__name__}: {exc}") from exc
+            raise StrategyError(
+                f"strategy {self.strategy.name!r} raised on {sym} at bar {k} ({when}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         sig = self.signals.get(sym)
         if sig is None:
-            sig = self.signals[sym] = SignalSet(np.full(len(b.ts), np.nan), np.full(len(b.ts), np.nan),
-                                                fresh.exits, {n: np.full(len(b.ts), np.nan) for n in fresh.values},
-                                                fresh.reasons)
+            sig = self.signals[sym] = SignalSet(
+                np.full(len(b.ts), np.nan),
+                np.full(len(b.ts), np.nan),
+                fresh.exits,
+                {n: np.full(len(b.ts), np.nan) for n in fresh.values},
+                fresh.reasons,
+            )
         if len(sig.target) < len(b.ts):
             sig.target = _grow(sig.target, len(b.ts))
             sig.atr = _grow(sig.atr, len(b.ts))

@@ -72,7 +72,7 @@ def run_pair(spec: SweepSpec, fast: int, slow: int) -> SweepResult:
     n, first = b.n, b.first_live
     target, atr = sig.target[:n], sig.atr[:n]
     live_events = np.flatnonzero(~np.isnan(target[first:])) + first
-    o, h, lo, c, v = (a[:n].tolist() for a in (b.open, b.high, b.low, b.close, b.volume))
+    o, h, lo, c, v = _bar_lists(b)
     close_arr, t_list, events = b.close[:n], target.tolist(), live_events.tolist()
     cash, qty = float(spec.initial_cash), 0.0
     risk = RiskState(equity=cash, peak_equity=cash, gross_exposure=0.0)
@@ -84,7 +84,7 @@ def run_pair(spec: SweepSpec, fast: int, slow: int) -> SweepResult:
         if e >= n:
             break
         if e - 1 > done and qty:  # quiet bars: constant position, fold them into the peak
-            risk.peak_equity = max(risk.peak_equity, float((cash + qty * close_arr[done + 1: e]).max()))
+            risk.peak_equity = max(risk.peak_equity, float((cash + qty * close_arr[done + 1 : e]).max()))
         elif e - 1 > done:
             risk.peak_equity = max(risk.peak_equity, cash)
         if e == fill_at:  # 1. fills at the open
@@ -100,13 +100,37 @@ def run_pair(spec: SweepSpec, fast: int, slow: int) -> SweepResult:
             if pending:
                 fill_at = e + 1
     if n - 1 > done:
-        tail = float((cash + qty * close_arr[done + 1: n]).max()) if qty else cash
+        tail = float((cash + qty * close_arr[done + 1 : n]).max()) if qty else cash
         risk.peak_equity = max(risk.peak_equity, tail)
     return SweepResult(fast, slow, cash + qty * c[n - 1], risk.peak_equity, tuple(fills), risk.halted)
 
 
-def _decide(spec: SweepSpec, inst: Instrument, risk: RiskState, exits: object, t: float, qty: float,
-            close: float, atr: float, e: int) -> list[tuple[int, float]]:
+_LISTS: dict[int, tuple[SymbolBars, tuple[list[float], ...]]] = {}
+
+
+def _bar_lists(b: SymbolBars) -> tuple[list[float], ...]:
+    """The bars as Python lists (fast scalar access), converted once per symbol per process."""
+    cached = _LISTS.get(id(b))
+    if cached is None or cached[0] is not b:
+        _LISTS.clear()
+        cached = _LISTS[id(b)] = (
+            b,
+            tuple(a[: b.n].tolist() for a in (b.open, b.high, b.low, b.close, b.volume)),
+        )
+    return cached[1]
+
+
+def _decide(
+    spec: SweepSpec,
+    inst: Instrument,
+    risk: RiskState,
+    exits: object,
+    t: float,
+    qty: float,
+    close: float,
+    atr: float,
+    e: int,
+) -> list[tuple[int, float]]:
     """The engine's decision rule: exit the current side, then enter the new one through the gate."""
     cur = (qty > 0) - (qty < 0)
     if t == cur:
@@ -116,17 +140,26 @@ def _decide(spec: SweepSpec, inst: Instrument, risk: RiskState, exits: object, t
         orders.append((-cur, abs(qty)))
     if t != 0:
         side = Side.BUY if t > 0 else Side.SELL
-        intent = OrderIntent("sweep", inst.symbol, IntentKind.ENTRY, side, 0, e, "", close, atr, None,
-                             exits)  # type: ignore[arg-type]
+        intent = OrderIntent("sweep", inst.symbol, IntentKind.ENTRY, side, 0, e, "", close, atr, None, exits)  # type: ignore[arg-type]
         verdict = evaluate(spec.limits, risk, intent, inst, 1.0)
         if verdict.qty_approved > 0:
             orders.append((side.sign, verdict.qty_approved))
     return orders
 
 
-def _fill_next_open(spec: SweepSpec, inst: Instrument, orders: list[tuple[int, float]], k: int,
-                    o: list[float], h: list[float], lo: list[float], v: list[float], cash: float, qty: float,
-                    fills: list[SweepFill]) -> tuple[float, float]:
+def _fill_next_open(
+    spec: SweepSpec,
+    inst: Instrument,
+    orders: list[tuple[int, float]],
+    k: int,
+    o: list[float],
+    h: list[float],
+    lo: list[float],
+    v: list[float],
+    cash: float,
+    qty: float,
+    fills: list[SweepFill],
+) -> tuple[float, float]:
     cap = _cap(inst, spec.max_volume_share, v[k], o[k])
     if sum(q for _, q in orders) > cap:
         raise Unsupported("an order exceeds the bar's volume cap: partial fills need the full engine")

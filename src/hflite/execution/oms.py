@@ -73,19 +73,24 @@ class SqliteJournal:
         )
 
     def _event(self, kind: str, ref: str, body: dict[str, object]) -> None:
-        self.db.execute("INSERT INTO events(kind, ref, body) VALUES (?, ?, ?)",
-                        (kind, ref, json.dumps(body, default=str)))
+        self.db.execute(
+            "INSERT INTO events(kind, ref, body) VALUES (?, ?, ?)", (kind, ref, json.dumps(body, default=str))
+        )
 
     def order_created(self, order: Order) -> None:
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?)",
-                            (order.id, order.symbol, order.status.value, json.dumps(asdict(order), default=str)))
+            self.db.execute(
+                "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?)",
+                (order.id, order.symbol, order.status.value, json.dumps(asdict(order), default=str)),
+            )
             self._event("order_created", order.id, asdict(order))
 
     def order_updated(self, order: Order) -> None:
         with self.db:
-            self.db.execute("UPDATE orders SET status = ?, body = ? WHERE id = ?",
-                            (order.status.value, json.dumps(asdict(order), default=str), order.id))
+            self.db.execute(
+                "UPDATE orders SET status = ?, body = ? WHERE id = ?",
+                (order.status.value, json.dumps(asdict(order), default=str), order.id),
+            )
             self._event(f"order_{order.status.value}", order.id, {"filled_qty": order.filled_qty})
 
     def fill(self, fill: Fill) -> None:

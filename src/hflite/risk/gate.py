@@ -41,29 +41,33 @@ def size_entry(limits: RiskLimits, equity: float, intent: OrderIntent, fx: float
     """Units to buy or sell before caps, and how they were sized. ``fx`` converts quote to USD."""
     if limits.sizing == "percent_equity":
         return equity * limits.percent_equity / 100 / (intent.price * fx), (
-            f"{limits.percent_equity:g}% of equity")
+            f"{limits.percent_equity:g}% of equity"
+        )
     stop_atr = intent.exits.stop_atr or limits.stop_atr
     if not intent.atr > 0:
         return 0.0, "ATR unavailable"
     per_unit_risk = stop_atr * intent.atr * fx
     return equity * limits.risk_pct / 100 / per_unit_risk, (
-        f"risk {limits.risk_pct:g}% of equity over a {stop_atr:g} ATR stop")
+        f"risk {limits.risk_pct:g}% of equity over a {stop_atr:g} ATR stop"
+    )
 
 
-def evaluate(limits: RiskLimits, state: RiskState, intent: OrderIntent, instrument: Instrument,
-             fx: float) -> RiskVerdict:
+def evaluate(
+    limits: RiskLimits, state: RiskState, intent: OrderIntent, instrument: Instrument, fx: float
+) -> RiskVerdict:
     """Approve, resize or reject one intent. Updates ``state.halted`` when the drawdown limit trips."""
     if intent.kind is IntentKind.EXIT:
         qty = intent.qty or 0.0
-        return RiskVerdict(intent.id, intent.symbol, intent.ts, VerdictStatus.APPROVED, qty, qty,
-                           "exit: always allowed")
+        return RiskVerdict(
+            intent.id, intent.symbol, intent.ts, VerdictStatus.APPROVED, qty, qty, "exit: always allowed"
+        )
     drawdown_pct = (1 - state.equity / state.peak_equity) * 100 if state.peak_equity > 0 else 0.0
-    dd_check = Check("drawdown_pct", drawdown_pct, limits.max_drawdown_pct,
-                     drawdown_pct < limits.max_drawdown_pct)
+    dd_check = Check(
+        "drawdown_pct", drawdown_pct, limits.max_drawdown_pct, drawdown_pct < limits.max_drawdown_pct
+    )
     if not dd_check.passed and not state.halted:
         state.halted = True
-        state.halt_reason = (f"drawdown {drawdown_pct:.2f}% reached the "
-                             f"{limits.max_drawdown_pct:g}% limit")
+        state.halt_reason = f"drawdown {drawdown_pct:.2f}% reached the {limits.max_drawdown_pct:g}% limit"
     if state.halted:
         return _reject(intent, 0.0, f"halted: {state.halt_reason}", (dd_check,))
     if intent.side.sign < 0 and not instrument.shortable:
@@ -77,8 +81,9 @@ def evaluate(limits: RiskLimits, state: RiskState, intent: OrderIntent, instrume
     unit_usd = intent.price * fx
     qty, cuts = wanted, []
     pos_cap = state.equity * limits.max_position_pct / 100 / unit_usd
-    pos_check = Check("position_pct", wanted * unit_usd / state.equity * 100, limits.max_position_pct,
-                      wanted <= pos_cap)
+    pos_check = Check(
+        "position_pct", wanted * unit_usd / state.equity * 100, limits.max_position_pct, wanted <= pos_cap
+    )
     if qty > pos_cap:
         qty, cuts = pos_cap, [f"position cap {limits.max_position_pct:g}% of equity"]
     room = (limits.max_gross_exposure * state.equity - state.gross_exposure) / unit_usd
@@ -93,11 +98,20 @@ def evaluate(limits: RiskLimits, state: RiskState, intent: OrderIntent, instrume
         why = "; ".join(cuts) if cuts else "size below one lot"
         return _reject(intent, wanted, f"{why}: nothing left to trade", checks)
     if cuts:
-        return RiskVerdict(intent.id, intent.symbol, intent.ts, VerdictStatus.RESIZED, wanted, qty,
-                           f"{how}; cut by " + "; ".join(cuts), checks)
+        return RiskVerdict(
+            intent.id,
+            intent.symbol,
+            intent.ts,
+            VerdictStatus.RESIZED,
+            wanted,
+            qty,
+            f"{how}; cut by " + "; ".join(cuts),
+            checks,
+        )
     return RiskVerdict(intent.id, intent.symbol, intent.ts, VerdictStatus.APPROVED, wanted, qty, how, checks)
 
 
 def _reject(intent: OrderIntent, wanted: float, reason: str, checks: tuple[Check, ...]) -> RiskVerdict:
-    return RiskVerdict(intent.id, intent.symbol, intent.ts, VerdictStatus.REJECTED, wanted, 0.0, reason,
-                       checks)
+    return RiskVerdict(
+        intent.id, intent.symbol, intent.ts, VerdictStatus.REJECTED, wanted, 0.0, reason, checks
+    )

@@ -109,8 +109,9 @@ def onset(cond: np.ndarray) -> np.ndarray:
     return cond & ~prev
 
 
-def entry_exit_targets(long_entry: np.ndarray, short_entry: np.ndarray | None,
-                       long_exit: np.ndarray, short_exit: np.ndarray) -> np.ndarray:
+def entry_exit_targets(
+    long_entry: np.ndarray, short_entry: np.ndarray | None, long_exit: np.ndarray, short_exit: np.ndarray
+) -> np.ndarray:
     """Targets from entry and exit conditions: +1 / -1 on entries; 0 on an exit condition that
     matches the side of the last entry (a long-exit bar does not close a short). NaN elsewhere."""
     n = len(long_entry)

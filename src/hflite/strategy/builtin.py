@@ -112,8 +112,10 @@ class Breakout:
         up_out, lo_out = ta.donchian(bars.high, bars.low, p.exit_period)
         c = bars.close
         target = entry_exit_targets(
-            long_entry=c > up_in, short_entry=(c < lo_in) if p.allow_short else None,
-            long_exit=c < lo_out, short_exit=c > up_out,
+            long_entry=c > up_in,
+            short_entry=(c < lo_in) if p.allow_short else None,
+            long_exit=c < lo_out,
+            short_exit=c > up_out,
         )
         return SignalSet(
             target=target,
@@ -124,7 +126,7 @@ class Breakout:
                 1: f"close {{close:.4f}} broke above the {p.entry_period}-bar high {{upper:.4f}}",
                 -1: f"close {{close:.4f}} broke below the {p.entry_period}-bar low {{lower:.4f}}",
                 0: f"close {{close:.4f}} left the {p.exit_period}-bar exit channel "
-                   f"[{{exit_low:.4f}}, {{exit_high:.4f}}]",
+                f"[{{exit_low:.4f}}, {{exit_high:.4f}}]",
             },
         )
 
@@ -149,34 +151,43 @@ class MeanReversion:
             values = {"rsi": ind, "close": c}
             long_in, short_in = ind < p.oversold, ind > p.overbought
             long_out, short_out = ind > p.exit_level, ind < p.exit_level
-            reasons = {1: f"RSI({p.rsi_period}) {{rsi:.1f}} fell below {p.oversold}",
-                       -1: f"RSI({p.rsi_period}) {{rsi:.1f}} rose above {p.overbought}",
-                       0: f"RSI({p.rsi_period}) {{rsi:.1f}} reverted past {p.exit_level}"}
+            reasons = {
+                1: f"RSI({p.rsi_period}) {{rsi:.1f}} fell below {p.oversold}",
+                -1: f"RSI({p.rsi_period}) {{rsi:.1f}} rose above {p.overbought}",
+                0: f"RSI({p.rsi_period}) {{rsi:.1f}} reverted past {p.exit_level}",
+            }
         else:
             upper, mid, lower = ta.bollinger(c, p.bb_period, p.bb_k)
             values = {"close": c, "upper": upper, "mid": mid, "lower": lower}
             long_in, short_in = c < lower, c > upper
             long_out, short_out = c > mid, c < mid
-            reasons = {1: "close {close:.4f} fell below the lower band {lower:.4f}",
-                       -1: "close {close:.4f} rose above the upper band {upper:.4f}",
-                       0: "close {close:.4f} reverted to the middle band {mid:.4f}"}
+            reasons = {
+                1: "close {close:.4f} fell below the lower band {lower:.4f}",
+                -1: "close {close:.4f} rose above the upper band {upper:.4f}",
+                0: "close {close:.4f} reverted to the middle band {mid:.4f}",
+            }
         # Entries fire on the bar the condition starts (so a time stop is not undone next bar).
         target = entry_exit_targets(
-            long_entry=onset(long_in), short_entry=onset(short_in) if p.allow_short else None,
-            long_exit=long_out, short_exit=short_out,
+            long_entry=onset(long_in),
+            short_entry=onset(short_in) if p.allow_short else None,
+            long_exit=long_out,
+            short_exit=short_out,
         )
         return SignalSet(
             target=target,
             atr=ta.atr(bars.high, bars.low, c, p.atr_period),
-            exits=Exits(stop_atr=p.stop_atr, take_profit_atr=p.take_profit_atr,
-                        time_stop_bars=p.time_stop_bars),
+            exits=Exits(
+                stop_atr=p.stop_atr, take_profit_atr=p.take_profit_atr, time_stop_bars=p.time_stop_bars
+            ),
             values=values,
             reasons=reasons,
         )
 
 
 PARAMS: dict[str, type[_Params]] = {
-    "trend": TrendParams, "breakout": BreakoutParams, "mean_reversion": MeanReversionParams,
+    "trend": TrendParams,
+    "breakout": BreakoutParams,
+    "mean_reversion": MeanReversionParams,
 }
 _CLASSES = {"trend": Trend, "breakout": Breakout, "mean_reversion": MeanReversion}
 

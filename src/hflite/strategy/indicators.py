@@ -23,7 +23,7 @@ def rsi(close: np.ndarray, n: int) -> np.ndarray:
 
 
 def bollinger(close: np.ndarray, n: int, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    upper, mid, lower = talib.BBANDS(close, timeperiod=n, nbdevup=k, nbdevdn=k, matype=0)
+    upper, mid, lower = talib.BBANDS(close, timeperiod=n, nbdevup=k, nbdevdn=k, matype=talib.MA_Type.SMA)
     return upper, mid, lower
 
 

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 from hflite.domain.instrument import Instrument, VolumeUnit
 from hflite.domain.order import OPEN, Fill, Order, OrderEvent, OrderType, Side, TimeInForce
-
-MARKET, STOP = OrderType.MARKET, OrderType.STOP
 from hflite.execution.costs import CommissionModel, SlippageModel
 
 FillHandler = Callable[[Order, Fill], None]
+MARKET, STOP = OrderType.MARKET, OrderType.STOP
 
 
 @dataclass(slots=True)
@@ -46,8 +45,13 @@ class BarView:
 class SimVenue:
     """Working orders per symbol, matched bar by bar. No I/O, no clock: the engine drives it."""
 
-    def __init__(self, instruments: dict[str, Instrument], commission: CommissionModel,
-                 slippage: SlippageModel, max_volume_share: float = 0.1) -> None:
+    def __init__(
+        self,
+        instruments: dict[str, Instrument],
+        commission: CommissionModel,
+        slippage: SlippageModel,
+        max_volume_share: float = 0.1,
+    ) -> None:
         self.instruments = instruments
         self.commission = commission
         self.slippage_model = slippage
@@ -156,12 +160,23 @@ class SimVenue:
             return trigger
         return None
 
-    def _fill(self, order: Order, inst: Instrument, qty: float, price: float, bar: BarView,
-              capped: bool) -> Fill:
+    def _fill(
+        self, order: Order, inst: Instrument, qty: float, price: float, bar: BarView, capped: bool
+    ) -> Fill:
         slip = 0.0
         if order.type is not OrderType.LIMIT:
             slip = self.slippage_model.slippage(inst, price, bar.prev_range)
         fill_price = price + slip if order.side is Side.BUY else price - slip
         fee = self.commission.fee(inst, qty, fill_price)
-        return Fill(order.id, order.symbol, order.side, qty, fill_price, fee, bar.ts, bar.i,
-                    slippage=slip, liquidity_capped=capped)
+        return Fill(
+            order.id,
+            order.symbol,
+            order.side,
+            qty,
+            fill_price,
+            fee,
+            bar.ts,
+            bar.i,
+            slippage=slip,
+            liquidity_capped=capped,
+        )
