@@ -197,35 +197,18 @@ class _progress:
 
 
 def _finish(result: Any, settings: Settings, out: Path | None) -> None:
-    from hflite.analytics.metrics import compute_metrics
+    from hflite.analytics.metrics import benchmark_metrics, run_metrics
     from hflite.analytics.report import write_report
     from hflite.analytics.summary import summary_table
 
     folder = out or settings.report.dir / result.run_id
-    metrics = compute_metrics(
-        result.equity,
-        result.trades,
-        benchmark=_first(result.benchmarks),
-        risk_free=result.risk_free,
-        gross_exposure=result.gross_exposure,
-        fills=result.fills,
-        initial_cash=result.initial_cash,
-    )
-    bench = {
-        name: compute_metrics(
-            curve, result.trades.iloc[0:0], risk_free=result.risk_free, initial_cash=result.initial_cash
-        )
-        for name, curve in result.benchmarks.items()
-    }
+    metrics = run_metrics(result)
+    bench = benchmark_metrics(result)
     report = write_report(result, folder, metrics)
     console.print(summary_table(result, metrics, bench))
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     console.print(f"Report: [bold]{report}[/]", highlight=False)
-
-
-def _first(d: dict[str, Any]) -> Any:
-    return next(iter(d.values()), None)
 
 
 def main() -> None:  # pragma: no cover - console entry

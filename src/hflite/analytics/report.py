@@ -456,7 +456,7 @@ def _equity_figure(result: RunResult) -> go.Figure:
     fig.add_scatter(x=x, y=_y(thin), name="Strategy", line={"width": 2})
     for name in result.benchmarks:
         curve = frame[f"benchmark_{name}"].loc[thin.index]
-        fig.add_scatter(x=x, y=_y(curve), name=f"{name} (buy & hold)", line={"width": 1.2})
+        fig.add_scatter(x=x, y=_y(curve), name=name, line={"width": 1.2})
     buttons = [
         {"label": "Linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
         {"label": "Log", "method": "relayout", "args": [{"yaxis.type": "log"}]},
@@ -490,7 +490,7 @@ def _drawdown_figure(result: RunResult) -> go.Figure:
     for name in result.benchmarks:
         bdd = _thin(drawdown(frame[f"benchmark_{name}"]), _MAX_CURVE_POINTS, how="min")
         fig.add_scatter(
-            x=_x(bdd.index), y=_y(bdd * 100), name=f"{name} (buy & hold)", line={"width": 1, "dash": "dot"}
+            x=_x(bdd.index), y=_y(bdd * 100), name=name, line={"width": 1, "dash": "dot"}
         )
     fig.update_layout(height=300, xaxis_type="date", yaxis_title="Drawdown (%)", yaxis_ticksuffix="%")
     return fig
