@@ -72,3 +72,16 @@ def test_the_first_demo_trade_matches_the_hand_computation(demo):
 def test_the_demo_says_which_data_versions_it_read(demo, sample_store):
     assert demo.data_versions["bars/SPY/1d"] == sample_store.version("bars/SPY/1d")
     assert set(demo.data_versions) >= {f"bars/{s}/1d" for s in demo.symbols}
+
+
+@pytest.mark.slow
+def test_the_demo_shows_the_drawdown_halt_acting_and_says_so(demo):
+    # the crypto sell-off of May-June 2021 takes the portfolio 29.66% below its peak; the next entry
+    # (TLT, 2021-06-29) is refused and every entry after it, until a human resets the halt
+    assert str(demo.halted_at) == "2021-06-29 20:00:00+00:00"
+    assert demo.warnings[0].startswith("risk: new entries halted from 2021-06-29 20:00:00+00:00 "
+                                       "(drawdown 29.66% reached the 25% limit)")
+    after = demo.verdicts[demo.verdicts.ts >= demo.halted_at]
+    entries, exits = after[after.reason != "exit: always allowed"], after[after.reason == "exit: always allowed"]
+    assert (entries.status == "rejected").all() and len(entries) > 10
+    assert (exits.status == "approved").all() and len(exits) > 0  # positions can still be closed

@@ -25,6 +25,26 @@ app.add_typer(data_app, name="data")
 console = Console()
 err = Console(stderr=True)
 
+
+@app.callback()
+def _main(
+    log_level: Annotated[
+        str, typer.Option(help="DEBUG, INFO, WARNING or ERROR (logs go to stderr).")
+    ] = "WARNING",
+    log_json: Annotated[bool, typer.Option(help="Log one JSON object per line.")] = False,
+) -> None:
+    """HedgeFund-Lite: a personal, explainable, risk-first trading system.
+
+    Example: hflite --log-level INFO backtest --config configs/demo.toml
+    """
+    from hflite import logs
+
+    try:
+        logs.configure(log_level, log_json)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
 SetOpt = Annotated[
     list[str] | None,

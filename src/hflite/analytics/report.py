@@ -489,9 +489,7 @@ def _drawdown_figure(result: RunResult) -> go.Figure:
     )
     for name in result.benchmarks:
         bdd = _thin(drawdown(frame[f"benchmark_{name}"]), _MAX_CURVE_POINTS, how="min")
-        fig.add_scatter(
-            x=_x(bdd.index), y=_y(bdd * 100), name=name, line={"width": 1, "dash": "dot"}
-        )
+        fig.add_scatter(x=_x(bdd.index), y=_y(bdd * 100), name=name, line={"width": 1, "dash": "dot"})
     fig.update_layout(height=300, xaxis_type="date", yaxis_title="Drawdown (%)", yaxis_ticksuffix="%")
     return fig
 

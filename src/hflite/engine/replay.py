@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hflite import logs
 from hflite.config import Settings
 from hflite.data.store import Store
 from hflite.engine.core import Engine
@@ -42,6 +43,8 @@ async def replay(
         return make_engine(live, signals, journal)
 
     runtime = LiveRuntime(prep.md, prep.strategy, engine_for)
+    log = logs.get("hflite.run").bind(run_id=run_id, mode="replay")
+    log.info("run.start", symbols=prep.md.traded, speed=speed or "max", journal=str(path))
     say("replaying bars", 0.2)
     try:
         engine = await runtime.run(RecordedFeed(prep.md, speed))
@@ -53,6 +56,12 @@ async def replay(
     )
     result = build_result(engine, live_prep, run_id)
     result.stats.update({"steps": float(engine.steps), "timeline_points": float(runtime.md.length)})
+    log.info(
+        "run.done",
+        steps=engine.steps,
+        fills=len(engine.fills),
+        final_equity=round(float(result.equity.iloc[-1]), 2),
+    )
     if isinstance(journal, SqliteJournal):
         result.stats["journal"] = str(journal.path)  # type: ignore[assignment]
     return result

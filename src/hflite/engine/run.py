@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from hflite import logs
 from hflite.config import ConfigError, Settings, redacted
 from hflite.data.store import DataNotFoundError, Store
 from hflite.domain.instrument import AssetClass, Instrument, UnknownInstrumentError, instrument_for
@@ -183,6 +184,17 @@ def backtest(
     store = store or open_store(settings)
     say("loading data", 0.05)
     prep = prepare(settings, store)
+    run_id = run_id or new_run_id(settings)
+    log = logs.get("hflite.run").bind(run_id=run_id, mode="backtest")
+    log.info(
+        "run.start",
+        symbols=prep.md.traded,
+        start=str(prep.start.date()),
+        end=str(prep.end.date()),
+        data_versions={k: v[:12] for k, v in prep.md.versions.items()},
+    )
+    for warning in prep.md.warnings:
+        log.warning("data.gap", detail=warning)
     say("computing signals", 0.2)
     signals = compute_signals(prep.strategy, prep.md)
     say("running the engine", 0.35)
@@ -191,7 +203,15 @@ def backtest(
     run_backtest(engine)
     elapsed = time.perf_counter() - t0
     say("building results", 0.8)
-    result = build_result(engine, prep, run_id or new_run_id(settings))
+    result = build_result(engine, prep, run_id)
+    log.info(
+        "run.done",
+        steps=engine.steps,
+        engine_s=round(elapsed, 4),
+        fills=len(engine.fills),
+        final_equity=round(float(result.equity.iloc[-1]), 2),
+        halted=engine.risk.halted,
+    )
     result.stats.update(
         {
             "engine_seconds": elapsed,
@@ -285,6 +305,14 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
         warnings=list(md.warnings),
         halted_at=_to_ts(md.timeline[engine.halted_at]) if engine.halted_at is not None else None,
     )
+    if engine.halted_at is not None:
+        rejected = sum(1 for d in engine.decisions if d.verdict.reason.startswith("halted:"))
+        result.warnings.insert(
+            0,
+            f"risk: new entries halted from {index[engine.halted_at]} "
+            f"({engine.risk.halt_reason}); {rejected} entries rejected after that, "
+            "exits still allowed",
+        )
     _add_benchmarks(result, prep, index)
     return result
 
