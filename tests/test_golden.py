@@ -17,11 +17,11 @@ Metrics: total return 217,400.72 / 100,000 - 1 = 117.40%; CAGR exp(ln(2.174007) 
 from __future__ import annotations
 
 import pytest
+from tests.conftest import REPO
 
 from hflite.analytics.metrics import run_metrics
 from hflite.config import load_settings
 from hflite.engine.run import backtest
-from tests.conftest import REPO
 
 GOLDEN = {
     "total_return": 1.1740071673411037,
@@ -79,9 +79,13 @@ def test_the_demo_shows_the_drawdown_halt_acting_and_says_so(demo):
     # the crypto sell-off of May-June 2021 takes the portfolio 29.66% below its peak; the next entry
     # (TLT, 2021-06-29) is refused and every entry after it, until a human resets the halt
     assert str(demo.halted_at) == "2021-06-29 20:00:00+00:00"
-    assert demo.warnings[0].startswith("risk: new entries halted from 2021-06-29 20:00:00+00:00 "
-                                       "(drawdown 29.66% reached the 25% limit)")
+    assert demo.warnings[0].startswith(
+        "risk: new entries halted from 2021-06-29 20:00:00+00:00 (drawdown 29.66% reached the 25% limit)"
+    )
     after = demo.verdicts[demo.verdicts.ts >= demo.halted_at]
-    entries, exits = after[after.reason != "exit: always allowed"], after[after.reason == "exit: always allowed"]
+    entries, exits = (
+        after[after.reason != "exit: always allowed"],
+        after[after.reason == "exit: always allowed"],
+    )
     assert (entries.status == "rejected").all() and len(entries) > 10
     assert (exits.status == "approved").all() and len(exits) > 0  # positions can still be closed

@@ -33,4 +33,7 @@ def configure(level: str = "WARNING", json: bool = False) -> None:
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger; when nothing configured logging yet (library use), warnings and errors only."""
+    if not structlog.is_configured():
+        configure("WARNING")
     return structlog.get_logger(name)  # type: ignore[no-any-return]
