@@ -9,6 +9,7 @@ time plus its length.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -43,7 +44,11 @@ def _nyse_closes() -> pd.Series:
     import exchange_calendars as xcals
     import pandas as pd
 
-    cal = xcals.get_calendar("XNYS", start="1995-01-03", end="2030-12-31")
+    with warnings.catch_warnings():
+        # exchange_calendars uses Series.values on tz-aware data, which pandas 3.1 deprecates;
+        # the warning is about the library's internals, not about our data
+        warnings.simplefilter("ignore")
+        cal = xcals.get_calendar("XNYS", start="1995-01-03", end="2030-12-31")
     closes = cal.schedule["close"]
     closes.index = (
         pd.DatetimeIndex(closes.index).tz_localize("UTC")
