@@ -333,46 +333,52 @@ class Engine:
         side = Side.SELL if qty > 0 else Side.BUY
         intent = self._intent(sym, k, i, IntentKind.EXIT, side, reason, qty=abs(qty))
         verdict = evaluate(self.limits, self.risk, intent, self._inst[sym], 1.0)
-        order = self._new_order(
-            sym,
-            side,
-            OrderType.MARKET,
-            verdict.qty_approved,
-            i,
-            self.ids.next(sym, i),
-            reason=reason,
-            decision_id=intent.id,
-            reduce_only=True,
-        )
-        self.exit_orders[sym] = order
-        self.decisions.append(Decision(intent, verdict, order.id, self._values(sym, k)))
+        order = self._record(sym, k, i, intent, verdict, reduce_only=True, tif=TimeInForce.GTC)
+        if order is not None:
+            self.exit_orders[sym] = order
 
     def _enter(self, sym: str, k: int, i: int, direction: int, reason: str) -> None:
         side = Side.BUY if direction > 0 else Side.SELL
         intent = self._intent(sym, k, i, IntentKind.ENTRY, side, reason)
         inst = self._inst[sym]
         was_halted = self.risk.halted
-        verdict = evaluate(self.limits, self.risk, intent, inst, self.md.fx_tl[inst.currency][i])
+        verdict = evaluate(self.limits, self.risk, intent, inst, self.md.fx_tl[inst.currency].item(i))
         if self.risk.halted and not was_halted:
             self.halted_at = i
-        order_id = None
+        order = self._record(sym, k, i, intent, verdict, reduce_only=False, tif=self.tif)
+        if order is not None:
+            self.entry_orders[sym] = order
+            self._entry_meta[order.id] = (intent.exits, intent.atr)
+
+    def _record(
+        self,
+        sym: str,
+        k: int,
+        i: int,
+        intent: OrderIntent,
+        verdict: RiskVerdict,
+        *,
+        reduce_only: bool,
+        tif: TimeInForce,
+    ) -> Order | None:
+        """Journal the verdict, send a market order for what it approved, and keep the decision."""
+        self.journal.verdict(verdict)
+        order = None
         if verdict.qty_approved > 0:
             order = self._new_order(
                 sym,
-                side,
+                intent.side,
                 OrderType.MARKET,
                 verdict.qty_approved,
                 i,
                 self.ids.next(sym, i),
-                reason=reason,
+                reason=intent.reason,
                 decision_id=intent.id,
-                tif=self.tif,
+                reduce_only=reduce_only,
+                tif=tif,
             )
-            self.entry_orders[sym] = order
-            self._entry_meta[order.id] = (intent.exits, intent.atr)
-            order_id = order.id
-        self.journal.verdict(verdict)
-        self.decisions.append(Decision(intent, verdict, order_id, self._values(sym, k)))
+        self.decisions.append(Decision(intent, verdict, order.id if order else None, self._values(sym, k)))
+        return order
 
     def _intent(
         self, sym: str, k: int, i: int, kind: IntentKind, side: Side, reason: str, qty: float | None = None
