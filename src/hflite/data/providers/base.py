@@ -1,0 +1,340 @@
+"""The provider port: one protocol for every data vendor, errors translated at the border.
+
+Each vendor module turns its payloads into the store's frames and its failures into three errors:
+``RejectedError`` (final: invalid key, unknown symbol, premium-only endpoint; carries the vendor's
+message), ``TransientError`` (timeouts, connection errors, 429 and 5xx, after bounded retries with
+exponential backoff and jitter) and ``MalformedResponseError`` (the vendor answered garbage). A missing
+key is ``MissingKeyError`` naming the environment variable. Nothing above a provider catches a vendor
+or HTTP-library exception, and no message ever contains a key.
+
+Frames (all timestamps tz-aware UTC):
+- bars: ``ts, open, high, low, close, volume``; ``ts`` = session date at 00:00 for daily bars, the
+  bar's open time for intraday bars (as in the store).
+- series: ``date, value``; with ``vintage=True`` also ``realtime_start`` (when the value was published).
+- news: ``ts, source, tickers, headline, summary, url`` (``tickers`` comma-separated).
+- fundamentals: ``symbol, metric, period_end, known_at, value`` (``known_at``: when it became public).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import httpx
+import pandas as pd
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+BAR_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
+SERIES_COLUMNS = ["date", "value"]
+NEWS_COLUMNS = ["ts", "source", "tickers", "headline", "summary", "url"]
+FUNDAMENTAL_COLUMNS = ["symbol", "metric", "period_end", "known_at", "value"]
+
+
+class ProviderError(Exception):
+    """Base of every provider failure; the message names the provider."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+
+
+class MissingKeyError(ProviderError):
+    """The provider needs a key that is not set; names the environment variable."""
+
+
+class RejectedError(ProviderError):
+    """Final: the vendor refused the request (4xx or an error payload). Do not retry."""
+
+
+class TransientError(ProviderError):
+    """Retries were exhausted on timeouts, connection errors, 429 or 5xx."""
+
+
+class MalformedResponseError(ProviderError):
+    """The vendor answered something that is not the documented payload."""
+
+
+class NotSupportedError(ProviderError):
+    """The provider does not supply this kind of data (or this frequency)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A vendor's free-tier request limits, kept under by the client-side limiter."""
+
+    per_minute: int | None = None
+    per_day: int | None = None
+    note: str = ""
+
+
+class RateLimiter:
+    """Sliding-window limiter: at most ``per_minute`` calls in any 60 s and ``per_day`` in any 24 h.
+
+    ``clock`` and ``sleep`` are injectable so tests run instantly. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limits = limits
+        self.clock, self.sleep = clock, sleep
+        self._minute: deque[float] = deque()
+        self._day: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.waited_s = 0.0
+
+    def acquire(self) -> None:
+        with self._lock:
+            while True:
+                now = self.clock()
+                wait = max(
+                    self._need(self._minute, self.limits.per_minute, 60.0, now),
+                    self._need(self._day, self.limits.per_day, 86_400.0, now),
+                )
+                if wait <= 0:
+                    self._minute.append(now)
+                    self._day.append(now)
+                    return
+                self.waited_s += wait
+                self.sleep(wait)
+
+    @staticmethod
+    def _need(window: deque[float], cap: int | None, span: float, now: float) -> float:
+        if not cap:
+            return 0.0
+        while window and now - window[0] >= span:
+            window.popleft()
+        return span - (now - window[0]) if len(window) >= cap else 0.0
+
+
+@dataclass
+class HttpOptions:
+    """Transport settings shared by every provider (tests shorten the waits)."""
+
+    timeout_s: float = 20.0
+    max_tries: int = 4
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 8.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass
+class HttpClient:
+    """GET with limits, bounded retries and error translation; redacts secrets from every message."""
+
+    provider: str
+    base_url: str
+    limiter: RateLimiter
+    options: HttpOptions = field(default_factory=HttpOptions)
+    headers: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    error_message: Callable[[httpx.Response], str | None] | None = None
+    calls: int = 0
+
+    def __post_init__(self) -> None:
+        self._client = httpx.Client(
+            base_url=self.base_url.rstrip("/"),
+            timeout=self.options.timeout_s,
+            headers=self.headers,
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """One logical GET: retried on transient failures (tenacity), translated on final ones."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.options.max_tries),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=self.options.sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._once(path, params)
+        except _Retryable as exc:
+            raise TransientError(
+                self.provider, self.redact(f"{exc.reason} (gave up after {self.options.max_tries} tries)")
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(self, path: str, params: Mapping[str, Any] | None) -> httpx.Response:
+        self.limiter.acquire()
+        self.calls += 1
+        try:
+            resp = self._client.get(path, params=dict(params or {}))
+        except httpx.TimeoutException:
+            raise _Retryable(f"timed out after {self.options.timeout_s:g} s") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        if resp.status_code < 400:
+            return resp
+        vendor = self._vendor_message(resp)
+        detail = f"HTTP {resp.status_code}" + (f": {vendor}" if vendor else "")
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retryable(detail, _retry_after(resp))
+        raise RejectedError(self.provider, self.redact(detail))
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        resp = self.get(path, params)
+        try:
+            return resp.json()
+        except ValueError:
+            snippet = resp.text[:80].replace("\n", " ")
+            raise MalformedResponseError(
+                self.provider, self.redact(f"expected JSON from {path}, got {snippet!r}")
+            ) from None
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with jitter; a vendor's Retry-After wins when it sends one."""
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.options.backoff_max_s * 4)
+        cap = min(self.options.backoff_max_s, self.options.backoff_base_s * 2 ** (state.attempt_number - 1))
+        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not cryptography
+
+    def _vendor_message(self, resp: httpx.Response) -> str | None:
+        if self.error_message is not None:
+            try:
+                msg = self.error_message(resp)
+            except Exception:  # noqa: BLE001 - an unparsable error body is still an error
+                msg = None
+            if msg:
+                return msg
+        return resp.text[:200].strip() or None
+
+
+class _Retryable(Exception):
+    """Inside the retry loop only: a failure worth another try."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        seconds = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def env_key(
+    provider: str, variable: str | None, given: str | None = None, *, required: bool = True
+) -> str | None:
+    """The API key from the argument or the environment (``.env`` is loaded by the CLI)."""
+    key = given if given is not None else (os.environ.get(variable) if variable else None)
+    if required and variable and not key:
+        raise MissingKeyError(provider, f"no API key: set {variable} in the environment or .env")
+    return key
+
+
+def base_url(provider: str, default: str, given: str | None = None) -> str:
+    """The vendor's URL, overridable per provider (``HFLITE_<PROVIDER>_BASE_URL``) for tests and proxies."""
+    return given or os.environ.get(f"HFLITE_{provider.upper()}_BASE_URL") or default
+
+
+def empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+
+
+class Provider(Protocol):
+    """One data vendor. Methods a vendor does not supply raise NotSupportedError."""
+
+    name: ClassVar[str]
+    key_env: ClassVar[str | None]
+    limits: ClassVar[Limits]
+    supplies: ClassVar[frozenset[str]]  # of "bars", "series", "vintages", "news", "fundamentals"
+
+    def bars(self, symbol: str, freq: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame: ...
+
+    def series(
+        self, series_id: str, start: pd.Timestamp, end: pd.Timestamp, *, vintage: bool = False
+    ) -> pd.DataFrame: ...
+
+    def news(self, symbols: list[str], since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame: ...
+
+    def fundamentals(self, symbol: str) -> pd.DataFrame: ...
+
+    def close(self) -> None: ...
+
+
+class BaseProvider:
+    """Shared plumbing: the HTTP client, the limiter, and NotSupported defaults."""
+
+    name: ClassVar[str] = "base"
+    key_env: ClassVar[str | None] = None
+    key_required: ClassVar[bool] = True
+    default_url: ClassVar[str] = ""
+    limits: ClassVar[Limits] = Limits()
+    supplies: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        key: str | None = None,
+        url: str | None = None,
+        options: HttpOptions | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.key = env_key(self.name, self.key_env, key, required=self.key_required)
+        self.options = options or HttpOptions()
+        self.limiter = limiter or RateLimiter(self.limits, self.options.clock, self.options.sleep)
+        self.http = HttpClient(
+            self.name,
+            base_url(self.name, self.default_url, url),
+            self.limiter,
+            self.options,
+            headers=self.auth_headers(),
+            secrets=(self.key or "",),
+            error_message=self.error_message,
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    def error_message(self, resp: httpx.Response) -> str | None:
+        """The vendor's own error text from an error response (override per vendor)."""
+        return None
+
+    def _unsupported(self, what: str) -> NotSupportedError:
+        return NotSupportedError(self.name, f"does not supply {what}")
+
+    def bars(self, symbol: str, freq: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        raise self._unsupported("price bars")
+
+    def series(
+        self, series_id: str, start: pd.Timestamp, end: pd.Timestamp, *, vintage: bool = False
+    ) -> pd.DataFrame:
+        raise self._unsupported("macro series")
+
+    def news(self, symbols: list[str], since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
+        raise self._unsupported("news")
+
+    def fundamentals(self, symbol: str) -> pd.DataFrame:
+        raise self._unsupported("fundamentals")
+
+    def close(self) -> None:
+        self.http.close()
