@@ -127,41 +127,262 @@ def replay(
     _finish(result, settings, out)
 
 
+def _data_config(config: Path | None, data_dir: Path | None = None) -> Any:
+    from hflite.config import load_data_settings
+
+    try:
+        data = load_data_settings(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+    return data.model_copy(update={"dir": data_dir}) if data_dir is not None else data
+
+
+def _store(config: Path | None, data_dir: Path | None = None) -> Any:
+    from hflite.data.sample import ensure_sample
+    from hflite.data.store import Store
+
+    data = _data_config(config, data_dir)
+    store = Store(data.dir, archive_root=data.archive_dir)
+    ensure_sample(store)
+    return store
+
+
+DataDirOpt = Annotated[Path | None, typer.Option(help="Store folder (default from config: var/data).")]
+
+
 @data_app.command("list")
-def data_list(
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Store folder (default from config: var/data).")
-    ] = None,
-    config: ConfigOpt = None,
-) -> None:
+def data_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
     """Show what the local store holds: symbol, frequency, first, last, rows, data version.
 
     Imports the embedded sample data set on first use. Example: hflite data list
     """
-    from hflite.data.sample import ensure_sample
-    from hflite.data.store import Store, render_partitions_table
+    from hflite.data.store import render_partitions_table
 
-    root = data_dir
-    if root is None:
-        root = _load_partial(config)
-    store = Store(root)
-    ensure_sample(store)
-    console.print(render_partitions_table(store))
+    console.print(render_partitions_table(_store(config, data_dir)))
 
 
-def _load_partial(config: Path | None) -> Path:
-    """The data dir from a config file (or the default) without requiring a [run] section."""
-    import tomllib
+@data_app.command("update")
+def data_update(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    only: Annotated[str | None, typer.Option(help="bars, series or news.")] = None,
+) -> None:
+    """Bring every configured symbol, series and news query up to date, incrementally.
 
-    from hflite.config import DataConfig
+    Fetches only what is newer than the store (plus a small overlap checked for revisions),
+    validates it (bad rows go to quarantine), backfills calendar gaps the vendor has and records the
+    rest. Running it twice in a row changes nothing. Without network it keeps the stored data and
+    says so. Example (cron): hflite data update --config configs/demo.toml
+    """
+    from hflite.data.update import Updater
 
-    data: dict[str, Any] = {}
-    if config is not None:
-        try:
-            data = tomllib.loads(config.read_text()).get("data", {})
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            _fail(f"{config}: {exc}")
-    return DataConfig(**data).dir
+    data = _data_config(config, data_dir)
+    items = _update_items(data.update, only)
+    store = _store(config, data_dir)
+    updater = Updater(
+        store, history_start=_utc_day(data.update.history_start), overlap_bars=data.update.overlap_bars
+    )
+    _run_update(updater, items)
+
+
+def _update_items(cfg: Any, only: str | None) -> list[Any]:
+    from hflite.data.update import UpdateItem, _instrument
+
+    items: list[Any] = []
+    if only in (None, "bars"):
+        for sym in cfg.symbols:
+            inst = _instrument(sym, None)
+            items.append(
+                UpdateItem("bars", cfg.providers[inst.asset_class], sym, "1d", inst.asset_class.value)
+            )
+        for it in cfg.intraday:
+            opts = (("exchange", it.exchange),) if it.provider == "ccxt" and it.exchange else ()
+            cls = it.asset_class.value if it.asset_class else None
+            items.append(UpdateItem("bars", it.provider, it.symbol, it.freq, cls, opts))
+    if only in (None, "series"):
+        items += [UpdateItem("series", cfg.series_provider, sid) for sid in cfg.series]
+    if only in (None, "news") and cfg.news_symbols:
+        items.append(UpdateItem("news", cfg.news_provider, ",".join(cfg.news_symbols)))
+    if only not in (None, "bars", "series", "news"):
+        _fail(f"--only: expected bars, series or news, got {only!r}")
+    return items
+
+
+def _run_update(updater: Any, items: list[Any]) -> None:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from hflite.data.update import summary_rows
+
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("updating", total=len(items))
+        results = updater.run(
+            items, progress=lambda item, n: bar.update(task, completed=n, description=item.label)
+        )
+    table = Table(title="data update", show_lines=False)
+    for col in ("item", "status", "rows", "quarantined", "revisions", "gaps filled/recorded", "message"):
+        table.add_column(col, overflow="fold")
+    colours = {"updated": "green", "unchanged": "dim", "skipped": "yellow", "failed": "red"}
+    for row in summary_rows(results):
+        row[1] = f"[{colours[row[1]]}]{row[1]}[/]"
+        table.add_row(*row)
+    console.print(table)
+    failed = [r for r in results if r.status == "failed"]
+    skipped = [r for r in results if r.status == "skipped"]
+    if skipped:
+        console.print(
+            f"[yellow]{len(skipped)} item(s) skipped[/] (offline or no key): the store keeps its "
+            "data, which on a fresh machine is the embedded sample."
+        )
+    if failed:
+        err.print(f"[red]{len(failed)} item(s) failed[/]: see the message column.")
+        raise typer.Exit(1)
+
+
+def _utc_day(d: Any) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(d, tz="UTC")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    provider: Annotated[
+        str, typer.Option(help="yfinance, alphavantage, polygon, coingecko, ccxt, oanda, fred.")
+    ],
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols (ccxt: BTC/USDT).")] = None,
+    series: Annotated[str | None, typer.Option(help="Comma-separated FRED series ids.")] = None,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2000-01-01",
+    timeframe: Annotated[str, typer.Option(help="1d, 1h or 1m.")] = "1d",
+    exchange: Annotated[str | None, typer.Option(help="ccxt exchange id, e.g. binance.")] = None,
+    vintage: Annotated[
+        bool, typer.Option(help="FRED: first-release (point-in-time) values from ALFRED.")
+    ] = False,
+    asset_class: Annotated[
+        str | None, typer.Option(help="For symbols not in the sample: equity, etf, crypto or fx.")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Fetch bars or macro series from one provider into the store (validated, incremental).
+
+    Examples: hflite data fetch --provider yfinance --symbols SPY,AAPL --start 2010-01-01
+    hflite data fetch --provider ccxt --exchange binance --symbols BTC/USDT --timeframe 1h
+    hflite data fetch --provider fred --series DGS10,CPIAUCSL --vintage
+    """
+    from hflite.data.update import UpdateItem, Updater
+
+    if not symbols and not series:
+        _fail("give --symbols or --series")
+    opts = (("exchange", exchange),) if exchange else ()
+    items = [
+        UpdateItem(
+            "bars",
+            provider,
+            s.replace("/", ""),
+            timeframe,
+            asset_class,
+            opts + ((("market", s),) if "/" in s else ()),
+        )
+        for s in (symbols or "").split(",")
+        if s
+    ]
+    items += [
+        UpdateItem("vintage" if vintage else "series", provider, s) for s in (series or "").split(",") if s
+    ]
+    _run_update(Updater(_store(config, data_dir), history_start=_utc_day(start)), items)
+
+
+@data_app.command("news")
+def data_news(
+    provider: Annotated[str, typer.Option(help="finnhub or newsapi.")],
+    symbols: Annotated[str, typer.Option(help="Comma-separated tickers.")],
+    since: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Fetch headlines for tickers into the news table (deduplicated).
+
+    Example: hflite data news --provider finnhub --symbols AAPL --since 2024-01-01
+    """
+    from hflite.data.update import UpdateItem, Updater
+
+    item = UpdateItem("news", provider, symbols, since=since)
+    _run_update(Updater(_store(config, data_dir)), [item])
+
+
+@data_app.command("check")
+def data_check(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    html: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path(
+        "reports/data-check.html"
+    ),
+) -> None:
+    """Quality report of the whole store, per symbol and rule (terminal table and HTML).
+
+    Example: hflite data check
+    """
+    from hflite.data.quality import check_store, render_quality_table, write_quality_html
+
+    report = check_store(_store(config, data_dir))
+    console.print(render_quality_table(report))
+    html.parent.mkdir(parents=True, exist_ok=True)
+    write_quality_html(report, html)
+    console.print(f"Report: [bold]{html}[/]", highlight=False)
+
+
+@data_app.command("archive")
+def data_archive(
+    older_than: Annotated[str, typer.Option(help="Age threshold, e.g. 3y, 18m, 400d.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move bars older than a threshold to the archive path (data.archive_dir); still readable.
+
+    Example: hflite data archive --older-than 3y
+    """
+    store = _store(config, data_dir)
+    if store.archive_root is None:
+        _fail("no archive path: set data.archive_dir in the config (or HFLITE_DATA__ARCHIVE_DIR)")
+    moved = store.archive(older_than)
+    console.print(f"archived {len(moved)} partition(s) to {store.archive_root}")
+    for item in moved:
+        console.print(f"  {item}", highlight=False)
+
+
+@data_app.command("versions")
+def data_versions(
+    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. SPY (or a FRED series id).")],
+    freq: Annotated[str, typer.Option(help="Bar frequency.")] = "1d",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Content hashes of a partition over time (the data versions runs record).
+
+    Example: hflite data versions SPY
+    """
+    from rich.table import Table
+
+    from hflite.data.store import DataNotFoundError
+
+    store = _store(config, data_dir)
+    key = f"bars/{symbol}/{freq}" if store.has_bars(symbol, freq) else f"macro/{symbol}"
+    try:
+        current = store.version(key)
+        history = store.history(key)
+    except DataNotFoundError as exc:
+        _fail(str(exc))
+        return
+    table = Table(title=f"versions of {key}")
+    for col in ("version", "written at", "rows", "source", ""):
+        table.add_column(col)
+    for h in history:
+        table.add_row(h["hash"][:16], str(h["written_at"]), str(h["rows"]), str(h.get("source", "")), "")
+    info = next(p for p in store.partitions() if p.key == key)
+    table.add_row(current[:16], str(info.written_at), str(info.rows), info.source, "current")
+    console.print(table)
 
 
 def _load(config: Path | None, sets: list[str] | None, **shortcuts: Any) -> Settings:

@@ -124,9 +124,71 @@ class ExecutionConfig(BaseModel):
         return self
 
 
+class IntradayItem(BaseModel):
+    model_config = FROZEN
+    symbol: str
+    freq: Literal["1h", "1m"] = "1h"
+    provider: str = "ccxt"
+    exchange: str | None = "binance"
+    asset_class: AssetClass | None = None
+
+
+def _sample_daily() -> list[str]:
+    from hflite.domain.instrument import SAMPLE_INSTRUMENTS
+
+    return [s for s, i in SAMPLE_INSTRUMENTS.items() if s not in ("BTCUSDT", "ETHUSDT")]
+
+
+class DataUpdateConfig(BaseModel):
+    """What ``hflite data update`` keeps current (defaults: the embedded sample's contents)."""
+
+    model_config = FROZEN
+    symbols: list[str] = Field(default_factory=_sample_daily, description="daily bars to keep current")
+    providers: dict[AssetClass, str] = Field(
+        default_factory=lambda: {
+            AssetClass.EQUITY: "yfinance",
+            AssetClass.ETF: "yfinance",
+            AssetClass.CRYPTO: "yfinance",
+            AssetClass.FX: "yfinance",
+        }
+    )
+    intraday: list[IntradayItem] = Field(
+        default_factory=lambda: [IntradayItem(symbol="BTCUSDT"), IntradayItem(symbol="ETHUSDT")]
+    )
+    series: list[str] = Field(
+        default_factory=lambda: [
+            "FEDFUNDS",
+            "CPIAUCSL",
+            "CPILFESL",
+            "PCEPILFE",
+            "UNRATE",
+            "PAYEMS",
+            "INDPRO",
+            "M2SL",
+            "GDPC1",
+            "DGS10",
+            "DGS2",
+            "T10Y2Y",
+            "T10YIE",
+            "DCOILWTICO",
+            "DTWEXBGS",
+            "VIXCLS",
+            "ICSA",
+            "USREC",
+        ]
+    )
+    series_provider: str = "fred"
+    news_symbols: list[str] = Field(default_factory=list)
+    news_provider: str = "finnhub"
+    history_start: date = date(2000, 1, 1)
+    overlap_bars: int = Field(5, ge=1, le=1000)
+
+
 class DataConfig(BaseModel):
     model_config = FROZEN
     dir: Path = Path("var/data")
+    archive_dir: Path | None = Field(None, description="a second disk for old partitions")
+    update: DataUpdateConfig = Field(default_factory=DataUpdateConfig)
 
 
 class ReportConfig(BaseModel):
@@ -246,6 +308,32 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         )
         lines.append(f"config error: {loc or 'config'}: {msg}{shown}")
     return "\n".join(lines)
+
+
+class DataSettings(BaseSettings):
+    """Only the ``[data]`` section: the data commands need no ``[run]``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HFLITE_", env_nested_delimiter="__", env_file=".env", extra="ignore", frozen=True
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+
+
+def load_data_settings(path: str | Path | None = None) -> DataConfig:
+    """The ``[data]`` section of a config file (or defaults), with environment overrides."""
+    file_data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            file_data = {"data": tomllib.loads(p.read_text()).get("data", {})}
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    try:
+        return DataSettings(**file_data).data
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
