@@ -67,3 +67,15 @@ def test_an_unknown_frequency_is_refused():
         YahooProvider(url="http://127.0.0.1:9").bars(
             "SPY", "5m", pd.Timestamp("2024-01-02", tz="UTC"), pd.Timestamp("2024-01-03", tz="UTC")
         )
+
+
+def test_a_bar_that_has_not_closed_yet_is_dropped():
+    class Tuesday(YahooProvider):
+        def now(self) -> pd.Timestamp:
+            return pd.Timestamp("2024-01-05 18:00", tz="UTC")  # Friday's session still trading
+
+    with FixtureServer([Route(r"/v8/finance/chart/SPY", fixture("yfinance", "chart_spy_1d.json"))]) as srv:
+        frame = Tuesday(url=srv.url, options=fast_options()).bars(
+            "SPY", "1d", pd.Timestamp("2024-01-02", tz="UTC"), pd.Timestamp("2024-01-08", tz="UTC")
+        )
+    assert frame.ts.iloc[-1] == pd.Timestamp("2024-01-04", tz="UTC")

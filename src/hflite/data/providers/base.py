@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 import pandas as pd
@@ -160,23 +160,8 @@ class HttpClient:
         return text
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
-        """One logical GET: retried on transient failures (tenacity), translated on final ones."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.options.max_tries),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Retryable),
-            sleep=self.options.sleep,
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return self._once(path, params)
-        except _Retryable as exc:
-            raise TransientError(
-                self.provider, self.redact(f"{exc.reason} (gave up after {self.options.max_tries} tries)")
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        """One logical GET: retried on transient failures, translated on final ones."""
+        return call_with_retries(self.provider, self.options, lambda: self._once(path, params), self.redact)
 
     def _once(self, path: str, params: Mapping[str, Any] | None) -> httpx.Response:
         self.limiter.acquire()
@@ -184,15 +169,15 @@ class HttpClient:
         try:
             resp = self._client.get(path, params=dict(params or {}))
         except httpx.TimeoutException:
-            raise _Retryable(f"timed out after {self.options.timeout_s:g} s") from None
+            raise Retryable(f"timed out after {self.options.timeout_s:g} s") from None
         except httpx.TransportError as exc:
-            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+            raise Retryable(f"connection failed ({type(exc).__name__})") from None
         if resp.status_code < 400:
             return resp
         vendor = self._vendor_message(resp)
         detail = f"HTTP {resp.status_code}" + (f": {vendor}" if vendor else "")
         if resp.status_code == 429 or resp.status_code >= 500:
-            raise _Retryable(detail, _retry_after(resp))
+            raise Retryable(detail, _retry_after(resp))
         raise RejectedError(self.provider, self.redact(detail))
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -205,14 +190,6 @@ class HttpClient:
                 self.provider, self.redact(f"expected JSON from {path}, got {snippet!r}")
             ) from None
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Exponential backoff with jitter; a vendor's Retry-After wins when it sends one."""
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, self.options.backoff_max_s * 4)
-        cap = min(self.options.backoff_max_s, self.options.backoff_base_s * 2 ** (state.attempt_number - 1))
-        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not cryptography
-
     def _vendor_message(self, resp: httpx.Response) -> str | None:
         if self.error_message is not None:
             try:
@@ -224,12 +201,50 @@ class HttpClient:
         return resp.text[:200].strip() or None
 
 
-class _Retryable(Exception):
-    """Inside the retry loop only: a failure worth another try."""
+class Retryable(Exception):
+    """Raised inside ``call_with_retries`` for a failure worth another try (never escapes it)."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason, self.retry_after = reason, retry_after
+
+
+T = TypeVar("T")
+
+
+def call_with_retries(
+    provider: str,
+    options: HttpOptions,
+    once: Callable[[], T],
+    redact: Callable[[str], str] = lambda text: text,
+    min_wait_s: float = 0.0,
+) -> T:
+    """Run ``once`` until it returns, retrying on ``Retryable`` with exponential backoff and jitter
+    (a vendor's Retry-After wins), at most ``options.max_tries`` times; then TransientError."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, options.backoff_max_s * 4)
+        cap = min(options.backoff_max_s, options.backoff_base_s * 2 ** (state.attempt_number - 1))
+        return max(min_wait_s, random.uniform(cap / 2, cap))  # noqa: S311 - jitter, not cryptography
+
+    retrying = Retrying(
+        stop=stop_after_attempt(options.max_tries),
+        wait=wait,
+        retry=retry_if_exception_type(Retryable),
+        sleep=options.sleep,
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                return once()
+    except Retryable as exc:
+        raise TransientError(
+            provider, redact(f"{exc.reason} (gave up after {options.max_tries} tries)")
+        ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

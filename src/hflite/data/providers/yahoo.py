@@ -5,6 +5,8 @@
 - Prices are back-adjusted for splits and dividends the way the embedded sample was built
   (``yfinance.download(auto_adjust=True)``): open, high, low and close are scaled by
   adjclose / close. Volume is as Yahoo reports it (split-adjusted).
+- A bar that has not closed yet (today's session, the current hour) is dropped: it is not data yet.
+  A daily bar counts as closed once its UTC day is over (conservative for US sessions).
 - Rows where Yahoo sends nulls are kept as NaN so that validation quarantines them with a rule,
   instead of disappearing silently.
 - 1-minute bars are served for at most 8 days per request (and only the last 30 days): the
@@ -31,6 +33,7 @@ from hflite.data.providers.base import (
 )
 
 INTERVALS = {"1d": "1d", "1h": "60m", "1m": "1m"}
+INTERVALS_DELTA = {"1h": "1h", "1m": "1min"}
 CHUNK = {"1d": None, "1h": pd.Timedelta(days=700), "1m": pd.Timedelta(days=7)}
 #: Our symbols -> Yahoo's (FX pairs carry "=X"; USDJPY is quoted as JPY=X).
 SYMBOLS = {"EURUSD": "EURUSD=X", "USDJPY": "JPY=X"}
@@ -43,6 +46,10 @@ class YahooProvider(BaseProvider):
     default_url: ClassVar[str] = "https://query1.finance.yahoo.com"
     limits: ClassVar[Limits] = Limits(per_minute=60, note="unofficial endpoint, no published limit")
     supplies: ClassVar[frozenset[str]] = frozenset({"bars"})
+
+    def now(self) -> pd.Timestamp:
+        """The wall clock (the data layer's edge); a daily bar counts once its UTC day is over."""
+        return pd.Timestamp.now(tz="UTC")
 
     def auth_headers(self) -> dict[str, str]:
         return {"User-Agent": "Mozilla/5.0 (hflite)"}  # the endpoint refuses requests without one
@@ -120,7 +127,10 @@ class YahooProvider(BaseProvider):
                 cols[c] = cols[c] * factor
         frame = pd.DataFrame({"ts": ts.as_unit("ns"), **cols})
         lo = start.normalize() if freq == "1d" else start
-        keep = (frame["ts"] >= lo) & (frame["ts"] <= end)
+        # a bar still forming (today's session, the current hour) is not data yet: drop it
+        length = pd.Timedelta(days=1) if freq == "1d" else pd.Timedelta(INTERVALS_DELTA[freq])
+        closed = frame["ts"] + length <= self.now()
+        keep = (frame["ts"] >= lo) & (frame["ts"] <= end) & closed
         return frame[keep].reset_index(drop=True)[BAR_COLUMNS]
 
 
