@@ -23,9 +23,12 @@ import pyarrow.parquet as pq
 from hflite.data.sample import decode_sample_table, encode_sample_table
 from hflite.data.store import (
     BAR_COLUMNS,
+    NEWS_COLUMNS,
     bars_key,
     content_hash,
+    news_key,
     normalize_bars,
+    normalize_news,
     normalize_series,
     normalize_table,
     series_key,
@@ -39,6 +42,12 @@ DEFAULT_SRC = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "src" / "hflite" / "data" / "sample"
 INTRADAY_FILES = ("BTCUSDT_1h.csv", "ETHUSDT_1h.csv")
 COMPRESSION_LEVEL = 19  # written once, read often: spend the time on compression
+SP500_NEWS = "news/sp500_headlines_2008_2024.csv"
+GOOGLE_NEWS = "news/google_news_AAPL_META_NVDA_2022_2023.csv"
+#: The news files give a day, not a time: a headline dated D is taken as known at D 21:00 UTC, the US
+#: close in winter (16:00 New York = 21:00 UTC; in summer the close is 20:00 UTC, so this is an hour
+#: late, never early). Conservative: a strategy never sees a headline before the session it belongs to ends.
+NEWS_KNOWN_AT = pd.Timedelta(hours=21)
 
 
 def _bars_csv(path: Path, time_format: str) -> pd.DataFrame:
@@ -61,6 +70,31 @@ def _corporate_actions_csv(path: Path) -> pd.DataFrame:
     raw = pd.read_csv(path, dtype=dtypes)
     raw["date"] = pd.to_datetime(raw["date"], format="%Y-%m-%d", utc=True)
     return raw[["symbol", "date", "dividend", "split_ratio"]]
+
+
+def _news_csv(path: Path, columns: dict[str, str], constant: dict[str, str]) -> pd.DataFrame:
+    """A news CSV (``date`` = day only) as a news frame: ``ts`` = that day at 21:00 UTC."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = raw.rename(columns=columns).assign(**constant)
+    frame["ts"] = pd.to_datetime(raw["date"], format="%Y-%m-%d", utc=True) + NEWS_KNOWN_AT
+    return frame[list(NEWS_COLUMNS)]
+
+
+def news_frame(src: Path) -> pd.DataFrame:
+    """Both news files as one normalised news frame (deduplicated; a headline in both keeps its tickers).
+
+    S&P 500 headlines are market-wide (tickers "", outlet unknown: source ""); Google News items carry
+    their ticker and publisher.
+    """
+    sp500 = _news_csv(
+        src / SP500_NEWS, {"title": "headline"}, {"source": "", "tickers": "", "summary": "", "url": ""}
+    )
+    google = _news_csv(
+        src / GOOGLE_NEWS,
+        {"title": "headline", "ticker": "tickers", "publisher": "source"},
+        {"summary": "", "url": ""},
+    )
+    return normalize_news(pd.concat([sp500, google], ignore_index=True))
 
 
 def _write(table: pa.Table, target: Path) -> None:
@@ -166,6 +200,7 @@ def build(src: Path, out: Path) -> list[dict[str, object]]:
             origin="market/daily/corporate_actions.csv",
         )
     )
+    entries += _news_entries(src, out)
     entries.sort(key=lambda e: str(e["key"]))
     manifest = {
         "format": 1,
@@ -174,6 +209,30 @@ def build(src: Path, out: Path) -> list[dict[str, object]]:
         "files": entries,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return entries
+
+
+def _news_entries(src: Path, out: Path) -> list[dict[str, object]]:
+    """One file per UTC year, exactly the store's news partitions (so versions compare directly)."""
+    news = news_frame(src)
+    google_years = set(pd.to_datetime(pd.read_csv(src / GOOGLE_NEWS, usecols=["date"])["date"]).dt.year)
+    entries = []
+    for year, part in news.groupby(pd.DatetimeIndex(news["ts"]).year, sort=True):
+        origin = SP500_NEWS + (f" + {GOOGLE_NEWS}" if year in google_years else "")
+        entries.append(
+            _entry(
+                out,
+                f"news/{year}.parquet",
+                part.reset_index(drop=True),
+                "ts",
+                key=news_key(int(year)),
+                kind="news",
+                symbol=f"{int(year):04d}",
+                asset_class=None,
+                freq=None,
+                origin=origin,
+            )
+        )
     return entries
 
 

@@ -19,7 +19,7 @@ from hflite.data.sample import (
     sample_series,
     sample_symbols,
 )
-from hflite.data.store import Store, content_hash, normalize_bars, normalize_series
+from hflite.data.store import Store, content_hash, normalize_bars, normalize_news, normalize_series
 from hflite.domain.instrument import SAMPLE_INSTRUMENTS, instrument_for
 
 #: Rows and range of every daily file, from shared/data/SOURCES.md.
@@ -93,7 +93,7 @@ def store(imported) -> Store:
 # --- what is embedded ---------------------------------------------------------------------------------
 
 
-def test_the_sample_embeds_all_daily_hourly_macro_and_corporate_action_files():
+def test_the_sample_embeds_all_daily_hourly_macro_corporate_action_and_news_files():
     keys = {f.key for f in sample_catalog()}
 
     assert sample_symbols("1d") == sorted(DAILY)
@@ -101,7 +101,8 @@ def test_the_sample_embeds_all_daily_hourly_macro_and_corporate_action_files():
     assert sample_symbols("1m") == []
     assert sample_series() == sorted(MACRO_ROWS)
     assert "table/corporate_actions" in keys
-    assert len(keys) == 25 + 2 + 18 + 1
+    assert {k for k in keys if k.startswith("news/")} == {f"news/{y}" for y in range(2008, 2025)}
+    assert len(keys) == 25 + 2 + 18 + 1 + 17
     assert set(sample_symbols("1d")) | set(sample_symbols("1h")) == set(SAMPLE_INSTRUMENTS)
 
 
@@ -119,7 +120,9 @@ def test_sources_md_describes_every_embedded_file_and_the_conversion():
 
     for name in [*DAILY, *MACRO_ROWS, "BTCUSDT", "ETHUSDT", "corporate_actions", "scripts/build_sample.py"]:
         assert name in text, name
-    assert "news/" not in text
+    for name in ["news/sp500_headlines_2008_2024.csv", "news/google_news_AAPL_META_NVDA_2022_2023.csv"]:
+        assert name in text, name
+    assert "21:00 UTC" in text  # the time rule of day-only headlines
 
 
 def test_asset_classes_in_the_catalogue_match_the_instruments():
@@ -237,8 +240,8 @@ def test_a_second_ensure_sample_imports_nothing_and_reads_no_parquet(store, monk
 
 def test_ensure_sample_restores_a_missing_file(store, tmp_path):
     store = _copy(store, tmp_path)
-    gld = store.root / "bars/asset_class=etf/symbol=GLD/freq=1d/data.parquet"
-    gld.unlink()
+    gld = next(p for p in store.partitions() if p.key == "bars/GLD/1d")
+    (store.root / gld.path).unlink()
 
     again = ensure_sample(store)
 
@@ -267,6 +270,8 @@ def test_ensure_sample_keeps_data_from_another_source_unless_told(store, tmp_pat
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared/data reference CSVs not beside the repository")
 def test_every_embedded_file_equals_its_source_csv():
     for f in sample_catalog():
+        if f.kind == "news":
+            continue  # built from two CSVs: see the next test
         raw = pd.read_csv(SHARED_DATA / f.origin, dtype={"date": str})
         if f.kind == "bars":
             fmt = "%Y-%m-%d" if f.freq == "1d" else "%Y-%m-%dT%H:%M:%SZ"
@@ -279,3 +284,33 @@ def test_every_embedded_file_equals_its_source_csv():
             raw["date"] = pd.to_datetime(raw["date"], format="%Y-%m-%d", utc=True)
             frame = raw
         assert content_hash(frame) == content_hash(read_sample_file(f)) == f.version, f.origin
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared/data reference CSVs not beside the repository")
+def test_the_embedded_news_equal_the_two_source_csvs_stamped_at_the_close():
+    sp500 = pd.read_csv(SHARED_DATA / "news/sp500_headlines_2008_2024.csv", dtype=str, keep_default_na=False)
+    google = pd.read_csv(
+        SHARED_DATA / "news/google_news_AAPL_META_NVDA_2022_2023.csv", dtype=str, keep_default_na=False
+    )
+    close = pd.Timedelta(hours=21)
+    rows = pd.concat(
+        [
+            pd.DataFrame({"ts": sp500["date"], "source": "", "tickers": "", "headline": sp500["title"]}),
+            pd.DataFrame(
+                {
+                    "ts": google["date"],
+                    "source": google["publisher"],
+                    "tickers": google["ticker"],
+                    "headline": google["title"],
+                }
+            ),
+        ],
+        ignore_index=True,
+    ).assign(summary="", url="")
+    rows["ts"] = pd.to_datetime(rows["ts"], format="%Y-%m-%d", utc=True) + close
+    news = normalize_news(rows)
+
+    for f in (f for f in sample_catalog() if f.kind == "news"):
+        year = news[news["ts"].dt.year == int(f.symbol)].reset_index(drop=True)
+        assert content_hash(year) == content_hash(read_sample_file(f)) == f.version, f.key
+    assert len(news) == len(sp500) + len(google) - 49 - 68  # same-day duplicates merged (SOURCES.md)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -73,12 +74,18 @@ def _five_spy_bars() -> pd.DataFrame:
 def test_package_exports_exactly_the_public_names():
     assert sorted(hflite.data.__all__) == sorted(
         [
+            "RELEASE_LAGS",
             "SAMPLE_DIR",
+            "ArchivedPartition",
             "DataNotFoundError",
             "PartitionInfo",
+            "ReleaseLag",
             "Store",
             "bars_key",
             "ensure_sample",
+            "fundamentals_key",
+            "known_at",
+            "news_key",
             "render_partitions_table",
             "sample_series",
             "sample_symbols",
@@ -117,11 +124,13 @@ def test_bars_round_trip_exactly_with_canonical_dtypes(store, spy):
 
 
 def test_partition_layout_and_manifest_on_disk(store, spy):
-    store.write_bars("SPY", "1d", spy)
+    info = store.write_bars("SPY", "1d", spy)
 
-    assert (store.root / "bars/asset_class=etf/symbol=SPY/freq=1d/data.parquet").is_file()
+    assert info.path == f"bars/asset_class=etf/symbol=SPY/freq=1d/data.{info.version[:12]}.parquet"
+    assert (store.root / info.path).is_file()
     manifest = json.loads((store.root / "manifest.json").read_text())
     entry = manifest["partitions"]["bars/SPY/1d"]
+    assert entry["path"] == info.path
     assert entry["rows"] == 300
     assert entry["hash"] == store.version("bars/SPY/1d")
     assert entry["first"].startswith("2000-01-03")
@@ -266,7 +275,7 @@ def test_a_crash_while_replacing_leaves_the_previous_version_intact(store, spy, 
     pd.testing.assert_frame_equal(store.read_bars("SPY"), spy)
     assert store.version("bars/SPY/1d") == v1.version
     assert store.history("bars/SPY/1d") == []
-    assert sorted(p.name for p in partition_dir.iterdir()) == ["data.parquet"]
+    assert sorted(p.name for p in partition_dir.iterdir()) == [f"data.{v1.version[:12]}.parquet"]
     assert not [p for p in store.root.rglob("*.tmp")]
     assert store.verify() == {}
 
@@ -338,24 +347,24 @@ def test_partitions_are_listed_sorted_and_versions_looked_up_together(store, spy
 
 
 def test_changing_the_asset_class_moves_the_partition(store):
-    store.write_bars("XYZ", "1d", _five_spy_bars(), asset_class="equity")
-    store.write_bars("XYZ", "1d", _five_spy_bars().iloc[:4], asset_class="etf")
+    old = store.write_bars("XYZ", "1d", _five_spy_bars(), asset_class="equity")
+    new = store.write_bars("XYZ", "1d", _five_spy_bars().iloc[:4], asset_class="etf")
 
-    assert not (store.root / "bars/asset_class=equity/symbol=XYZ/freq=1d/data.parquet").exists()
+    assert new.path.startswith("bars/asset_class=etf/symbol=XYZ/freq=1d/")
     assert len(store.read_bars("XYZ")) == 4
     assert store.partitions()[0].asset_class == "etf"
+    assert len(store.read_bars("XYZ", version=old.version)) == 5  # the old version is kept where it was
+    assert store.verify() == {}
 
 
 def test_verify_finds_a_file_changed_behind_the_manifest(store, spy, monkeypatch):
-    store.write_bars("SPY", "1d", spy)
-    store.write_bars("QQQ", "1d", spy)
-    qqq = store.root / "bars/asset_class=etf/symbol=QQQ/freq=1d/data.parquet"
-    spy_file = store.root / "bars/asset_class=etf/symbol=SPY/freq=1d/data.parquet"
+    spy_file = store.root / store.write_bars("SPY", "1d", spy).path
+    qqq = store.root / store.write_bars("QQQ", "1d", spy).path
     qqq.write_bytes(spy_file.read_bytes())  # identical content: still fine
     assert store.verify() == {}
 
-    Store(store.root / "other").write_bars("SPY", "1d", spy.iloc[:10])
-    qqq.write_bytes((store.root / "other/bars/asset_class=etf/symbol=SPY/freq=1d/data.parquet").read_bytes())
+    other = Store(store.root / "other")
+    qqq.write_bytes((other.root / other.write_bars("SPY", "1d", spy.iloc[:10]).path).read_bytes())
 
     assert set(store.verify()) == {"bars/QQQ/1d"}
 
@@ -373,6 +382,194 @@ def test_the_partitions_table_for_the_cli(store, spy, btc_1h):
     assert cells["symbol"] == ["BTCUSDT", "SPY"]
     assert cells["version"][1] == store.version("bars/SPY/1d")[:12]
     assert cells["first"] == ["2021-05-01 00:00", "2000-01-03"]
+
+
+# --- re-running on a recorded version -----------------------------------------------------------------
+
+
+def _revisions(spy: pd.DataFrame, n: int) -> list[pd.DataFrame]:
+    """``n`` versions of the SPY bars, each with one close revised by another cent."""
+    out = []
+    for i in range(n):
+        revised = spy.copy()
+        revised.loc[10, "close"] += 0.01 * i
+        out.append(revised)
+    return out
+
+
+def test_a_recorded_version_reads_back_exactly_after_the_data_changed(store, spy):
+    v1 = store.write_bars("SPY", "1d", spy, source="vendor-a")
+    revised = spy.copy()
+    revised.loc[10, "close"] = 95.0
+    v2 = store.write_bars("SPY", "1d", revised, source="vendor-b")
+
+    pd.testing.assert_frame_equal(store.read_bars("SPY", version=v1.version), spy)
+    pd.testing.assert_frame_equal(store.read_bars("SPY", version=v1.version[:12]), spy)  # as runs record it
+    pd.testing.assert_frame_equal(store.read_bars("SPY", version=v2.version), revised)
+    pd.testing.assert_frame_equal(store.read_bars("SPY"), revised)
+    window = store.read_bars("SPY", "1d", "2000-01-10", "2000-01-20", version=v1.version)
+    assert window["ts"].iloc[[0, -1]].dt.strftime("%Y-%m-%d").tolist() == ["2000-01-10", "2000-01-20"]
+    assert window["close"].tolist() == spy.set_index("ts").loc[window["ts"], "close"].tolist()
+    assert len(window) == 8  # 2000-01-17 was a holiday
+    assert store.history("bars/SPY/1d")[0]["kept"] is True
+
+
+def test_old_versions_keep_their_data_beside_the_current_file(store, spy):
+    infos = [store.write_bars("SPY", "1d", df) for df in _revisions(spy, 3)]
+    folder = store.root / "bars/asset_class=etf/symbol=SPY/freq=1d"
+
+    names = sorted(p.name for p in folder.iterdir())
+
+    assert names == sorted(f"data.{i.version[:12]}.parquet" for i in infos)
+    assert store.verify() == {}
+
+
+def test_only_the_last_keep_versions_previous_versions_keep_their_data(tmp_path, spy):
+    store = Store(tmp_path / "data", keep_versions=2)
+    infos = [store.write_bars("SPY", "1d", df) for df in _revisions(spy, 5)]
+    folder = store.root / "bars/asset_class=etf/symbol=SPY/freq=1d"
+
+    history = store.history("bars/SPY/1d")
+
+    assert [h["hash"] for h in history] == [i.version for i in infos[:4]]  # hashes are kept forever
+    assert [h["kept"] for h in history] == [False, False, True, True]
+    assert len(list(folder.iterdir())) == 3  # current + 2 previous
+    pd.testing.assert_frame_equal(store.read_bars("SPY", version=infos[2].version), _revisions(spy, 5)[2])
+    with pytest.raises(DataNotFoundError, match="data was pruned .* last 2 previous versions"):
+        store.read_bars("SPY", version=infos[1].version)
+
+
+def test_the_default_keeps_five_previous_versions(store, spy):
+    for df in _revisions(spy, 8):
+        store.write_bars("SPY", "1d", df)
+
+    assert [h["kept"] for h in store.history("bars/SPY/1d")] == [False, False] + [True] * 5
+
+
+def test_keep_versions_zero_keeps_only_the_current_file(tmp_path, spy):
+    store = Store(tmp_path / "data", keep_versions=0)
+    for df in _revisions(spy, 3):
+        info = store.write_bars("SPY", "1d", df)
+
+    assert [p.name for p in (store.root / info.path).parent.iterdir()] == [
+        f"data.{info.version[:12]}.parquet"
+    ]
+    assert [h["kept"] for h in store.history("bars/SPY/1d")] == [False, False]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_keep_versions_must_be_a_non_negative_integer(tmp_path, bad):
+    with pytest.raises(ValueError, match="keep_versions must be an integer >= 0"):
+        Store(tmp_path, keep_versions=bad)
+
+
+def test_returning_to_an_earlier_content_shares_its_file(store, spy):
+    a = store.write_bars("SPY", "1d", spy)
+    store.write_bars("SPY", "1d", spy.iloc[:200])
+    again = store.write_bars("SPY", "1d", spy)
+
+    assert again.version == a.version
+    assert again.path == a.path
+    assert [h["rows"] for h in store.history("bars/SPY/1d")] == [300, 200]
+    assert store.verify() == {}
+
+
+def test_an_unknown_or_malformed_version_is_refused(store, spy):
+    store.write_bars("SPY", "1d", spy)
+
+    with pytest.raises(DataNotFoundError, match="no version 'deadbeefdead'"):
+        store.read_bars("SPY", version="deadbeefdead")
+    with pytest.raises(ValueError, match="prefix of >= 8 hex digits"):
+        store.read_bars("SPY", version="abc")
+
+
+def test_series_and_tables_read_recorded_versions_too(store, fedfunds):
+    v1 = store.write_series("FEDFUNDS", fedfunds)
+    store.write_series("FEDFUNDS", fedfunds.iloc[:-12])
+    t1 = store.write_table("t", pd.DataFrame({"a": [1, 2]}))
+    store.write_table("t", pd.DataFrame({"a": [3]}))
+
+    pd.testing.assert_frame_equal(store.read_series("FEDFUNDS", version=v1.version), fedfunds)
+    assert store.read_table("t", version=t1.version)["a"].tolist() == [1, 2]
+    assert store.read_table("t")["a"].tolist() == [3]
+
+
+def test_verify_reports_a_damaged_kept_version_under_its_hash(store, spy):
+    old = store.write_bars("SPY", "1d", spy)
+    store.write_bars("SPY", "1d", spy.iloc[:100])
+    (store.root / old.path).write_bytes(b"not parquet")
+
+    problems = store.verify()
+
+    assert list(problems) == [f"bars/SPY/1d@{old.version[:12]}"]
+    assert "unreadable" in problems[f"bars/SPY/1d@{old.version[:12]}"]
+
+
+def test_readers_see_whole_versions_while_a_thread_keeps_rewriting(tmp_path, spy):
+    store = Store(tmp_path / "data", keep_versions=0)  # files vanish right after each commit
+    versions = _revisions(spy, 40)
+    closes = {round(df.loc[10, "close"], 6) for df in versions}
+    store.write_bars("SPY", "1d", versions[0])
+    done = threading.Event()
+
+    def writer() -> None:
+        for df in versions[1:]:
+            store.write_bars("SPY", "1d", df)
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reads = 0
+    while not done.is_set():
+        got = Store(store.root).read_bars("SPY")
+        assert len(got) == 300
+        assert round(got.loc[10, "close"], 6) in closes
+        pd.testing.assert_frame_equal(got.drop(index=10), spy.drop(index=10))
+        reads += 1
+    thread.join()
+    assert reads > 0
+    pd.testing.assert_frame_equal(store.read_bars("SPY"), versions[-1])
+
+
+def test_a_store_written_before_versioned_file_names_still_reads_and_upgrades(store, spy):
+    info = store.write_bars("SPY", "1d", spy)
+    legacy = store.root / "bars/asset_class=etf/symbol=SPY/freq=1d/data.parquet"
+    (store.root / info.path).rename(legacy)
+    manifest = json.loads(store.manifest_path.read_text())
+    manifest["format"] = 1
+    manifest["partitions"]["bars/SPY/1d"]["path"] = "bars/asset_class=etf/symbol=SPY/freq=1d/data.parquet"
+    store.manifest_path.write_text(json.dumps(manifest))
+
+    pd.testing.assert_frame_equal(store.read_bars("SPY"), spy)
+    store.write_bars("SPY", "1d", spy.iloc[:10])
+
+    pd.testing.assert_frame_equal(store.read_bars("SPY", version=info.version), spy)  # the old file is kept
+    assert legacy.is_file()
+    assert store.verify() == {}
+
+
+# --- many symbols in one query ------------------------------------------------------------------------
+
+
+def test_many_symbols_come_back_in_one_frame_sorted_by_symbol_then_time(store, spy):
+    qqq = _sample("bars/QQQ/1d").iloc[:300]
+    store.write_bars("SPY", "1d", spy)
+    store.write_bars("QQQ", "1d", qqq)
+
+    got = store.read_bars_many(["SPY", "QQQ", "SPY"], "1d", "2000-02-01", "2000-02-29")
+
+    assert list(got.columns) == ["symbol", *BAR_COLUMNS]
+    assert got["symbol"].tolist() == ["QQQ"] * 20 + ["SPY"] * 20
+    for sym in ("QQQ", "SPY"):
+        one = got[got["symbol"] == sym].drop(columns="symbol").reset_index(drop=True)
+        pd.testing.assert_frame_equal(one, store.read_bars(sym, "1d", "2000-02-01", "2000-02-29"))
+
+
+def test_many_symbols_name_every_missing_one(store, spy):
+    store.write_bars("SPY", "1d", spy)
+
+    with pytest.raises(DataNotFoundError, match=r"no 1d bars for \['GLD', 'QQQ'\]"):
+        store.read_bars_many(["SPY", "QQQ", "GLD"])
 
 
 # --- not found ----------------------------------------------------------------------------------------
@@ -405,8 +602,7 @@ def test_missing_series_and_keys_raise_data_not_found(store):
 
 
 def test_a_partition_whose_file_vanished_is_not_found(store, spy):
-    store.write_bars("SPY", "1d", spy)
-    (store.root / "bars/asset_class=etf/symbol=SPY/freq=1d/data.parquet").unlink()
+    (store.root / store.write_bars("SPY", "1d", spy).path).unlink()
 
     assert not store.has_bars("SPY")
     with pytest.raises(DataNotFoundError, match="file is missing"):

@@ -22,8 +22,19 @@ data_app = typer.Typer(
     help="Inspect the local data store.\n\nExample: hflite data list", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
-console = Console()
-err = Console(stderr=True)
+class _Consoles:
+    """A rich Console made when used, so its width follows the environment of each call (COLUMNS,
+    a terminal or a pipe) rather than whatever was true when this module was imported."""
+
+    def __init__(self, stderr: bool) -> None:
+        self.stderr = stderr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(Console(stderr=self.stderr), name)
+
+
+console: Any = _Consoles(stderr=False)
+err: Any = _Consoles(stderr=True)
 
 
 @app.callback()
@@ -215,7 +226,8 @@ def _run_update(updater: Any, items: list[Any]) -> None:
 
     from hflite.data.update import summary_rows
 
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+    live = Console(stderr=True)  # one console for the whole live display
+    with Progress(console=live, transient=True, disable=not live.is_terminal) as bar:
         task = bar.add_task("updating", total=len(items))
         results = updater.run(
             items, progress=lambda item, n: bar.update(task, completed=n, description=item.label)
@@ -418,13 +430,14 @@ class _progress:
     def __enter__(self) -> Any:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        live = Console(stderr=True)  # one console for the whole live display
         self.bar = Progress(
             TextColumn("{task.description:<22}"),
             BarColumn(),
             TimeElapsedColumn(),
-            console=err,
+            console=live,
             transient=True,
-            disable=not err.is_terminal,
+            disable=not live.is_terminal,
         )
         self.bar.__enter__()
         self.task = self.bar.add_task("starting", total=1.0)

@@ -1,4 +1,5 @@
-"""The embedded sample data set: real daily bars, hourly Binance bars, FRED series, corporate actions.
+"""The embedded sample data set: real daily bars, hourly Binance bars, FRED series, corporate actions
+and dated news headlines (S&P 500 market news 2008-2024, Google News items for AAPL/META/NVDA 2022-2023).
 
 Files live in ``sample/`` beside this module (see ``sample/SOURCES.md``); ``sample/manifest.json``
 lists each file with the content hash the store will record for it, so :func:`ensure_sample` can
@@ -141,6 +142,9 @@ def _import_one(store: Store, f: SampleFile) -> PartitionInfo:
         info = store.write_bars(f.symbol, f.freq or "1d", frame, asset_class=f.asset_class, source=source)
     elif f.kind == "macro":
         info = store.write_series(f.symbol, frame, source=source)
+    elif f.kind == "news":  # one file = one year partition; replace, so the result is exactly the file
+        store.write_news(frame, source=source, replace=True)
+        info = next(p for p in store.partitions() if p.key == f.key)
     else:
         info = store.write_table(f.symbol, frame, source=source)
     if info.version != f.version:
