@@ -27,8 +27,11 @@ BENCHES = [
     ),
     ("daily_sample", "(b) 24 daily symbols x 10 years, full engine", []),
     ("sweep", "(c) 100 (fast, slow) pairs x 100,000 bars", [("process_s", "<=", 5.0)]),
-    ("ingest", "store: ingest 1M minute bars; query 30 symbols x 10 years",
-     [("rows_per_s", ">=", 1_000_000), ("query_ms", "<=", 50.0)]),
+    (
+        "ingest",
+        "store: ingest 1M minute bars; query 30 symbols x 10 years",
+        [("rows_per_s", ">=", 1_000_000), ("query_ms", "<=", 50.0)],
+    ),
 ]
 
 

@@ -16,6 +16,8 @@ runner = CliRunner()
 def flat(output: str) -> str:
     """Table text with borders and wrapping removed."""
     return re.sub(r"[│┃\s]+", " ", output)
+
+
 CLOSED = "http://127.0.0.1:9"  # nothing listens there: a connection error, like a machine without network
 
 

@@ -19,7 +19,9 @@ class FakeProvider:
 
     name = "fake"
 
-    def __init__(self, frame: pd.DataFrame, *, hide: set[pd.Timestamp] = frozenset(), fail: Exception | None = None):
+    def __init__(
+        self, frame: pd.DataFrame, *, hide: set[pd.Timestamp] = frozenset(), fail: Exception | None = None
+    ):
         self.frame, self.hide, self.fail = frame.copy(), set(hide), fail
         self.calls: list[tuple[pd.Timestamp, pd.Timestamp]] = []
 
@@ -40,8 +42,12 @@ def spy(sample_store) -> pd.DataFrame:
 
 
 def updater(store, provider, now="2023-12-29") -> Updater:
-    return Updater(store, now=pd.Timestamp(now, tz="UTC"), history_start=pd.Timestamp("2023-01-01", tz="UTC"),
-                   factory=lambda name, **kw: provider)
+    return Updater(
+        store,
+        now=pd.Timestamp(now, tz="UTC"),
+        history_start=pd.Timestamp("2023-01-01", tz="UTC"),
+        factory=lambda name, **kw: provider,
+    )
 
 
 ITEM = UpdateItem("bars", "fake", "SPY", "1d", "etf")
@@ -108,11 +114,16 @@ def test_gaps_the_vendor_has_are_backfilled_and_the_others_recorded_once(tmp_pat
 def test_an_unreachable_provider_is_skipped_and_the_store_keeps_its_data(tmp_path, spy):
     store = Store(tmp_path)
     store.write_bars("SPY", "1d", spy, asset_class="etf")
-    down = FakeProvider(spy, fail=TransientError("fake", "connection failed (ConnectError) (gave up after 4 tries)"))
+    down = FakeProvider(
+        spy, fail=TransientError("fake", "connection failed (ConnectError) (gave up after 4 tries)")
+    )
     other = UpdateItem("bars", "fake", "QQQ", "1d", "etf")
     results = updater(store, down).run([ITEM, other])
     assert [r.status for r in results] == ["skipped", "skipped"]
-    assert "offline" in results[0].message and "keeps its data for SPY (last bar 2023-12-29" in results[0].message
+    assert (
+        "offline" in results[0].message
+        and "keeps its data for SPY (last bar 2023-12-29" in results[0].message
+    )
     assert len(down.calls) == 1  # the second item did not try again
 
 
@@ -124,8 +135,12 @@ def test_a_missing_key_stops_only_that_provider_and_names_the_variable(tmp_path,
             raise MissingKeyError("needs_key", "no API key: set NEEDS_KEY in the environment or .env")
         return FakeProvider(spy)
 
-    up = Updater(store, now=pd.Timestamp("2023-12-29", tz="UTC"),
-                 history_start=pd.Timestamp("2023-01-01", tz="UTC"), factory=factory)
+    up = Updater(
+        store,
+        now=pd.Timestamp("2023-12-29", tz="UTC"),
+        history_start=pd.Timestamp("2023-01-01", tz="UTC"),
+        factory=factory,
+    )
     results = up.run([UpdateItem("bars", "needs_key", "SPY", "1d", "etf"), ITEM])
     assert results[0].status == "skipped" and "NEEDS_KEY" in results[0].message
     assert results[1].status == "updated"

@@ -22,6 +22,8 @@ data_app = typer.Typer(
     help="Inspect the local data store.\n\nExample: hflite data list", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+
+
 class _Consoles:
     """A rich Console made when used, so its width follows the environment of each call (COLUMNS,
     a terminal or a pipe) rather than whatever was true when this module was imported."""

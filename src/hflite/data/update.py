@@ -176,8 +176,14 @@ class Updater:
         return result
 
     def _validated(
-        self, batch: pd.DataFrame, inst: Instrument, freq: str, sym: str, result: ItemResult,
-        validate: Callable[..., Any], quarantine: Callable[..., Any],
+        self,
+        batch: pd.DataFrame,
+        inst: Instrument,
+        freq: str,
+        sym: str,
+        result: ItemResult,
+        validate: Callable[..., Any],
+        quarantine: Callable[..., Any],
     ) -> pd.DataFrame:
         """The batch's clean rows. Validated together with up to 60 stored bars before it, so rules
         that look back (spikes) see the same history as on the whole series."""
@@ -185,7 +191,9 @@ class Updater:
             return batch
         stored = self._stored_bars(sym, freq)
         context = stored[stored.ts < batch.ts.min()].tail(60)
-        check = validate(pd.concat([context, batch], ignore_index=True) if len(context) else batch, inst, freq)
+        check = validate(
+            pd.concat([context, batch], ignore_index=True) if len(context) else batch, inst, freq
+        )
         ours = ~check.quarantined.ts.isin(context.ts) if len(check.quarantined) else None
         if ours is not None and ours.any():
             added = quarantine(self.store, bars_key(sym, freq), check.quarantined[ours], found_at=self.now)
