@@ -50,8 +50,11 @@ def _main(
 
     Example: hflite --log-level INFO backtest --config configs/demo.toml
     """
+    from dotenv import load_dotenv
+
     from hflite import logs
 
+    load_dotenv(".env", override=False)  # provider keys (FRED_API_KEY, ...) may live in .env
     try:
         logs.configure(log_level, log_json)
     except ValueError as exc:
@@ -97,6 +100,10 @@ def backtest(
     cash: Annotated[float | None, typer.Option(help="Initial cash in USD.")] = None,
     sets: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default reports/<run-id>).")] = None,
+    rerun: Annotated[
+        Path | None,
+        typer.Option(help="A report folder: run its config again on the exact data versions it read."),
+    ] = None,
 ) -> None:
     """Run a backtest on the local store and write an HTML report.
 
@@ -105,7 +112,10 @@ def backtest(
     """
     from hflite.engine.run import backtest as run_backtest
 
-    settings = _load(config, sets, strategy=strategy, symbols=symbols, start=start, end=end, cash=cash)
+    if rerun is not None:
+        settings = _rerun_settings(rerun, sets)
+    else:
+        settings = _load(config, sets, strategy=strategy, symbols=symbols, start=start, end=end, cash=cash)
     with _progress() as say:
         result = _guard(lambda: run_backtest(settings, progress=say))
     _finish(result, settings, out)
@@ -397,6 +407,26 @@ def data_versions(
     info = next(p for p in store.partitions() if p.key == key)
     table.add_row(current[:16], str(info.written_at), str(info.rows), info.source, "current")
     console.print(table)
+
+
+def _rerun_settings(folder: Path, sets: list[str] | None) -> Settings:
+    """The settings a report folder recorded (its config.json, with data.pin), plus --set."""
+    import json
+
+    path = folder / "config.json"
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(f"--rerun: cannot read {path}: {exc}")
+        raise
+    for section, values in parse_overrides(sets or []).items():
+        if isinstance(values, dict):
+            recorded.setdefault(section, {}).update(values)
+    try:
+        return load_settings(None, recorded)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
 
 
 def _load(config: Path | None, sets: list[str] | None, **shortcuts: Any) -> Settings:

@@ -188,6 +188,11 @@ class DataConfig(BaseModel):
     model_config = FROZEN
     dir: Path = Path("var/data")
     archive_dir: Path | None = Field(None, description="a second disk for old partitions")
+    pin: dict[str, str] = Field(
+        default_factory=dict,
+        description="partition key -> data version to read (a run's config.json pins "
+        "the versions it read, so `hflite backtest --rerun <report folder>` reproduces it)",
+    )
     update: DataUpdateConfig = Field(default_factory=DataUpdateConfig)
 
 

@@ -89,9 +89,16 @@ def prepare(settings: Settings, store: Store) -> Prepared:
     lookback = delta * warmup * (1.6 if run.frequency == "1d" else 1.0) + pd.Timedelta(days=14)
     frames: dict[str, pd.DataFrame] = {}
     for sym in instruments:
+        key = f"bars/{sym}/{run.frequency}"
+        pinned = settings.data.pin.get(key)
         try:
-            df = store.read_bars(sym, run.frequency, start - lookback, run.end)  # a date: the whole day
-        except DataNotFoundError:
+            df = store.read_bars(sym, run.frequency, start - lookback, run.end, version=pinned)
+        except DataNotFoundError as exc:
+            if pinned:
+                raise ConfigError(
+                    f"config error: data.pin: {key} version {pinned[:12]} is not in the store "
+                    f"any more ({exc})"
+                ) from None
             field = "run.symbols" if sym in run.symbols else f"run.symbols (FX for {sym})"
             raise ConfigError(
                 f"config error: {field}: no {run.frequency} bars for {sym} in the store "
@@ -100,6 +107,7 @@ def prepare(settings: Settings, store: Store) -> Prepared:
         _check_coverage(sym, df, start, end, run.frequency)
         frames[sym] = df
     versions = store.versions([f"bars/{s}/{run.frequency}" for s in instruments])
+    versions.update({k: v for k, v in settings.data.pin.items() if k in versions})
     md = build_market(frames, instruments, list(run.symbols), run.frequency, start, end, versions)
     if md.length == 0:
         raise ConfigError(f"config error: run.start/run.end: no bars between {run.start} and {run.end}")
@@ -300,7 +308,7 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
         prices=_prices(md),
         benchmarks={},
         risk_free=pd.Series(0.0, index),
-        config=redacted(s),
+        config=_pinned_config(s, md.versions),
         data_versions=dict(md.versions),
         warnings=list(md.warnings),
         halted_at=_to_ts(md.timeline[engine.halted_at]) if engine.halted_at is not None else None,
@@ -315,6 +323,13 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
         )
     _add_benchmarks(result, prep, index)
     return result
+
+
+def _pinned_config(settings: Settings, versions: dict[str, str]) -> dict[str, object]:
+    """The resolved config with ``data.pin`` set to the data versions this run read."""
+    config = redacted(settings)
+    config["data"]["pin"] = dict(sorted(versions.items()))
+    return config
 
 
 def _fx_at(prep: Prepared, ccy: str, i: int) -> float:
