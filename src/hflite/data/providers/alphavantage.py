@@ -44,6 +44,7 @@ from hflite.data.providers.base import (
     Retryable,
     TransientError,
     call_with_retries,
+    empty,
 )
 
 INTERVALS = {"1h": "60min", "1m": "1min"}
@@ -121,7 +122,7 @@ class AlphaVantageProvider(BaseProvider):
             payload = self._query(params, key)
             tz = (payload.get("Meta Data") or {}).get("6. Time Zone") or "US/Eastern"
             frames.append(self._bar_frame(payload[key], tz=str(tz)))
-        frame = pd.concat(frames, ignore_index=True) if frames else _empty_bars()
+        frame = pd.concat(frames, ignore_index=True) if frames else empty(BAR_COLUMNS)
         frame = frame.drop_duplicates("ts", keep="last").sort_values("ts", ignore_index=True)
         keep = (frame["ts"] >= start) & (frame["ts"] <= end)
         return frame[keep].reset_index(drop=True)
@@ -130,7 +131,7 @@ class AlphaVantageProvider(BaseProvider):
         if not isinstance(series, Mapping):
             raise MalformedResponseError(self.name, "the time series is not an object of bars")
         if not series:
-            return _empty_bars()
+            return empty(BAR_COLUMNS)
         try:
             cols = {c: np.array([float(bar[k]) for bar in series.values()]) for c, k in OHLCV.items()}
             stamps = pd.to_datetime(list(series.keys()), format="ISO8601")
@@ -147,7 +148,7 @@ class AlphaVantageProvider(BaseProvider):
         rows = self._earnings_rows(symbol)
         rows += self._overview_rows(symbol, fetched_at)
         if not rows:
-            return _empty_fundamentals()
+            return empty(FUNDAMENTAL_COLUMNS)
         frame = pd.DataFrame(rows, columns=FUNDAMENTAL_COLUMNS)
         frame["period_end"] = pd.to_datetime(frame["period_end"]).dt.tz_localize("UTC").dt.as_unit("ns")
         frame["known_at"] = pd.to_datetime(frame["known_at"], utc=True).dt.as_unit("ns")
@@ -255,20 +256,3 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if np.isfinite(number) else None
-
-
-def _empty_bars() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in BAR_COLUMNS})
-    return frame.astype({"ts": "datetime64[ns, UTC]"})
-
-
-def _empty_fundamentals() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in FUNDAMENTAL_COLUMNS})
-    return frame.astype(
-        {
-            "symbol": "object",
-            "metric": "object",
-            "period_end": "datetime64[ns, UTC]",
-            "known_at": "datetime64[ns, UTC]",
-        }
-    )

@@ -271,8 +271,24 @@ def base_url(provider: str, default: str, given: str | None = None) -> str:
     return given or os.environ.get(f"HFLITE_{provider.upper()}_BASE_URL") or default
 
 
+_TIME_COLUMNS = ("ts", "date", "period_end", "known_at", "realtime_start")
+_TEXT_COLUMNS = ("symbol", "metric", "source", "tickers", "headline", "summary", "url")
+
+
 def empty(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    """An empty frame of the given schema, typed: UTC times, text as objects, numbers as float64."""
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                dtype="datetime64[ns, UTC]"
+                if c in _TIME_COLUMNS
+                else "object"
+                if c in _TEXT_COLUMNS
+                else "float64"
+            )
+            for c in columns
+        }
+    )
 
 
 class Provider(Protocol):

@@ -164,7 +164,7 @@ class CcxtProvider:
         self, rows: list[list[Any]], step_ms: int, lo: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:
         if not rows:
-            return empty(BAR_COLUMNS).astype({"ts": "datetime64[ns, UTC]"})
+            return empty(BAR_COLUMNS)
         try:
             frame = pd.DataFrame([r[:6] for r in rows], columns=BAR_COLUMNS).astype(
                 {c: float for c in BAR_COLUMNS[1:]}

@@ -106,14 +106,14 @@ class CoinGeckoProvider(BaseProvider):
         first = max(_utc(start).normalize(), oldest)
         last = min(_utc(end).normalize(), now.normalize() - pd.Timedelta(days=1))
         if first > last:
-            return _empty()
+            return empty(BAR_COLUMNS)
         needed = (now - first) / pd.Timedelta(days=1)
         days = next(d for d in OHLC_DAYS if d >= needed)
         candles = self.http.get_json(f"/coins/{coin}/ohlc", {"vs_currency": "usd", "days": days})
         daily = self._daily(candles)
         daily = daily[(daily.index >= first) & (daily.index <= last)]
         if daily.empty:
-            return _empty()
+            return empty(BAR_COLUMNS)
         volume = self._volume(coin, daily.index[0], daily.index[-1])
         frame = daily.reset_index(names="ts")
         frame["volume"] = frame["ts"].map(volume).astype(float)
@@ -178,10 +178,6 @@ def coin_id(symbol: str) -> str:
         return symbol
     known = ", ".join(f"{k} ({v})" for k, v in COINS.items())
     raise NotSupportedError("coingecko", f"no CoinGecko id for {symbol!r}: use {known} or a CoinGecko id")
-
-
-def _empty() -> pd.DataFrame:
-    return empty(BAR_COLUMNS).astype({"ts": "datetime64[ns, UTC]"})
 
 
 def _utc(t: pd.Timestamp) -> pd.Timestamp:

@@ -34,6 +34,7 @@ from hflite.data.providers.base import (
     Limits,
     MalformedResponseError,
     RejectedError,
+    empty,
 )
 
 #: ``series.quarterly`` names -> metric names.
@@ -89,7 +90,7 @@ class FinnhubProvider(BaseProvider):
                     seen["tickers"] |= article["tickers"]
         rows = [a for a in articles.values() if since <= a["ts"] <= until]
         if not rows:
-            return _empty_news()
+            return empty(NEWS_COLUMNS)
         frame = pd.DataFrame(rows)
         frame["tickers"] = frame["tickers"].map(lambda t: ",".join(sorted(t)))
         frame["ts"] = pd.DatetimeIndex(frame["ts"]).as_unit("ns")
@@ -127,7 +128,7 @@ class FinnhubProvider(BaseProvider):
         )
         rows += self._earnings_rows(symbol, calendar, periods)
         if not rows:
-            return _empty_fundamentals()
+            return empty(FUNDAMENTAL_COLUMNS)
         frame = pd.DataFrame(rows, columns=FUNDAMENTAL_COLUMNS)
         frame["period_end"] = pd.to_datetime(frame["period_end"]).dt.tz_localize("UTC").dt.as_unit("ns")
         frame["known_at"] = pd.to_datetime(frame["known_at"], utc=True).dt.as_unit("ns")
@@ -209,20 +210,3 @@ def _period_end(report_day: pd.Timestamp, periods: list[pd.Timestamp]) -> pd.Tim
     if candidates:
         return max(candidates)
     return (report_day.to_period("Q") - 1).end_time.normalize()
-
-
-def _empty_news() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype="object") for c in NEWS_COLUMNS})
-    return frame.astype({"ts": "datetime64[ns, UTC]"})
-
-
-def _empty_fundamentals() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in FUNDAMENTAL_COLUMNS})
-    return frame.astype(
-        {
-            "symbol": "object",
-            "metric": "object",
-            "period_end": "datetime64[ns, UTC]",
-            "known_at": "datetime64[ns, UTC]",
-        }
-    )

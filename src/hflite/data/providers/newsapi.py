@@ -134,7 +134,7 @@ class NewsApiProvider(BaseProvider):
             ts = published.tz_localize("UTC") if published.tz is None else published.tz_convert("UTC")
             rows.append((ts, source, tickers, title or "", art.get("description") or "", url or ""))
         if not rows:
-            return empty(NEWS_COLUMNS).astype({"ts": "datetime64[ns, UTC]"})
+            return empty(NEWS_COLUMNS)
         frame = pd.DataFrame(rows, columns=NEWS_COLUMNS)
         frame["ts"] = pd.DatetimeIndex(frame["ts"]).as_unit("ns")
         return frame.drop_duplicates("url").sort_values("ts", ignore_index=True)

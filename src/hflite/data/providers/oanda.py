@@ -123,7 +123,7 @@ class OandaProvider(BaseProvider):
     ) -> pd.DataFrame:
         done = [c for c in candles if c.get("complete") is True]
         if not done:
-            return empty(BAR_COLUMNS).astype({"ts": "datetime64[ns, UTC]"})
+            return empty(BAR_COLUMNS)
         try:
             cols = {
                 name: np.array([float(c["mid"][key]) for c in done])

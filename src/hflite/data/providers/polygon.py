@@ -126,7 +126,7 @@ class PolygonProvider(BaseProvider):
         self, rows: list[dict[str, Any]], freq: str, start: pd.Timestamp, end: pd.Timestamp
     ) -> pd.DataFrame:
         if not rows:
-            return empty(BAR_COLUMNS).astype({"ts": "datetime64[ns, UTC]"})
+            return empty(BAR_COLUMNS)
         try:
             stamps = np.array([r["t"] for r in rows], dtype="int64")
             cols = {

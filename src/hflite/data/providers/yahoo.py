@@ -75,7 +75,7 @@ class YahooProvider(BaseProvider):
             lo = hi + pd.Timedelta(seconds=1)
         frames = [p for p in pieces if not p.empty]
         if not frames:
-            return empty(BAR_COLUMNS).astype({"ts": "datetime64[ns, UTC]"})
+            return empty(BAR_COLUMNS)
         out = pd.concat(frames, ignore_index=True)
         return out.drop_duplicates("ts", keep="last").sort_values("ts", ignore_index=True)
 
