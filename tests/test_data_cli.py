@@ -66,3 +66,17 @@ def test_versions_lists_the_current_hash(env: Path):
     result = runner.invoke(app, ["data", "versions", "SPY"])
     assert result.exit_code == 0, result.output
     assert "current" in result.output and "bars/SPY/1d" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--provider", "ccxt", "--exchange", "binance", "--symbols", "BTC/USDT", "--timeframe", "1h"],
+        ["--provider", "yfinance", "--symbols", "SPY,AAPL", "--start", "2010-01-01"],
+    ],
+)
+def test_fetch_offline_says_so_and_keeps_the_data(env: Path, args):
+    result = runner.invoke(app, ["data", "fetch", *args])
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "offline" in text and "skipped" in text

@@ -115,7 +115,10 @@ def test_an_unreachable_provider_is_skipped_and_the_store_keeps_its_data(tmp_pat
     store = Store(tmp_path)
     store.write_bars("SPY", "1d", spy, asset_class="etf")
     down = FakeProvider(
-        spy, fail=TransientError("fake", "connection failed (ConnectError) (gave up after 4 tries)")
+        spy,
+        fail=TransientError(
+            "fake", "connection failed (ConnectError) (gave up after 4 tries)", unreachable=True
+        ),
     )
     other = UpdateItem("bars", "fake", "QQQ", "1d", "etf")
     results = updater(store, down).run([ITEM, other])

@@ -307,7 +307,7 @@ def data_fetch(
             s.replace("/", ""),
             timeframe,
             asset_class,
-            opts + ((("market", s),) if "/" in s else ()),
+            opts,
         )
         for s in (symbols or "").split(",")
         if s

@@ -87,6 +87,7 @@ def test_a_server_error_is_retried_a_bounded_number_of_times_then_reported(case)
     assert isinstance(exc, TransientError), exc
     assert "gave up after 3 tries" in str(exc)
     assert len(srv.requests) == 3
+    assert not exc.unreachable  # it answered, badly: not the same as being offline
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

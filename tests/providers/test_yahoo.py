@@ -79,3 +79,13 @@ def test_a_bar_that_has_not_closed_yet_is_dropped():
             "SPY", "1d", pd.Timestamp("2024-01-02", tz="UTC"), pd.Timestamp("2024-01-08", tz="UTC")
         )
     assert frame.ts.iloc[-1] == pd.Timestamp("2024-01-04", tz="UTC")
+
+
+def test_a_host_that_cannot_be_reached_is_reported_as_unreachable():
+    from hflite.data.providers.base import TransientError
+
+    with pytest.raises(TransientError) as exc:
+        provider("http://127.0.0.1:9").bars(
+            "SPY", "1d", pd.Timestamp("2024-01-02", tz="UTC"), pd.Timestamp("2024-01-08", tz="UTC")
+        )
+    assert exc.value.unreachable and "connection failed" in str(exc.value)

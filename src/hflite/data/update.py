@@ -121,7 +121,7 @@ class Updater:
             self._down[item.provider] = str(exc)
             return ItemResult(item, "skipped", message=str(exc) + self._kept(item))
         except TransientError as exc:
-            if "connection failed" in str(exc):  # offline: keep what the store has
+            if exc.unreachable:  # offline: keep what the store has
                 self._down[item.provider] = f"offline: {item.provider} could not be reached"
                 return ItemResult(item, "skipped", message=f"offline: {exc}" + self._kept(item))
             return ItemResult(item, "failed", message=str(exc) + self._kept(item))

@@ -54,7 +54,12 @@ class RejectedError(ProviderError):
 
 
 class TransientError(ProviderError):
-    """Retries were exhausted on timeouts, connection errors, 429 or 5xx."""
+    """Retries were exhausted on timeouts, connection errors, 429 or 5xx. ``unreachable``: the host
+    could not be reached at all (no network, DNS), as opposed to answering badly."""
+
+    def __init__(self, provider: str, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(provider, message)
+        self.unreachable = unreachable
 
 
 class MalformedResponseError(ProviderError):
@@ -171,7 +176,7 @@ class HttpClient:
         except httpx.TimeoutException:
             raise Retryable(f"timed out after {self.options.timeout_s:g} s") from None
         except httpx.TransportError as exc:
-            raise Retryable(f"connection failed ({type(exc).__name__})") from None
+            raise Retryable(f"connection failed ({type(exc).__name__})", unreachable=True) from None
         if resp.status_code < 400:
             return resp
         vendor = self._vendor_message(resp)
@@ -204,9 +209,9 @@ class HttpClient:
 class Retryable(Exception):
     """Raised inside ``call_with_retries`` for a failure worth another try (never escapes it)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, *, unreachable: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.retry_after = reason, retry_after
+        self.reason, self.retry_after, self.unreachable = reason, retry_after, unreachable
 
 
 T = TypeVar("T")
@@ -241,9 +246,8 @@ def call_with_retries(
             with attempt:
                 return once()
     except Retryable as exc:
-        raise TransientError(
-            provider, redact(f"{exc.reason} (gave up after {options.max_tries} tries)")
-        ) from None
+        reason = f"{exc.reason} (gave up after {options.max_tries} tries)"
+        raise TransientError(provider, redact(reason), unreachable=exc.unreachable) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -191,7 +191,11 @@ class CcxtProvider:
         except FINAL as exc:
             raise RejectedError(self.name, f"{type(exc).__name__}: {_text(exc)}") from None
         except RETRIED as exc:
-            raise Retryable(f"{type(exc).__name__}: {_text(exc)}", self._retry_after()) from None
+            # a bare NetworkError is ccxt's "could not connect"; its subclasses are answers (429, 5xx)
+            unreachable = type(exc) is ccxt.NetworkError
+            raise Retryable(
+                f"{type(exc).__name__}: {_text(exc)}", self._retry_after(), unreachable=unreachable
+            ) from None
         except ccxt.BaseError as exc:
             raise RejectedError(self.name, f"{type(exc).__name__}: {_text(exc)}") from None
         except UNREADABLE as exc:
