@@ -19,7 +19,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 data_app = typer.Typer(
-    help="Inspect the local data store.\n\nExample: hflite data list", no_args_is_help=True
+    help="The local data store: update from providers, validate, archive, inspect.\n\n"
+    "Example: hflite data update",
+    no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
 
