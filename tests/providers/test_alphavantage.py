@@ -11,30 +11,12 @@ from hflite.data.providers import alphavantage
 from hflite.data.providers.alphavantage import AlphaVantageProvider
 from hflite.data.providers.base import NotSupportedError, RejectedError, TransientError
 from tests.providers.contract import fast_options
-from tests.providers.server import FixtureServer, Route, fixture
+from tests.providers.server import Route, fixture
 
 KEY = "test-secret-key-123"
 Q = r"/query"
 DAILY = {"function": "TIME_SERIES_DAILY", "symbol": "SPY"}
 UTC = "UTC"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FixtureServer([]) as srv:
-        yield srv
-
-
-@pytest.fixture
-def serve(server):
-    """Point the module's server at these routes (one server for the module keeps the tests fast)."""
-
-    def _serve(*routes: Route) -> FixtureServer:
-        server.routes = list(routes)
-        server.requests.clear()
-        return server
-
-    return _serve
 
 
 @pytest.fixture

@@ -11,30 +11,12 @@ from hflite.data.providers import finnhub
 from hflite.data.providers.base import RejectedError, TransientError
 from hflite.data.providers.finnhub import FinnhubProvider
 from tests.providers.contract import fast_options
-from tests.providers.server import FixtureServer, Route, fixture
+from tests.providers.server import Route, fixture
 
 KEY = "cl0a1b2c3d4e5f6g7h8i"
 NEWS = r"/company-news"
 UTC = "UTC"
 SHARED = "Stocks to Sell Now Before Momentum Reverses: AAPL, NVDA and TSLA"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FixtureServer([]) as srv:
-        yield srv
-
-
-@pytest.fixture
-def serve(server):
-    """Point the module's server at these routes (one server for the module keeps the tests fast)."""
-
-    def _serve(*routes: Route) -> FixtureServer:
-        server.routes = list(routes)
-        server.requests.clear()
-        return server
-
-    return _serve
 
 
 @pytest.fixture

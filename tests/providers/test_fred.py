@@ -8,29 +8,11 @@ import pytest
 from hflite.data.providers.base import MalformedResponseError, RejectedError, TransientError
 from hflite.data.providers.fred import FredProvider
 from tests.providers.contract import fast_options
-from tests.providers.server import FixtureServer, Route, fixture
+from tests.providers.server import Route, fixture
 
 KEY = "abcdefghijklmnopqrstuvwxyz123456"
 OBS = r"/fred/series/observations"
 UTC = "UTC"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with FixtureServer([]) as srv:
-        yield srv
-
-
-@pytest.fixture
-def serve(server):
-    """Point the module's server at these routes (one server for the module keeps the tests fast)."""
-
-    def _serve(*routes: Route) -> FixtureServer:
-        server.routes = list(routes)
-        server.requests.clear()
-        return server
-
-    return _serve
 
 
 @pytest.fixture
