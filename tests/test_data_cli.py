@@ -80,3 +80,12 @@ def test_fetch_offline_says_so_and_keeps_the_data(env: Path, args):
     assert result.exit_code == 0, result.output
     text = flat(result.output)
     assert "offline" in text and "skipped" in text
+
+
+def test_the_example_data_config_is_valid():
+    from hflite.config import load_data_settings
+    from tests.conftest import REPO
+
+    data = load_data_settings(REPO / "configs" / "data.toml")
+    assert len(data.update.symbols) == 25 and data.update.intraday[0].exchange == "binance"
+    assert data.update.news_provider == "finnhub" and "FEDFUNDS" in data.update.series
