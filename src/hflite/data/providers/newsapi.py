@@ -8,7 +8,7 @@
   arrived (or a page comes back empty).
 - NewsAPI does not tag articles with tickers: ``tickers`` is the symbols queried, comma-separated.
   ``ts`` is ``publishedAt`` (UTC), ``source`` the outlet's name, ``summary`` the description.
-  Articles withdrawn by the publisher come back as ``[Removed]`` placeholders and are dropped.
+  Articles withdrawn by the publisher come back as ``[Removed]`` entries and are dropped.
 - Free Developer plan: 100 requests a day, articles up to a month old and delayed by 24 hours, and at
   most 100 results per query. Asking past the 100th result answers ``maximumResultsReached``; the
   pages already read are kept and a warning says the query was truncated (narrow the window).
