@@ -43,9 +43,7 @@ def main(n: int) -> dict[str, float]:
         md,
         compute_signals(strategy, md),
         strategy_name="trend",
-        limits=RiskLimits(
-            sizing="percent_equity", percent_equity=100, max_position_pct=100, max_drawdown_pct=100
-        ),
+        limits=RiskLimits.minimal(sizing="percent_equity", percent_equity=100, max_position_pct=100),
         venue=SimVenue({"SYN": inst}, BpsCommission(1.0), FixedBpsSlippage(1.0)),
         initial_cash=1e6,
     )

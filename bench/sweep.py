@@ -28,7 +28,7 @@ PAIRS = [
     for f in (5, 8, 10, 13, 16, 20, 25, 30, 40, 50)
     for s in (60, 80, 100, 120, 150, 180, 200, 250, 300, 400)
 ]
-LIMITS = RiskLimits(sizing="percent_equity", percent_equity=100, max_position_pct=100, max_drawdown_pct=100)
+LIMITS = RiskLimits.minimal(sizing="percent_equity", percent_equity=100, max_position_pct=100)
 
 
 def main(n: int, workers: int) -> dict[str, object]:

@@ -32,7 +32,10 @@ def test_the_demo_config_is_valid():
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("[risk]\nrisk_pct = -1\n", "config error: risk.risk_pct: Input should be greater than 0 (got -1)"),
+        (
+            "[risk]\nrisk_pct = -1\n",
+            "config error: risk.risk_pct: Input should be greater than or equal to 0.25 (got -1)",
+        ),
         ("[risk]\nrisk_pcnt = 1\n", "config error: risk.risk_pcnt: unknown key"),
         ("[rsik]\nrisk_pct = 1\n", "config error: rsik: unknown key"),
         ('[strategy]\nname = "trend"\nfastt = 3\n', "config error: strategy.fastt: unknown key"),

@@ -95,7 +95,7 @@ def run(
         md,
         sig,
         strategy_name="s",
-        limits=limits or RiskLimits(sizing="percent_equity", percent_equity=50, max_position_pct=100),
+        limits=limits or RiskLimits.minimal(sizing="percent_equity", percent_equity=50, max_position_pct=100),
         venue=venue,
         initial_cash=cash,
         tif=tif,
@@ -223,7 +223,7 @@ def test_the_live_runtime_names_the_bar_when_a_strategy_raises():
     venue = SimVenue({"COIN": COIN}, BpsCommission(0), FixedBpsSlippage(0))
 
     def make(m, s):
-        return Engine(m, s, strategy_name="x", limits=RiskLimits(), venue=venue, initial_cash=1e4)
+        return Engine(m, s, strategy_name="x", limits=RiskLimits.minimal(), venue=venue, initial_cash=1e4)
 
     runtime = LiveRuntime(md, Exploding({}), make)
     with pytest.raises(StrategyError, match=r"raised on COIN at bar 3 \(2021-01-05"):

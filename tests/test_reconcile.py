@@ -60,6 +60,7 @@ def test_spy_trend_matches_an_independent_reference_trade_by_trade(sample_store)
         run={"symbols": ["SPY"], "start": start, "end": end, "initial_cash": CASH},
         strategy={"name": "trend", "fast": FAST, "slow": SLOW, "stop_atr": 0},
         risk={
+            "profile": "minimal",
             "sizing": "percent_equity",
             "percent_equity": PCT,
             "max_position_pct": 100,

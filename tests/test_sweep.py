@@ -41,13 +41,13 @@ def assert_same(res, eng, md, sym):
     want = [(int((tl == f.bar_index).argmax()), f.side.sign, f.qty, f.price, f.fee) for f in eng.fills]
     assert got == want
     assert res.final_equity == eng.equity[-1]
-    assert res.halted == eng.risk.halted
+    assert res.halted == eng.risk.state.halted
 
 
 PAIRS = [(f, s) for f in (3, 5, 8, 13, 21) for s in (10, 30, 55, 89) if f < s]
 LIMITS = [
-    RiskLimits(sizing="percent_equity", percent_equity=100, max_position_pct=100, max_drawdown_pct=100),
-    RiskLimits(sizing="atr", risk_pct=1.0, stop_atr=2.0, max_position_pct=60, max_drawdown_pct=12),
+    RiskLimits.minimal(sizing="percent_equity", percent_equity=100, max_position_pct=100),
+    RiskLimits.minimal(sizing="atr", risk_pct=1.0, stop_atr=2.0, max_position_pct=60, max_drawdown_pct=12),
 ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from contextvars import ContextVar
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,15 +58,136 @@ class StrategyConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class RiskConfig(BaseModel):
+class BreakerConfig(BaseModel):
+    """Circuit breakers (see docs/risk.md). 0 switches a breaker off."""
+
     model_config = FROZEN
+    sigma: float = Field(5.0, ge=0, description="pause a symbol on a bar move beyond N sigmas")
+    sigma_window: int = Field(60, ge=5, le=1000)
+    volume_spike: float = Field(5.0, ge=0, description="... or volume beyond N x its average")
+    volume_window: int = Field(20, ge=2, le=1000)
+    vol_ratio: float = Field(3.0, ge=0, description="... or volatility beyond N x its 1-year median")
+    cooldown_bars: int = Field(5, ge=1, le=1000)
+    index: str = Field("SPY", description="broad index for the market-wide breaker ('' = off)")
+    index_move_pct: float = Field(7.0, ge=0, le=100)
+    index_cooldown_bars: int = Field(3, ge=1, le=1000)
+
+
+class ProtectionConfig(BaseModel):
+    """Protections driven by the run's own trades. 0 switches a guard off."""
+
+    model_config = FROZEN
+    stop_cooldown_bars: int = Field(3, ge=0, le=1000)
+    guard_stops: int = Field(3, ge=0, le=100)
+    guard_window_bars: int = Field(20, ge=1, le=10_000)
+    guard_scope: Literal["symbol", "all"] = "symbol"
+    guard_pause_bars: int = Field(10, ge=1, le=10_000)
+    low_profit_trades: int = Field(3, ge=0, le=100)
+    low_profit_window_bars: int = Field(120, ge=1, le=10_000)
+    low_profit_min_pct: float = Field(-5.0, ge=-100, le=100)
+    low_profit_pause_bars: int = Field(40, ge=1, le=10_000)
+
+
+class RegimeConfig(BaseModel):
+    model_config = FROZEN
+    source: Literal["rule", "none"] = "rule"
+    index: str = "SPY"
+    trend_window: int = Field(200, ge=10, le=2000)
+    slope_bars: int = Field(20, ge=1, le=500)
+    vol_window: int = Field(20, ge=5, le=500)
+    crisis_vol: float = Field(40.0, gt=0, le=500, description="annualised volatility % = crisis")
+    scale: dict[Literal["bull", "bear", "sideways", "crisis"], float] = Field(
+        default_factory=lambda: {"bull": 1.0, "sideways": 0.75, "bear": 0.5, "crisis": 0.25}  # type: ignore[arg-type,dict-item]
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
+        if bad:
+            raise ValueError(f"scales must be within [0, 1] (risk never grows with the regime): {bad}")
+        return v
+
+
+class RiskCommandConfig(BaseModel):
+    """A human command scheduled in a backtest (to test what pause, kill... do)."""
+
+    model_config = FROZEN
+    at: datetime = Field(description="applied at the first bar-time at or after this (UTC if naive)")
+    action: Literal["pause", "resume", "close_all", "kill"]
+    reason: str = ""
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _date_is_midnight(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            return datetime(v.year, v.month, v.day, tzinfo=UTC)
+        return v
+
+
+class RiskConfig(BaseModel):
+    """Every limit of the risk manager (docs/risk.md); names match ``risk.limits.RiskLimits``."""
+
+    model_config = FROZEN
+    profile: Literal["full", "minimal"] = Field(
+        "full", description="full: every rule on; minimal: sizing, position/gross caps, drawdown halt"
+    )
     sizing: Literal["atr", "percent_equity"] = "atr"
-    risk_pct: float = Field(0.5, gt=0, le=5, description="% of equity risked per trade")
+    risk_pct: float = Field(0.5, ge=0.25, le=1.0, description="% of equity risked per trade")
     stop_atr: float = Field(2.0, gt=0, le=50)
     percent_equity: float = Field(10.0, gt=0, le=100)
+    vol_adjust: bool = True
+    vol_window: int = Field(20, ge=5, le=500)
+    vol_history: int = Field(252, ge=20, le=5000)
+    vol_floor: float = Field(0.25, gt=0, le=1)
     max_position_pct: float = Field(25.0, gt=0, le=100)
+    max_correlation: float = Field(0.3, gt=0, le=1, description="1 = off")
+    correlation_window: int = Field(60, ge=10, le=1000)
+    correlation_action: Literal["reduce", "reject"] = "reduce"
+    max_sector_pct: float = Field(20.0, gt=0, le=100, description="100 = off")
+    max_asset_class_pct: dict[AssetClass, float] = Field(default_factory=lambda: {AssetClass.CRYPTO: 20.0})
+    min_adv_usd: float = Field(1_000_000.0, ge=0)
+    max_adv_share: float = Field(0.01, ge=0, le=1, description="0 = off")
+    liquidity_window: int = Field(20, ge=1, le=500)
     max_gross_exposure: float = Field(1.0, gt=0, le=10)
-    max_drawdown_pct: float = Field(20.0, gt=0, le=100)
+    max_net_exposure: float = Field(1.0, gt=0, le=10)
+    max_leverage: float = Field(1.0, ge=1, le=10, description="1 = cash account: no margin loan")
+    max_open_positions: int = Field(10, ge=0, le=1000, description="0 = off")
+    daily_loss_pct: float = Field(2.0, ge=0, le=100, description="0 = off")
+    weekly_loss_pct: float = Field(5.0, ge=0, le=100)
+    monthly_loss_pct: float = Field(10.0, ge=0, le=100)
+    period_tz: str = "America/New_York"
+    drawdown_reduce_pct: float = Field(10.0, ge=0, le=100, description="0 = off")
+    drawdown_reduce_factor: float = Field(0.5, gt=0, le=1)
+    max_drawdown_pct: float = Field(15.0, gt=0, le=100)
+    max_order_usd: float = Field(1_000_000.0, ge=0, description="0 = off")
+    max_orders_per_minute: int = Field(60, ge=0, description="0 = off")
+    collar_pct: float = Field(10.0, ge=0, le=100, description="0 = off")
+    allow_short: bool = True
+    breakers: BreakerConfig = Field(default_factory=BreakerConfig)
+    protections: ProtectionConfig = Field(default_factory=ProtectionConfig)
+    regime: RegimeConfig = Field(default_factory=RegimeConfig)
+    events: list[RiskCommandConfig] = Field(default_factory=list)
+
+    @field_validator("period_tz")
+    @classmethod
+    def _known_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as America/New_York)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RiskConfig:
+        if self.drawdown_reduce_pct and self.drawdown_reduce_pct >= self.max_drawdown_pct:
+            raise ValueError(
+                f"drawdown_reduce_pct ({self.drawdown_reduce_pct:g}) must be below max_drawdown_pct "
+                f"({self.max_drawdown_pct:g})"
+            )
+        return self
 
 
 class FeeSpec(BaseModel):

@@ -66,3 +66,4 @@ class RiskVerdict(NamedTuple):
     qty_approved: float
     reason: str
     checks: tuple[Check, ...] = ()
+    rules: tuple[str, ...] = ()  # the rules that rejected or cut it, in the order they acted

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,8 @@ from hflite.domain.signal import Exits, IntentKind, OrderIntent, RiskVerdict
 from hflite.engine.market import MarketData, SymbolBars
 from hflite.execution.oms import Journal, MemoryJournal, OrderIds
 from hflite.execution.venues.sim import BarView, SimVenue
-from hflite.risk.gate import RiskLimits, RiskState, evaluate
+from hflite.risk.gate import RiskLimits, evaluate
+from hflite.risk.manager import RegimeSource, RiskEvent, RiskManager
 from hflite.strategy.base import SignalSet
 
 
@@ -71,6 +73,9 @@ class Engine:
         initial_cash: float,
         tif: TimeInForce = TimeInForce.GTC,
         journal: Journal | None = None,
+        bars_per_year: float = 252.0,
+        regime_source: RegimeSource | None = None,
+        scheduled: list[tuple[int, str, str]] | None = None,
     ) -> None:
         self.md = md
         self.signals = signals
@@ -82,7 +87,13 @@ class Engine:
         self.ids = OrderIds(strategy_name)
         self.portfolio = Portfolio.with_cash(initial_cash)
         self.initial_cash = float(initial_cash)
-        self.risk = RiskState(equity=initial_cash, peak_equity=initial_cash, gross_exposure=0.0)
+        self.risk = RiskManager(
+            limits, md, float(initial_cash), bars_per_year=bars_per_year, regime_source=regime_source
+        )
+        #: Human commands: scheduled (ts ns, action, reason) from a config, and a queue the live
+        #: runtime fills from the journal. Both are applied after the mark, before decisions.
+        self.scheduled = sorted(scheduled or [])
+        self.commands: deque[tuple[str, str]] = deque()
         self.equity = np.full(md.length, np.nan)
         self.orders: dict[str, Order] = {}
         self.fills: list[Fill] = []
@@ -92,7 +103,6 @@ class Engine:
         self.entry_orders: dict[str, Order] = {}
         self.qty_log: list[tuple[int, str, float]] = []
         self.cash_log: list[tuple[int, str, float]] = []
-        self.halted_at: int | None = None
         self._entry_meta: dict[str, tuple[Exits, float]] = {}
         self.last_i = -1
         self.steps = 0
@@ -108,10 +118,56 @@ class Engine:
             if self.venue.working[sym] or sym in self.protection:
                 self._on_bar(sym, k, i)
         self._mark(i)
-        for sym, k in group:
-            self._decide(sym, k, i)
+        if self.commands or (self.scheduled and self.scheduled[0][0] <= self.md.timeline[i]):
+            self._apply_commands(i)
+        if self.risk.state.mode != "killed":
+            for sym, k in group:
+                self._decide(sym, k, i)
         self.last_i = i
         self.steps += 1
+
+    @property
+    def halted_at(self) -> int | None:
+        """Timeline index where the drawdown halt first tripped (None if it never did)."""
+        return self.risk.halted_at
+
+    @property
+    def stopped(self) -> bool:
+        """Killed and flat, with nothing working: a live runtime may stop here."""
+        return (
+            self.risk.state.mode == "killed"
+            and not any(p.qty for p in self.portfolio.positions.values())
+            and not any(self.venue.working.values())
+        )
+
+    # -- human commands (pause, resume, close-all, kill) -------------------------------------------
+    def _apply_commands(self, i: int) -> None:
+        now = int(self.md.timeline[i])
+        while self.scheduled and self.scheduled[0][0] <= now:
+            _, action, reason = self.scheduled.pop(0)
+            self.command(action, reason, i)
+        while self.commands:
+            action, reason = self.commands.popleft()
+            self.command(action, reason, i)
+
+    def command(self, action: str, reason: str, i: int) -> RiskEvent:
+        """Apply one command at timeline index i: the state change, then the orders it needs."""
+        event = self.risk.command(action, reason, i)
+        if action in ("close_all", "kill"):
+            why = f"{action.replace('_', '-')}: {event.detail}"
+            for sym in list(self.md.traded):
+                if action == "kill":
+                    for o in list(self.venue.working[sym]):
+                        if not o.reduce_only or o.parent_id is not None:
+                            self.venue.cancel(o, int(self.md.timeline[i]))
+                            self.journal.order_updated(o)
+                    self.entry_orders.pop(sym, None)
+                if self.portfolio.qty(sym) or sym in self.entry_orders:
+                    k = self.risk._bar_at(sym, i)
+                    if k >= 0:
+                        self._exit(sym, k, i, why)
+        self.journal.risk_event(event._asdict(), self.risk.snapshot())
+        return event
 
     def finish(self) -> None:
         """Value the quiet tail after the last stepped bar."""
@@ -179,6 +235,7 @@ class Engine:
         self.cash_log.append((fill.bar_index, inst.currency, self.portfolio.cash[inst.currency]))
         prot = self.protection.get(sym)
         if abs(qty) <= 1e-12:
+            self._closed(sym, order, fill)
             if prot is not None:
                 for o in (prot.stop, prot.take_profit):
                     if o is not None and o.is_open:
@@ -195,6 +252,18 @@ class Engine:
             for o in (prot.stop, prot.take_profit):
                 if o is not None and o.is_open:
                     o.qty = o.filled_qty + abs(qty)
+
+    def _closed(self, sym: str, order: Order, fill: Fill) -> None:
+        """A position went flat: tell the risk manager (stop-outs, the trade's return)."""
+        b = self.md.bars[sym]
+        k = int(np.searchsorted(b.tl[: b.n], fill.bar_index))
+        if order.reason == "stop-loss":
+            self.risk.on_stop_out(sym, k, fill.bar_index)
+        for t in reversed(self.portfolio.trades):
+            if t.symbol == sym:
+                if not t.is_open and t.qty:
+                    self.risk.on_trade_closed(sym, k, fill.bar_index, t.pnl / (t.entry_price * t.qty) * 100)
+                break
 
     def _protect(self, sym: str, entry: Order, fill: Fill, qty: float, exits: Exits, atr: float) -> None:
         if not (exits.stop_atr or exits.take_profit_atr or exits.time_stop_bars):
@@ -244,20 +313,24 @@ class Engine:
         eq = 0.0
         for ccy, amount in pf.cash.items():
             eq += amount * md.fx_tl[ccy].item(i)
-        gross = 0.0
+        cash = eq
+        held: dict[str, float] = {}
         for sym, pos in pf.positions.items():
             if pos.qty:
                 mv = pos.qty * md.close_tl[sym].item(i) * md.fx_tl[self._inst[sym].currency].item(i)
                 eq += mv
-                gross += abs(mv)
+                if sym not in self.exit_orders:
+                    held[sym] = mv
         for sym, o in self.entry_orders.items():
             if o.is_open:
-                gross += o.remaining * md.close_tl[sym][i] * md.fx_tl[self._inst[sym].currency][i]
+                usd = o.side.sign * o.remaining * md.close_tl[sym].item(i)
+                usd *= md.fx_tl[self._inst[sym].currency].item(i)
+                held[sym] = held.get(sym, 0.0) + usd
+                if usd > 0:
+                    cash -= usd
         self.equity[i] = eq
-        self.risk.equity = eq
-        self.risk.gross_exposure = gross
-        if eq > self.risk.peak_equity:
-            self.risk.peak_equity = eq
+        self.risk.set_book(held, cash)
+        self.risk.observe(i, eq)
 
     def _value_quiet(self, a: int, b: int) -> None:
         """Equity over [a, b) where positions and cash are constant (vectorised)."""
@@ -276,9 +349,7 @@ class Engine:
             else:
                 eq = np.full(b - a, cash)
             self.equity[a:b] = eq
-            top = eq.max().item() if len(eq) else -np.inf
-            if top > self.risk.peak_equity:
-                self.risk.peak_equity = top
+            self.risk.observe_range(a, eq)
             return
         eq = np.zeros(b - a)
         for ccy, amount in pf.cash.items():
@@ -290,9 +361,7 @@ class Engine:
             if pos.qty:
                 eq += pos.qty * md.close_tl[sym][a:b] * md.fx_tl[self._inst[sym].currency][a:b]
         self.equity[a:b] = eq
-        top = eq.max().item() if len(eq) else -np.inf
-        if top > self.risk.peak_equity:
-            self.risk.peak_equity = top
+        self.risk.observe_range(a, eq)
 
     # -- decisions ------------------------------------------------------------------------------
     def direction(self, sym: str) -> int:
@@ -332,7 +401,8 @@ class Engine:
             return
         side = Side.SELL if qty > 0 else Side.BUY
         intent = self._intent(sym, k, i, IntentKind.EXIT, side, reason, qty=abs(qty))
-        verdict = evaluate(self.limits, self.risk, intent, self._inst[sym], 1.0)
+        verdict = evaluate(self.limits, self.risk.state, intent, self._inst[sym])
+        self.risk.release(sym)
         order = self._record(sym, k, i, intent, verdict, reduce_only=True, tif=TimeInForce.GTC)
         if order is not None:
             self.exit_orders[sym] = order
@@ -341,13 +411,12 @@ class Engine:
         side = Side.BUY if direction > 0 else Side.SELL
         intent = self._intent(sym, k, i, IntentKind.ENTRY, side, reason)
         inst = self._inst[sym]
-        was_halted = self.risk.halted
-        verdict = evaluate(self.limits, self.risk, intent, inst, self.md.fx_tl[inst.currency].item(i))
-        if self.risk.halted and not was_halted:
-            self.halted_at = i
+        fx = self.md.fx_tl[inst.currency].item(i)
+        verdict = self.risk.check(intent, inst, k, i, fx)
         order = self._record(sym, k, i, intent, verdict, reduce_only=False, tif=self.tif)
         if order is not None:
             self.entry_orders[sym] = order
+            self.risk.commit(sym, side.sign * order.qty * intent.price * fx)
             self._entry_meta[order.id] = (intent.exits, intent.atr)
 
     def _record(
@@ -438,6 +507,7 @@ class Engine:
             first_bar=i + 1 if first_bar is None else first_bar,
         )
         self.orders[order.id] = order
+        self.risk.on_order(order.created_ts)
         self.journal.order_created(order)  # journal BEFORE send
         self.venue.submit(order)
         self.journal.order_updated(order)
@@ -488,6 +558,19 @@ def _first_cross(b: SymbolBars, o: Order, start: int, stop: int) -> int:
     return stop
 
 
+def _reschedule(
+    engine: Engine, heap: list[tuple[int, str]], sym: str, i: int, col: int, index: dict[float, list[int]]
+) -> None:
+    """Push the symbol's next bar where stepping can change anything (after timeline index i)."""
+    b = engine.md.bars[sym]
+    k = engine.md.slots.item(i, col)
+    if k < 0:
+        k = engine.risk._bar_at(sym, i)
+    k_next = engine.next_needed(sym, k, index)
+    if k_next < b.n:
+        heapq.heappush(heap, (b.tl.item(k_next), sym))
+
+
 def run_backtest(engine: Engine) -> Engine:
     """Drive the engine over its whole timeline, stepping only where something can happen."""
     md = engine.md
@@ -505,6 +588,10 @@ def run_backtest(engine: Engine) -> Engine:
         k = engine.next_needed(sym, b.first_live - 1, sig_index[sym])
         if k < b.n:
             heap.append((b.tl.item(k), sym))
+    for ts, _, _ in engine.scheduled:  # step where a scheduled command falls due
+        j = int(np.searchsorted(md.timeline, ts, side="left"))
+        if j < md.length:
+            heap.append((j, ""))
     heapq.heapify(heap)
     while heap:
         i = heap[0][0]
@@ -513,12 +600,14 @@ def run_backtest(engine: Engine) -> Engine:
             sym = heapq.heappop(heap)[1]
             if sym not in due:
                 due.append(sym)
+        events = len(engine.risk.events)
         engine.step(i)
+        if engine.stopped:
+            break
+        if any(e.kind in ("close_all", "kill", "resume") for e in engine.risk.events[events:]):
+            due = list(md.traded)  # a command placed orders anywhere: look at every symbol again
         for sym in due:
-            b = md.bars[sym]
-            k = md.slots.item(i, column[sym])
-            k_next = engine.next_needed(sym, k, sig_index[sym])
-            if k_next < b.n:
-                heapq.heappush(heap, (b.tl.item(k_next), sym))
+            if sym:
+                _reschedule(engine, heap, sym, i, column[sym], sig_index[sym])
     engine.finish()
     return engine

@@ -42,7 +42,11 @@ async def replay(
         live = Prepared(prep.settings, prep.store, prep.instruments, prep.strategy, md, prep.start, prep.end)
         return make_engine(live, signals, journal)
 
-    runtime = LiveRuntime(prep.md, prep.strategy, engine_for)
+    control = journal if isinstance(journal, SqliteJournal) else None
+    runtime = LiveRuntime(prep.md, prep.strategy, engine_for, control)
+    snap = journal.risk_state() if isinstance(journal, SqliteJournal) else None
+    if snap:  # a restart keeps a halt, pause or kill in force until a human resumes
+        runtime.engine.risk.restore(snap)
     log = logs.get("hflite.run").bind(run_id=run_id, mode="replay")
     log.info("run.start", symbols=prep.md.traded, speed=speed or "max", journal=str(path))
     say("replaying bars", 0.2)

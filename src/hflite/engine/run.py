@@ -6,10 +6,12 @@ below it has none of them.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,9 +36,12 @@ from hflite.execution.costs import (
 )
 from hflite.execution.oms import Journal
 from hflite.execution.venues.sim import SimVenue
-from hflite.risk.gate import RiskLimits
+from hflite.risk.limits import RiskLimits
 from hflite.strategy.base import SignalSet, Strategy
 from hflite.strategy.builtin import make_strategy
+
+#: Bars per year by frequency (annualised volatility for the regime rule).
+BARS_PER_YEAR = {"1d": 252.0, "1h": 252.0 * 7, "1m": 252.0 * 390}
 
 #: How far a symbol's stored data may start after the run's start (weekends, holidays).
 COVERAGE_SLACK = pd.Timedelta(days=7)
@@ -84,6 +89,7 @@ def prepare(settings: Settings, store: Store) -> Prepared:
     for pair, _ in fx_currencies(list(instruments.values())).values():
         if pair not in instruments:
             instruments[pair] = instrument_for(pair)
+    optional = _add_risk_instruments(settings, instruments)
     warmup = strategy.warmup()
     delta = pd.Timedelta(FREQ_NS[run.frequency], "ns")
     lookback = delta * warmup * (1.6 if run.frequency == "1d" else 1.0) + pd.Timedelta(days=14)
@@ -94,6 +100,9 @@ def prepare(settings: Settings, store: Store) -> Prepared:
         try:
             df = store.read_bars(sym, run.frequency, start - lookback, run.end, version=pinned)
         except DataNotFoundError as exc:
+            if sym in optional:  # the risk manager warns and switches the rule off
+                del instruments[sym]
+                continue
             if pinned:
                 raise ConfigError(
                     f"config error: data.pin: {key} version {pinned[:12]} is not in the store "
@@ -104,7 +113,8 @@ def prepare(settings: Settings, store: Store) -> Prepared:
                 f"config error: {field}: no {run.frequency} bars for {sym} in the store "
                 f"at {store.root} (`hflite data list` shows what is stored)"
             ) from None
-        _check_coverage(sym, df, start, end, run.frequency)
+        if sym not in optional:
+            _check_coverage(sym, df, start, end, run.frequency)
         frames[sym] = df
     versions = store.versions([f"bars/{s}/{run.frequency}" for s in instruments])
     versions.update({k: v for k, v in settings.data.pin.items() if k in versions})
@@ -112,6 +122,19 @@ def prepare(settings: Settings, store: Store) -> Prepared:
     if md.length == 0:
         raise ConfigError(f"config error: run.start/run.end: no bars between {run.start} and {run.end}")
     return Prepared(settings, store, instruments, strategy, md, start, end)
+
+
+def _add_risk_instruments(settings: Settings, instruments: dict[str, Instrument]) -> set[str]:
+    """Add the indexes the risk manager reads; they are optional (the rule warns and goes off)."""
+    optional: set[str] = set()
+    for sym in risk_symbols(settings):
+        if sym not in instruments:
+            try:
+                instruments[sym] = instrument_for(sym)
+            except UnknownInstrumentError:
+                raise ConfigError(f"config error: risk: unknown index instrument {sym!r}") from None
+            optional.add(sym)
+    return optional
 
 
 def _check_coverage(sym: str, df: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, freq: str) -> None:
@@ -132,16 +155,45 @@ def _check_coverage(sym: str, df: pd.DataFrame, start: pd.Timestamp, end: pd.Tim
 
 
 def make_limits(settings: Settings) -> RiskLimits:
+    """The risk config as the gate's frozen limits. ``risk.profile`` picks the base (``full``: every
+    rule at the plan's defaults; ``minimal``: ``RiskLimits.minimal()``); fields set in the config
+    override the base, section by section."""
     r = settings.risk
-    return RiskLimits(
-        sizing=r.sizing,
-        risk_pct=r.risk_pct,
-        stop_atr=r.stop_atr,
-        percent_equity=r.percent_equity,
-        max_position_pct=r.max_position_pct,
-        max_gross_exposure=r.max_gross_exposure,
-        max_drawdown_pct=r.max_drawdown_pct,
-    )
+    base = RiskLimits.minimal() if r.profile == "minimal" else RiskLimits()
+    changes: dict[str, Any] = {}
+    for name in r.model_fields_set:
+        if name in ("profile", "events"):
+            continue
+        value = getattr(r, name)
+        if name == "max_asset_class_pct":
+            changes[name] = {str(k.value): v for k, v in value.items()}
+        elif name in ("breakers", "protections", "regime"):
+            sub = {f: getattr(value, f) for f in value.model_fields_set}
+            if "scale" in sub:
+                sub["scale"] = {str(k): v for k, v in sub["scale"].items()}
+            changes[name] = dataclasses.replace(getattr(base, name), **sub)
+        else:
+            changes[name] = value
+    return dataclasses.replace(base, **changes)
+
+
+def risk_symbols(settings: Settings) -> list[str]:
+    """Symbols the risk manager reads besides the traded ones (breaker and regime indexes)."""
+    r = settings.risk
+    out = []
+    if r.breakers.index and r.breakers.index_move_pct:
+        out.append(r.breakers.index)
+    if r.regime.source == "rule" and r.regime.index:
+        out.append(r.regime.index)
+    return list(dict.fromkeys(out))
+
+
+def scheduled_commands(settings: Settings) -> list[tuple[int, str, str]]:
+    """``[[risk.events]]`` as (ns UTC, action, reason)."""
+    return [
+        (int(_ts(e.at).value), e.action, e.reason or f"scheduled in the config for {e.at:%Y-%m-%d %H:%M}")
+        for e in settings.risk.events
+    ]
 
 
 def make_costs(settings: Settings) -> tuple[CommissionModel, SlippageModel]:
@@ -218,7 +270,7 @@ def backtest(
         engine_s=round(elapsed, 4),
         fills=len(engine.fills),
         final_equity=round(float(result.equity.iloc[-1]), 2),
-        halted=engine.risk.halted,
+        halted=engine.risk.state.halted,
     )
     result.stats.update(
         {
@@ -244,6 +296,8 @@ def make_engine(prep: Prepared, signals: dict[str, SignalSet], journal: Journal 
         initial_cash=s.run.initial_cash,
         tif=TimeInForce(s.execution.tif),
         journal=journal,
+        bars_per_year=BARS_PER_YEAR[s.run.frequency],
+        scheduled=scheduled_commands(s),
     )
 
 
@@ -318,7 +372,7 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
         result.warnings.insert(
             0,
             f"risk: new entries halted from {index[engine.halted_at]} "
-            f"({engine.risk.halt_reason}); {rejected} entries rejected after that, "
+            f"({engine.risk.state.halt_reason or 'since resumed'}); {rejected} entries rejected after that, "
             "exits still allowed",
         )
     _add_benchmarks(result, prep, index)

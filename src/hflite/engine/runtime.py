@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from hflite.engine.core import Engine, StrategyError
 from hflite.engine.market import MarketData, SymbolBars
+from hflite.execution.oms import Command
 from hflite.strategy.base import SignalSet, Strategy
 
 
@@ -90,6 +92,13 @@ def _grow(a: np.ndarray, n: int, fill: float | int = np.nan) -> np.ndarray:
     return out
 
 
+class Control(Protocol):
+    """Where human risk commands come from (the SQLite journal's command queue)."""
+
+    def pending_commands(self) -> list[Command]: ...
+    def mark_applied(self, seq: int, bar_ts: int) -> None: ...
+
+
 class LiveRuntime:
     """Builds MarketData and signals as bars arrive and steps the engine per bar-time."""
 
@@ -98,8 +107,10 @@ class LiveRuntime:
         template: MarketData,
         strategy: Strategy,
         make_engine: Callable[[MarketData, dict[str, SignalSet]], Engine],
+        control: Control | None = None,
     ) -> None:
         self.strategy = strategy
+        self.control = control
         self.traded = list(template.traded)
         self.md = MarketData(
             timeline=np.empty(0, np.int64),
@@ -139,8 +150,10 @@ class LiveRuntime:
             if group and ev.ts != group[0].ts:
                 self._on_time(group)
                 group = []
+                if self.engine.stopped:
+                    break
             group.append(ev)
-        if group:
+        if group and not self.engine.stopped:
             self._on_time(group)
         self._trim()
         self.engine.finish()
@@ -166,6 +179,10 @@ class LiveRuntime:
         for sym, k in stepped:
             self._signal(sym, k)
         self.length = i + 1
+        if self.control is not None:
+            for cmd in self.control.pending_commands():  # human commands queued in the journal
+                self.engine.commands.append((cmd.action, cmd.reason))
+                self.control.mark_applied(cmd.seq, group[0].ts)
         self.engine.step(i)
 
     def _append(self, ev: BarEvent, i: int) -> int:

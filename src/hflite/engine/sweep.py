@@ -3,8 +3,9 @@ without order objects, journal or venue book.
 
 It uses the same strategy code for signals, the same risk gate (``risk.gate.evaluate``) and the
 same commission and slippage objects, and walks only the bars where a signal fires. It supports the
-case a sweep needs (one USD-quoted symbol, market entries and exits, no protective stops); anything
-else raises ``Unsupported`` so the caller runs the full engine instead. ``tests/test_sweep.py``
+case a sweep needs (one USD-quoted symbol, market entries and exits, no protective stops, risk
+limits no richer than ``RiskLimits.minimal()`` plus its drawdown halt); anything else raises
+``Unsupported`` so the caller runs the full engine instead. ``tests/test_sweep.py``
 proves that every pair's fills and equity equal a full-engine run of that pair.
 """
 
@@ -68,6 +69,9 @@ def run_pair(spec: SweepSpec, fast: int, slow: int) -> SweepResult:
     params = TrendParams.model_validate({**(spec.params or {}), "fast": fast, "slow": slow})
     if params.stop_atr or params.take_profit_atr or params.trailing:
         raise Unsupported("protective stops need the full engine (set stop_atr = 0)")
+    extra = spec.limits.beyond_minimal()
+    if extra:
+        raise Unsupported(f"risk rules beyond RiskLimits.minimal() need the full engine: {', '.join(extra)}")
     sig = Trend(params).signals(b.arrays())
     n, first = b.n, b.first_live
     target, atr = sig.target[:n], sig.atr[:n]
@@ -83,16 +87,15 @@ def run_pair(spec: SweepSpec, fast: int, slow: int) -> SweepResult:
         e = min(events[j] if j < len(events) else n, fill_at)
         if e >= n:
             break
-        if e - 1 > done and qty:  # quiet bars: constant position, fold them into the peak
-            risk.peak_equity = max(risk.peak_equity, float((cash + qty * close_arr[done + 1 : e]).max()))
-        elif e - 1 > done:
-            risk.peak_equity = max(risk.peak_equity, cash)
+        if e - 1 > done:  # quiet bars: constant position; the halt may trip on any of them
+            quiet = cash + qty * close_arr[done + 1 : e] if qty else np.full(e - 1 - done, cash)
+            _observe(risk, quiet, spec.limits.max_drawdown_pct)
         if e == fill_at:  # 1. fills at the open
             cash, qty = _fill_next_open(spec, inst, pending, e, o, h, lo, v, cash, qty, fills)
             pending, fill_at = [], n
         eq = cash + qty * c[e]  # 2. mark
-        risk.equity, risk.gross_exposure = eq, abs(qty * c[e])
-        risk.peak_equity = max(risk.peak_equity, eq)
+        risk.gross_exposure = abs(qty * c[e])
+        _observe(risk, np.array([eq]), spec.limits.max_drawdown_pct)
         done = e
         if j < len(events) and events[j] == e:  # 3. decide
             j += 1
@@ -100,9 +103,18 @@ def run_pair(spec: SweepSpec, fast: int, slow: int) -> SweepResult:
             if pending:
                 fill_at = e + 1
     if n - 1 > done:
-        tail = float((cash + qty * close_arr[done + 1 : n]).max()) if qty else cash
-        risk.peak_equity = max(risk.peak_equity, tail)
+        tail = cash + qty * close_arr[done + 1 : n] if qty else np.full(n - 1 - done, cash)
+        _observe(risk, tail, spec.limits.max_drawdown_pct)
     return SweepResult(fast, slow, cash + qty * c[n - 1], risk.peak_equity, tuple(fills), risk.halted)
+
+
+def _observe(risk: RiskState, eq: np.ndarray, limit: float) -> None:
+    """The risk manager's drawdown rule over marked points: peak first, then the halt."""
+    peaks = np.maximum.accumulate(np.maximum(eq, risk.peak_equity))
+    if not risk.halted and limit and risk.peak_equity > 0 and ((1 - eq / peaks) * 100 >= limit).any():
+        risk.halted = True
+    risk.peak_equity = float(peaks[-1])
+    risk.equity = float(eq[-1])
 
 
 _LISTS: dict[int, tuple[SymbolBars, tuple[list[float], ...]]] = {}
@@ -138,6 +150,7 @@ def _decide(
     orders: list[tuple[int, float]] = []
     if cur != 0:
         orders.append((-cur, abs(qty)))
+        risk.gross_exposure = 0.0  # the engine stops counting a position once its exit is sent
     if t != 0:
         side = Side.BUY if t > 0 else Side.SELL
         intent = OrderIntent("sweep", inst.symbol, IntentKind.ENTRY, side, 0, e, "", close, atr, None, exits)  # type: ignore[arg-type]
