@@ -85,12 +85,14 @@ EXERCISES = {
         and r.trades.exit_reason.str.startswith("time stop").sum() > 10
         and (r.orders.status == "expired").any()
     ),
-    "risk_rules_and_commands": lambda r: all(
-        any(rule in rules.split(";") for rules in r.verdicts.rules)
-        for rule in ("pause", "drawdown_reduce", "correlation", "sector_cap", "circuit_breaker", "regime")
-    )
-    and r.halted_at is not None
-    and r.trades.exit_reason.str.startswith("close-all").sum() >= 3,
+    "risk_rules_and_commands": lambda r: (
+        all(
+            any(rule in rules.split(";") for rules in r.verdicts.rules)
+            for rule in ("pause", "drawdown_reduce", "correlation", "sector_cap", "circuit_breaker", "regime")
+        )
+        and r.halted_at is not None
+        and r.trades.exit_reason.str.startswith("close-all").sum() >= 3
+    ),
 }
 
 

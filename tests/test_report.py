@@ -22,7 +22,19 @@ from hflite.analytics import (
     summary_table,
     write_report,
 )
-from hflite.engine.result import FILL_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, VERDICT_COLUMNS, RunResult
+from hflite.engine.result import (
+    CHECK_COLUMNS,
+    FILL_COLUMNS,
+    ORDER_COLUMNS,
+    RISK_EVENT_COLUMNS,
+    RISK_LIMIT_COLUMNS,
+    RISK_SPAN_COLUMNS,
+    TRADE_COLUMNS,
+    VERDICT_COLUMNS,
+    RunResult,
+)
+from hflite.engine.run import backtest
+from tests.conftest import make_settings
 
 
 def _bars(index: pd.DatetimeIndex, rng: np.random.Generator, start_px: float) -> pd.DataFrame:
@@ -80,9 +92,18 @@ def make_result(n_days: int = 300, symbols: tuple[str, ...] = ("AAA", "BTCUSD"),
                     sym,
                     a,
                     "approved" if j % 2 else "resized",
-                    150.0,
+                    150.0 if j % 2 == 0 else qty,
                     qty,
                     "ok" if j % 2 else "atr size cap",
+                    "entry",
+                    "buy",
+                    "signal",
+                    entry,
+                    1.5,
+                    1.0,
+                    "" if j % 2 else "position_cap",
+                    f"o-{tid}-in",
+                    '{"fast": 1.0}',
                 ]
             )
             if not is_open:
@@ -129,7 +150,23 @@ def make_result(n_days: int = 300, symbols: tuple[str, ...] = ("AAA", "BTCUSD"),
                     1.0 if is_open else 0.0,
                 ]
             )
-    verdicts.append(["i-rej", symbols[0], timeline[5], "rejected", 10.0, 0.0, "daily loss limit"])
+    verdicts.append(
+        ["i-rej", symbols[0], timeline[5], "rejected", 0.0, 0.0, "daily loss limit", "entry", "buy",
+         "signal", 50.0, 1.0, 1.0, "daily_loss", None, "{}"]
+    )  # fmt: skip
+    checks = [
+        ["i-rej", symbols[0], timeline[5], "drawdown_pct", 1.0, 15.0, True],
+        ["i-AAA-0-in", "AAA", timeline[10], "position_pct", 30.0, 25.0, False],
+    ]
+    events = [
+        [timeline[5], "daily_loss", "", "daily loss limit: 2.10% below the period's starting equity"],
+        [timeline[40], "breaker", symbols[0], "circuit breaker on AAA: a 6.0-sigma move"],
+        [timeline[60], "halt", "", "drawdown 15.20% reached the 15% limit"],
+    ]
+    spans = [
+        ["daily_loss", timeline[5], timeline[6], (timeline[6] - timeline[5]) / pd.Timedelta(days=1), "lock"],
+        ["halted", timeline[60], None, (timeline[-1] - timeline[60]) / pd.Timedelta(days=1), "drawdown"],
+    ]
     bench_close = prices[symbols[0]]["close"]
     return RunResult(
         run_id="run-test-0001",
@@ -154,6 +191,12 @@ def make_result(n_days: int = 300, symbols: tuple[str, ...] = ("AAA", "BTCUSD"),
         data_versions={"stocks/AAA/1d": "sha256:abc123"},
         warnings=["gap in AAA: 2023-03-01 → 2023-03-03"],
         stats={"bars": float(len(timeline)), "seconds": 0.5},
+        risk_checks=pd.DataFrame(checks, columns=CHECK_COLUMNS),
+        risk_events=pd.DataFrame(events, columns=RISK_EVENT_COLUMNS),
+        risk_spans=pd.DataFrame(spans, columns=RISK_SPAN_COLUMNS),
+        risk_limits=pd.DataFrame(
+            [("max_position_pct", "25"), ("daily_loss_pct", "2")], columns=RISK_LIMIT_COLUMNS
+        ),
     )
 
 
@@ -187,7 +230,7 @@ def test_html_has_every_section_title(folder: Path) -> None:
         "sha256:abc123",
         "gap in AAA",
         "Data versions",
-        "Largest resizes",
+        "Largest cuts",
         "atr size cap",
         "Trading statistics",
         "fig-price-0",
@@ -214,6 +257,10 @@ def test_html_embeds_plotlyjs_exactly_once_and_links_nothing(folder: Path) -> No
         ("orders.csv", ORDER_COLUMNS),
         ("fills.csv", FILL_COLUMNS),
         ("verdicts.csv", VERDICT_COLUMNS),
+        ("risk_checks.csv", CHECK_COLUMNS),
+        ("risk_events.csv", RISK_EVENT_COLUMNS),
+        ("risk_spans.csv", RISK_SPAN_COLUMNS),
+        ("risk_limits.csv", RISK_LIMIT_COLUMNS),
     ],
 )
 def test_csv_has_documented_columns(folder: Path, name: str, columns: list[str]) -> None:
@@ -286,3 +333,170 @@ def test_summary_table_has_strategy_and_benchmark_columns(result: RunResult) -> 
     assert f"{metrics['sharpe']:.2f}" in text
     assert "1 open position(s)" in text
     assert not math.isnan(metrics["sharpe"])
+
+
+# -- the audit trail of a real run ----------------------------------------------------------------
+# Four symbols on the sample data with a tight drawdown rule, a human pause from 2018-03-01 to
+# 2018-10-01 and a kill on 2019-11-01 that is never lifted: the gate resizes (drawdown, volatility,
+# correlation, position cap, regime) and rejects (pause, circuit breaker). BTC-USD trades every day at
+# 00:00 UTC, so the run's timeline has a point at each of those midnights.
+PAUSE, RESUME, KILL = "2018-03-01", "2018-10-01", "2019-11-01"
+
+
+@pytest.fixture(scope="module")
+def audit(sample_store, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult, Path]:
+    settings = make_settings(
+        sample_store,
+        run={"symbols": ["SPY", "QQQ", "GLD", "BTC-USD"], "start": "2017-01-03", "end": "2019-12-31"},
+        strategy={"name": "trend", "fast": 10, "slow": 40},
+        risk={
+            "max_drawdown_pct": 6,
+            "drawdown_reduce_pct": 3,
+            "events": [
+                {"at": PAUSE, "action": "pause", "reason": "holiday"},
+                {"at": RESUME, "action": "resume", "reason": "back"},
+                {"at": KILL, "action": "kill", "reason": "done for the year"},
+            ],
+        },
+    )
+    result = backtest(settings, sample_store, run_id="audit-run")
+    out = tmp_path_factory.mktemp("audit") / "audit-run"
+    write_report(result, out)
+    return result, out
+
+
+def _risk_section(folder: Path) -> str:
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    start = html.index('<section id="risk">')
+    return html[start : html.index("</section>", start)]
+
+
+def test_the_real_run_resizes_and_rejects(audit):
+    result, _ = audit
+    status = result.verdicts["status"].value_counts()
+    assert status["resized"] > 0 and status["rejected"] > 0 and status["approved"] > 0
+
+
+def test_every_check_of_every_verdict_is_a_row_with_its_value_and_limit(audit):
+    result, folder = audit
+    checks = pd.read_csv(folder / "risk_checks.csv")
+    assert len(checks) == len(result.risk_checks) > 0
+    assert set(checks["intent_id"]) <= set(result.verdicts["intent_id"])
+    exits = result.verdicts.loc[result.verdicts["kind"] == "exit", "intent_id"]
+    assert not checks["intent_id"].isin(exits).any()  # exits pass no checks
+    assert (checks.loc[checks["name"] == "drawdown_pct", "limit"] == 6.0).all()
+    assert (checks.loc[checks["name"] == "position_pct", "limit"] == 25.0).all()
+
+
+def test_a_position_cap_cut_records_the_uncut_share_of_equity_and_keeps_exactly_the_cap(audit):
+    result, folder = audit
+    verdicts = pd.read_csv(folder / "verdicts.csv", keep_default_na=False)
+    checks = pd.read_csv(folder / "risk_checks.csv").set_index(["intent_id", "name"])
+    capped = verdicts[verdicts["rules"] == "position_cap"]
+    assert len(capped) > 0
+    for v in capped.itertuples(index=False):
+        equity = result.equity.loc[pd.Timestamp(v.ts)]  # the mark the gate saw at that bar-time
+        c = checks.loc[(v.intent_id, "position_pct")]
+        assert c["value"] == pytest.approx(v.qty_requested * v.price * v.fx / equity * 100, rel=1e-9)
+        assert c["value"] > c["limit"] == 25.0 and not c["passed"]
+        assert v.qty_approved == math.floor(0.25 * equity / (v.price * v.fx))  # whole shares/units left
+
+
+def test_a_paused_entry_is_rejected_with_the_human_reason(audit):
+    result, _ = audit
+    v = result.verdicts
+    in_pause = (v["ts"] >= pd.Timestamp(PAUSE, tz="UTC")) & (v["ts"] < pd.Timestamp(RESUME, tz="UTC"))
+    entries = v[in_pause & (v["kind"] == "entry")]
+    assert len(entries) > 0
+    assert (entries["status"] == "rejected").all() and (entries["rules"] == "pause").all()
+    assert entries["reason"].str.startswith("paused by a human: holiday").all()
+
+
+def test_a_breaker_rejection_names_a_trip_listed_in_the_risk_events(audit):
+    result, _ = audit
+    trips = result.risk_events[result.risk_events["kind"] == "breaker"]
+    rejected = result.verdicts[result.verdicts["rules"] == "circuit_breaker"]
+    assert len(rejected) > 0
+    for v in rejected.itertuples(index=False):
+        assert v.reason in set(trips.loc[trips["symbol"] == v.symbol, "detail"])
+
+
+def test_verdicts_csv_carries_the_intent_its_order_and_its_indicator_values(audit):
+    result, folder = audit
+    verdicts = pd.read_csv(folder / "verdicts.csv", keep_default_na=False)
+    assert list(verdicts.columns) == VERDICT_COLUMNS
+    orders = pd.read_csv(folder / "orders.csv", keep_default_na=False).set_index("order_id")
+    for v in verdicts[verdicts["order_id"] != ""].itertuples(index=False):
+        assert orders.loc[v.order_id, "decision_id"] == v.intent_id
+        assert orders.loc[v.order_id, "qty"] == pytest.approx(v.qty_approved)
+    entry = verdicts[(verdicts["kind"] == "entry") & verdicts["intent_reason"].str.contains("crossed")].iloc[
+        0
+    ]
+    values = json.loads(entry["values"])
+    # the strategy's reason prints the same indicator values: "SMA(10) 117.1240 crossed above SMA(40) ..."
+    assert (
+        f"{values['fast']:.4f}" in entry["intent_reason"]
+        and f"{values['slow']:.4f}" in entry["intent_reason"]
+    )
+    assert values["atr"] == pytest.approx(entry["atr"])
+
+
+def test_rejections_and_cuts_are_counted_per_rule_in_the_risk_section(audit):
+    result, folder = audit
+    section = _risk_section(folder)
+    rules = result.verdicts["rules"].str.split(";")
+    for rule in ("pause", "circuit_breaker", "volatility", "drawdown_reduce", "position_cap"):
+        has = rules.apply(lambda names, r=rule: r in names)
+        rejected = int((has & (result.verdicts["status"] == "rejected")).sum())
+        resized = int((has & (result.verdicts["status"] == "resized")).sum())
+        assert rejected + resized > 0, rule
+        row = f"<tr><td>{rule}</td><td>{rejected}</td><td>{resized}</td><td>{rejected + resized}</td></tr>"
+        assert row in section
+
+
+def test_time_paused_and_killed_runs_between_the_timeline_points_of_the_commands(audit):
+    result, folder = audit
+    idx = result.equity.index
+    pause, resume, kill = (idx[idx >= pd.Timestamp(d, tz="UTC")][0] for d in (PAUSE, RESUME, KILL))
+    assert (pause, resume, kill) == tuple(pd.Timestamp(d, tz="UTC") for d in (PAUSE, RESUME, KILL))
+    spans = pd.read_csv(folder / "risk_spans.csv", parse_dates=["start_ts", "end_ts"])
+    paused = spans[spans["kind"] == "paused"].iloc[0]
+    assert (paused["start_ts"], paused["end_ts"], paused["days"]) == (pause, resume, 214.0)
+    killed = spans[spans["kind"] == "killed"].iloc[0]
+    assert pd.isna(killed["end_ts"])  # never lifted: in force at the end
+    assert killed["days"] == (idx[-1] - kill) / pd.Timedelta(days=1) == 61.0
+    run_days = (idx[-1] - idx[0]) / pd.Timedelta(days=1)
+    section = _risk_section(folder)
+    assert (
+        f"<tr><td>Paused (human)</td><td>1</td><td>214.0</td><td>{214 / run_days:.2%}</td><td></td></tr>"
+        in section
+    )
+    assert (
+        f"<tr><td>Killed (human)</td><td>1</td><td>61.0</td><td>{61 / run_days:.2%}</td><td>yes</td></tr>"
+        in section
+    )
+    assert "still in force" in section and "fig-risk-spans" in section
+
+
+def test_the_largest_cuts_rank_by_usd_and_show_the_rules(audit):
+    result, folder = audit
+    v = result.verdicts
+    cut = (v["qty_requested"] - v["qty_approved"]) * v["price"] * v["fx"]
+    sized = v[(v["qty_requested"] > 0) & (v["status"] != "approved")]
+    top = cut.loc[sized.index].idxmax()
+    ranked = report_mod.largest_cuts(v)
+    assert ranked.index[0] == top and ranked["cut_usd"].iloc[0] == pytest.approx(cut[top])
+    section = _risk_section(folder)
+    part = section[section.index("Largest cuts") :]
+    assert f"<td>{v.loc[top, 'intent_id']}</td>" in part and f"{cut[top]:,.0f}" in part
+
+
+def test_the_risk_section_lists_every_limit_and_the_breaker_trips(audit):
+    result, folder = audit
+    section = _risk_section(folder)
+    limits = pd.read_csv(folder / "risk_limits.csv", keep_default_na=False)
+    assert ("max_drawdown_pct", "6") in set(zip(limits["limit"], limits["value"].astype(str), strict=True))
+    assert "<tr><td>max_drawdown_pct</td><td>6</td></tr>" in section
+    trips = result.risk_events[result.risk_events["kind"] == "breaker"]["symbol"].value_counts()
+    for sym, n in trips.items():
+        assert f"<tr><td>{sym}</td><td>{n}</td><td>0</td></tr>" in section

@@ -32,7 +32,9 @@ LIMITS = {"daily": 2.0, "weekly": 5.0, "monthly": 10.0}
 
 @pytest.fixture(scope="module")
 def run(sample_store):
-    settings = load_settings(REPO / "configs" / "risk_scenario.toml", {"data": {"dir": str(sample_store.root)}})
+    settings = load_settings(
+        REPO / "configs" / "risk_scenario.toml", {"data": {"dir": str(sample_store.root)}}
+    )
     prep = prepare(settings, sample_store)
     engine = make_engine(prep, compute_signals(prep.strategy, prep.md))
     run_backtest(engine)

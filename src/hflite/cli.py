@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from hflite.cli_risk import risk_app
 from hflite.config import ConfigError, Settings, load_settings, parse_overrides
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(risk_app, name="risk")
 
 
 class _Consoles:
@@ -131,10 +133,18 @@ def replay(
     ] = "max",
     sets: SetOpt = None,
     out: Annotated[Path | None, typer.Option(help="Report folder (default reports/<run-id>).")] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            help="SQLite journal (default var/journal/<run-id>.sqlite). An existing one resumes: its "
+            "pause, kill or halt stays in force and queued commands apply at the first bar-time."
+        ),
+    ] = None,
 ) -> None:
     """Run the live runtime (asyncio, bar by bar, SQLite journal) on recorded bars.
 
     Same strategy, risk gate, OMS and venue as a backtest; results match it exactly.
+    `hflite risk pause|resume|close-all|kill|status` act on it while it runs.
     Example: hflite replay --config configs/demo.toml --speed max
     """
     from hflite.engine.replay import replay as run_replay
@@ -148,8 +158,47 @@ def replay(
         return
     settings = _load(config, sets)
     with _progress() as say:
-        result = _guard(lambda: asyncio.run(run_replay(settings, speed=factor, progress=say)))
+        result = _guard(
+            lambda: asyncio.run(run_replay(settings, speed=factor, journal_path=journal, progress=say))
+        )
     _finish(result, settings, out)
+
+
+@app.command()
+def explain(
+    decision: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="An intent id (e.g. trend-SPY-d12, in verdicts.csv) or an order id (orders.csv; "
+            "protective -sl/-tp orders lead to the entry that placed them).",
+        ),
+    ],
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Report folder (default: the newest one under report.dir, reports/)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config file (for its report.dir).")
+    ] = None,
+) -> None:
+    """Explain one decision from a report: the intent and the indicators it saw, the risk verdict
+    (requested -> approved, reason, rules), every risk check with its value and limit, the orders,
+    fills and trade it led to, and the data versions of the run.
+
+    Example: hflite explain trend-SPY-d12 --report reports/demo-trend-20250101-120000
+    """
+    from rich.markup import escape
+
+    from hflite.explain import TrailError, latest_report, load_trail, render_trail, report_dir
+
+    try:
+        folder = report if report is not None else latest_report(report_dir(config))
+        trail = load_trail(folder, decision)
+    except TrailError as exc:
+        _fail(escape(str(exc)), code=1)
+        return
+    console.print(render_trail(trail))
 
 
 def _data_config(config: Path | None, data_dir: Path | None = None) -> Any:

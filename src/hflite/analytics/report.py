@@ -28,7 +28,17 @@ from hflite.analytics.metrics import (
     run_metrics,
 )
 from hflite.analytics.summary import Kind, format_metric
-from hflite.engine.result import FILL_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, VERDICT_COLUMNS, RunResult
+from hflite.engine.result import (
+    CHECK_COLUMNS,
+    FILL_COLUMNS,
+    ORDER_COLUMNS,
+    RISK_EVENT_COLUMNS,
+    RISK_LIMIT_COLUMNS,
+    RISK_SPAN_COLUMNS,
+    TRADE_COLUMNS,
+    VERDICT_COLUMNS,
+    RunResult,
+)
 
 #: Section titles of report.html, in page order.
 SECTIONS = (
@@ -39,7 +49,7 @@ SECTIONS = (
     "Monthly returns",
     "Prices and fills",
     "Exposure",
-    "Risk verdicts",
+    "Risk",
     "Trades",
     "Configuration",
 )
@@ -50,6 +60,10 @@ REPORT_FILES = (
     "orders.csv",
     "fills.csv",
     "verdicts.csv",
+    "risk_checks.csv",
+    "risk_events.csv",
+    "risk_spans.csv",
+    "risk_limits.csv",
     "equity.parquet",
     "metrics.json",
     "config.json",
@@ -61,8 +75,22 @@ _MAX_PRICE_POINTS = 5000
 _MIN_PRICE_POINTS = 500
 _MAX_MARKERS = 2000  # per symbol and side
 _MAX_TRADE_ROWS = 200
-_MAX_REASON_ROWS = 30
-_MAX_RESIZE_ROWS = 10
+_MAX_CUT_ROWS = 10
+_MAX_SPAN_ROWS = 50
+_MAX_EVENT_ROWS = 50
+_MAX_TRIP_ROWS = 30
+_MAX_SPAN_SHAPES = 300
+
+#: Restriction kinds of ``RunResult.risk_spans``, in report order, with a label and a plot colour.
+SPAN_KINDS: dict[str, tuple[str, str]] = {
+    "halted": ("Halted (drawdown)", "#cf222e"),
+    "paused": ("Paused (human)", "#bf8700"),
+    "killed": ("Killed (human)", "#57606a"),
+    "daily_loss": ("Daily loss lock", "#fb8f44"),
+    "weekly_loss": ("Weekly loss lock", "#e16f24"),
+    "monthly_loss": ("Monthly loss lock", "#bc4c00"),
+    "protection": ("Protection (every symbol)", "#8250df"),
+}
 
 _PERFORMANCE_ROWS: tuple[tuple[str, str, Kind], ...] = (
     ("Total return", "total_return", "pct"),
@@ -206,6 +234,10 @@ def _write_tables(result: RunResult, folder: Path) -> None:
     _with_columns(result.orders, ORDER_COLUMNS).to_csv(folder / "orders.csv", index=False)
     _with_columns(result.fills, FILL_COLUMNS).to_csv(folder / "fills.csv", index=False)
     _with_columns(result.verdicts, VERDICT_COLUMNS).to_csv(folder / "verdicts.csv", index=False)
+    _with_columns(result.risk_checks, CHECK_COLUMNS).to_csv(folder / "risk_checks.csv", index=False)
+    _with_columns(result.risk_events, RISK_EVENT_COLUMNS).to_csv(folder / "risk_events.csv", index=False)
+    _with_columns(result.risk_spans, RISK_SPAN_COLUMNS).to_csv(folder / "risk_spans.csv", index=False)
+    _with_columns(result.risk_limits, RISK_LIMIT_COLUMNS).to_csv(folder / "risk_limits.csv", index=False)
     equity_frame(result).to_parquet(folder / "equity.parquet")
 
 
@@ -244,7 +276,7 @@ def render_html(result: RunResult, metrics: dict, bench_metrics: dict[str, dict]
         _section("Monthly returns", _monthly_html(result)),
         _section("Prices and fills", _prices_html(result)),
         _section("Exposure", _figure_html(_exposure_figure(result), "exposure")),
-        _section("Risk verdicts", _verdicts_html(result.verdicts)),
+        _section("Risk", _risk_html(result)),
         _section("Trades", _trades_html(result.trades)),
         _section("Configuration", _config_html(result.config)),
     ]
@@ -334,47 +366,330 @@ def _performance_html(metrics: dict, bench_metrics: dict[str, dict]) -> str:
     )
 
 
-def _verdicts_html(verdicts: pd.DataFrame | None) -> str:
-    if verdicts is None or verdicts.empty:
+# ------------------------------------------------------------------------------------ the risk section
+
+
+def _risk_html(result: RunResult) -> str:
+    """The audit in one section: limits, verdicts by status and by rule, time under restrictions,
+    risk events, circuit breakers and the largest cuts (every row is in the CSV files)."""
+    v = _with_columns(result.verdicts, VERDICT_COLUMNS)
+    spans = _spans(result)
+    events = _with_columns(result.risk_events, RISK_EVENT_COLUMNS)
+    return "".join(
+        [
+            _limits_html(result.risk_limits),
+            "<h3>Verdicts by status</h3>",
+            _status_html(v),
+            "<h3>Rejections and cuts by rule</h3>",
+            _rules_html(v),
+            "<h3>Time under restrictions</h3>",
+            _time_html(result, spans),
+            _spans_plot_html(result, spans),
+            "<h3>Risk events</h3>",
+            _events_html(events),
+            "<h3>Circuit breakers</h3>",
+            _breakers_html(events),
+            "<h3>Largest cuts</h3>",
+            _cuts_html(v),
+        ]
+    )
+
+
+def _limits_html(limits: pd.DataFrame | None) -> str:
+    frame = _with_columns(limits, RISK_LIMIT_COLUMNS)
+    if frame.empty:
+        return '<p class="note">No risk limits recorded.</p>'
+    rows = [[str(name), str(value)] for name, value in zip(frame["limit"], frame["value"], strict=True)]
+    return (
+        f"<details><summary>Every limit of this run ({len(rows)}; also in risk_limits.csv)</summary>"
+        f"{_table(['Limit', 'Value'], rows)}</details>"
+    )
+
+
+def _status_html(v: pd.DataFrame) -> str:
+    if v.empty:
         return '<p class="note">No risk verdicts recorded.</p>'
+    kind = v["kind"].fillna("").astype(str)
+    rows = []
+    for status in ("approved", "resized", "rejected", *sorted(set(v["status"].astype(str)) - _STATUSES)):
+        mask = v["status"].astype(str) == status
+        entries, exits = int((mask & (kind == "entry")).sum()), int((mask & (kind == "exit")).sum())
+        rows.append([status, f"{entries:,}", f"{exits:,}", f"{int(mask.sum()):,}"])
+    note = (
+        '<p class="note">Every intent gets a verdict. Exits are always approved and never enlarged; '
+        "entries are sized at the configured risk, then cut or rejected by the rules below. "
+        "verdicts.csv holds every verdict, risk_checks.csv every check with its value and limit "
+        "(<code>hflite explain &lt;intent-id&gt;</code> shows one).</p>"
+    )
+    return _table(["Status", "Entries", "Exits", "All"], rows) + note
+
+
+_STATUSES = {"approved", "resized", "rejected"}
+
+
+def rule_counts(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: how many verdicts it rejected and how many it cut (a verdict counts once per rule).
+
+    Columns ``rejected``, ``resized``, ``total``; sorted by total, then rule name."""
     v = _with_columns(verdicts, VERDICT_COLUMNS)
-    counts = v.fillna({"reason": ""}).groupby(["status", "reason"], dropna=False).size()
-    counts = counts.sort_values(ascending=False, kind="stable")
-    rows = [[str(s), str(r), f"{n:,}"] for (s, r), n in counts.head(_MAX_REASON_ROWS).items()]
-    by_status = v.groupby("status", dropna=False).size().sort_values(ascending=False, kind="stable")
-    parts = [
-        _table(["Status", "Verdicts"], [[str(s), f"{n:,}"] for s, n in by_status.items()]),
-        "<h3>By status and reason</h3>",
-        _table(["Status", "Reason", "Verdicts"], rows),
+    v = v[v["status"].isin(["rejected", "resized"])]
+    rules = v["rules"].fillna("").astype(str).str.split(";")
+    pairs = [
+        (rule or "(not recorded)", status)
+        for status, names in zip(v["status"], rules, strict=True)
+        for rule in dict.fromkeys(names)
     ]
-    if len(counts) > _MAX_REASON_ROWS:
-        parts.append(
-            f'<p class="note">Top {_MAX_REASON_ROWS} of {len(counts)} (status, reason) pairs; '
-            "all verdicts are in verdicts.csv.</p>"
-        )
-    parts.append("<h3>Largest resizes</h3>" + _resizes_html(v))
+    frame = pd.DataFrame(pairs, columns=["rule", "status"])
+    table = pd.crosstab(frame["rule"], frame["status"]).reindex(columns=["rejected", "resized"], fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table = table.reset_index().sort_values(["total", "rule"], ascending=[False, True], kind="stable")
+    return table.set_index("rule")[["rejected", "resized", "total"]].astype(int)
+
+
+def _rules_html(v: pd.DataFrame) -> str:
+    counts = rule_counts(v)
+    if counts.empty:
+        return '<p class="note">No intent was rejected or cut.</p>'
+    rows = [[str(rule), f"{r.rejected:,}", f"{r.resized:,}", f"{r.total:,}"] for rule, r in counts.iterrows()]
+    note = (
+        '<p class="note">A verdict counts once under each rule that rejected or cut it, so a column can add '
+        "up to more than the verdicts.</p>"
+    )
+    return _table(["Rule", "Rejected", "Cut (resized)", "Total"], rows) + note
+
+
+def _spans(result: RunResult) -> pd.DataFrame:
+    """``risk_spans`` with parsed times and ``until``: the end, or the run's last point for open spans."""
+    s = _with_columns(result.risk_spans, RISK_SPAN_COLUMNS).copy()
+    s["start_ts"] = pd.to_datetime(s["start_ts"], utc=True)
+    s["end_ts"] = pd.to_datetime(s["end_ts"], utc=True)
+    last = _utc_index(result.equity.index)[-1] if len(result.equity) else pd.NaT
+    s["until"] = s["end_ts"].fillna(last)
+    return s
+
+
+def _union_days(spans: pd.DataFrame) -> float:
+    """Days covered by the spans, overlaps counted once."""
+    total, cur_a, cur_b = pd.Timedelta(0), None, None
+    for a, b in sorted(zip(spans["start_ts"], spans["until"], strict=True)):
+        if cur_b is None or a > cur_b:
+            if cur_b is not None:
+                total += cur_b - cur_a
+            cur_a, cur_b = a, b
+        elif b > cur_b:
+            cur_b = b
+    if cur_b is not None:
+        total += cur_b - cur_a
+    return total / pd.Timedelta(days=1)
+
+
+def time_under_restrictions(result: RunResult) -> pd.DataFrame:
+    """Per restriction kind: spans, days (overlaps once), share of the run, and whether still in force."""
+    spans = _spans(result)
+    idx = _utc_index(result.equity.index)
+    run_days = (idx[-1] - idx[0]) / pd.Timedelta(days=1) if len(idx) > 1 else 0.0
+    rows = []
+    for kind in [*SPAN_KINDS, *sorted(set(spans["kind"].astype(str)) - set(SPAN_KINDS))]:
+        of = spans[spans["kind"] == kind]
+        days = _union_days(of)
+        share = days / run_days if run_days > 0 else math.nan
+        rows.append((kind, len(of), days, share, bool(of["end_ts"].isna().any())))
+    return pd.DataFrame(rows, columns=["kind", "spans", "days", "share", "in_force_at_end"]).set_index("kind")
+
+
+def _time_html(result: RunResult, spans: pd.DataFrame) -> str:
+    summary = time_under_restrictions(result)
+    rows = [
+        [
+            SPAN_KINDS.get(str(kind), (str(kind), ""))[0],
+            f"{r.spans:,}",
+            f"{r.days:,.1f}",
+            format_metric(r.share, "pct"),
+            "yes" if r.in_force_at_end else "",
+        ]
+        for kind, r in summary.iterrows()
+    ]
+    parts = [
+        _table(["Restriction", "Spans", "Days", "% of run", "In force at the end"], rows),
+        '<p class="note">Calendar days between timeline points; a restriction still in force at the end '
+        "counts up to the run's last point. Per-symbol pauses (breakers, stop-out cooldowns, guards) "
+        "are listed under risk events and circuit breakers.</p>",
+    ]
+    if not spans.empty:
+        shown = spans.head(_MAX_SPAN_ROWS)
+        span_rows = [
+            [
+                SPAN_KINDS.get(str(r.kind), (str(r.kind), ""))[0],
+                _ts(r.start_ts),
+                _ts(r.end_ts) if not pd.isna(r.end_ts) else "still in force",
+                f"{float(r.days):,.1f}",
+                str(r.detail),
+            ]
+            for r in shown.itertuples(index=False)
+        ]
+        parts.append(_table(["Restriction", "From", "To", "Days", "Why"], span_rows))
+        if len(spans) > len(shown):
+            parts.append(
+                f'<p class="note">First {len(shown)} of {len(spans)} spans; all are in risk_spans.csv.</p>'
+            )
     return "".join(parts)
 
 
-def _resizes_html(v: pd.DataFrame) -> str:
+def _spans_plot_html(result: RunResult, spans: pd.DataFrame) -> str:
+    if spans.empty or result.equity.empty:
+        return ""
+    return _figure_html(_restrictions_figure(result, spans), "risk-spans")
+
+
+def _restrictions_figure(result: RunResult, spans: pd.DataFrame) -> go.Figure:
+    """Equity with the time spent under each restriction shaded."""
+    thin = _thin(equity_frame(result)["equity"], _MAX_CURVE_POINTS)
+    fig = go.Figure()
+    fig.add_scatter(x=_x(thin.index), y=_y(thin), name="Equity", line={"width": 1.5, "color": "#1f77b4"})
+    shown: set[str] = set()
+    for r in spans.head(_MAX_SPAN_SHAPES).itertuples(index=False):
+        label, color = SPAN_KINDS.get(str(r.kind), (str(r.kind), "#6e7781"))
+        end = r.until if r.until > r.start_ts else r.start_ts + pd.Timedelta(hours=12)
+        fig.add_vrect(
+            x0=f"{r.start_ts:%Y-%m-%d %H:%M}",
+            x1=f"{end:%Y-%m-%d %H:%M}",
+            fillcolor=color,
+            opacity=0.25,
+            line_width=0,
+            layer="below",
+            name=label,
+            legendgroup=label,
+            showlegend=label not in shown,
+        )
+        shown.add(label)
+    fig.update_layout(height=320, xaxis_type="date", yaxis_title="Equity (USD)")
+    return fig
+
+
+def _events_html(events: pd.DataFrame) -> str:
+    ev = events[~events["kind"].isin(_BREAKER_KINDS)]
+    if ev.empty:
+        return '<p class="note">No halt, pause, kill, loss-limit lock or protection during the run.</p>'
+    symbol = ev["symbol"].fillna("").astype(str)
+    kinds = ev["kind"].astype(str)
+    order = [k for k in _EVENT_ORDER if k in set(kinds)] + sorted(set(kinds) - set(_EVENT_ORDER))
+    by_kind = (
+        pd.DataFrame({"kind": kinds, "scope": np.where(symbol == "", "account", "symbol")})
+        .value_counts()
+        .unstack(fill_value=0)
+        .reindex(index=order, columns=["account", "symbol"], fill_value=0)
+    )
+    rows = [[str(k), f"{r.account:,}", f"{r.symbol:,}"] for k, r in by_kind.iterrows()]
+    parts = [_table(["Event", "Account-wide", "One symbol"], rows)]
+    protections = symbol[(ev["kind"] == "protection").to_numpy() & (symbol != "").to_numpy()]
+    if not protections.empty:
+        per = protections.value_counts().sort_index()
+        parts.append(_table(["Symbol", "Protection pauses"], [[str(s), f"{n:,}"] for s, n in per.items()]))
+    shown = ev.head(_MAX_EVENT_ROWS)
+    parts.append(
+        _table(
+            ["Time", "Event", "Symbol", "Detail"],
+            [
+                [_ts(r.ts), str(r.kind), str(r.symbol or ""), str(r.detail)]
+                for r in shown.itertuples(index=False)
+            ],
+        )
+    )
+    if len(ev) > len(shown):
+        parts.append(
+            f'<p class="note">First {len(shown)} of {len(ev)} events; all are in risk_events.csv.</p>'
+        )
+    return "".join(parts)
+
+
+_BREAKER_KINDS = ("breaker", "market_breaker")
+_EVENT_ORDER = ("halt", "pause", "resume", "kill", "close_all", "daily_loss", "weekly_loss", "monthly_loss",
+                "protection")  # fmt: skip
+
+
+def _breakers_html(events: pd.DataFrame) -> str:
+    trips = events[events["kind"].isin(_BREAKER_KINDS)]
+    if trips.empty:
+        return '<p class="note">No circuit breaker tripped on the run\'s bars.</p>'
+    per = (
+        trips.assign(symbol=trips["symbol"].fillna("").astype(str))[["symbol", "kind"]]
+        .value_counts()
+        .unstack(fill_value=0)
+        .reindex(columns=list(_BREAKER_KINDS), fill_value=0)
+    )
+    rows = [[str(s), f"{r.breaker:,}", f"{r.market_breaker:,}"] for s, r in per.iterrows()]
+    shown = trips.head(_MAX_TRIP_ROWS)
+    parts = [
+        _table(["Symbol", "Bars tripped (symbol)", "Bars tripped (market-wide index)"], rows),
+        '<p class="note">Every bar of the run on which a breaker condition held, whether or not an entry '
+        "was due (a lasting condition trips on each bar); each trip pauses new entries for the configured "
+        "cooldown (see the limits).</p>",
+        _table(
+            ["Time", "Symbol", "Breaker", "Detail"],
+            [[_ts(r.ts), str(r.symbol), str(r.kind), str(r.detail)] for r in shown.itertuples(index=False)],
+        ),
+    ]
+    if len(trips) > len(shown):
+        parts.append(
+            f'<p class="note">First {len(shown)} of {len(trips)} trips; all are in risk_events.csv.</p>'
+        )
+    return "".join(parts)
+
+
+def largest_cuts(verdicts: pd.DataFrame, n: int = _MAX_CUT_ROWS) -> pd.DataFrame:
+    """The verdicts that cut the most USD: (requested - approved) x price x fx, resized or rejected after
+    sizing, largest first. ``cut_usd`` uses the verdict's FX rate (1 when not recorded)."""
+    v = _with_columns(verdicts, VERDICT_COLUMNS)
     req = pd.to_numeric(v["qty_requested"], errors="coerce").abs()
     appr = pd.to_numeric(v["qty_approved"], errors="coerce").abs()
-    cut = v.assign(kept_ratio=appr / req)[(appr > 0) & (appr < req)]
-    if cut.empty:
-        return '<p class="note">No intent was resized.</p>'
-    cut = cut.sort_values("kept_ratio", kind="stable").head(_MAX_RESIZE_ROWS)
+    price = pd.to_numeric(v["price"], errors="coerce")
+    fx = pd.to_numeric(v["fx"], errors="coerce").fillna(1.0)
+    out = v.assign(cut_qty=req - appr, cut_usd=(req - appr) * price * fx, kept=appr / req)
+    out = out[(req > 0) & (appr < req) & out["status"].isin(["resized", "rejected"])]
+    return out.sort_values("cut_usd", ascending=False, kind="stable", na_position="last").head(n)
+
+
+def _cuts_html(v: pd.DataFrame) -> str:
+    cuts = largest_cuts(v)
+    if cuts.empty:
+        return '<p class="note">No intent was cut.</p>'
     rows = [
         [
             _ts(r.ts),
+            str(r.intent_id),
             str(r.symbol),
+            str(r.status),
             f"{r.qty_requested:,.6g}",
             f"{r.qty_approved:,.6g}",
-            f"{r.kept_ratio:.1%}",
+            f"{r.cut_usd:,.0f}" if r.cut_usd == r.cut_usd else "",
+            f"{r.kept:.1%}",
+            str(r.rules) if isinstance(r.rules, str) else "",
             str(r.reason),
         ]
-        for r in cut.itertuples(index=False)
+        for r in cuts.itertuples(index=False)
     ]
-    return _table(["Time", "Symbol", "Requested", "Approved", "Kept", "Reason"], rows)
+    note = (
+        '<p class="note">Requested is the size at the configured risk before any cut; the cut in USD is '
+        "(requested - approved) x the intent's price x its FX rate to USD at the decision.</p>"
+    )
+    return (
+        _table(
+            [
+                "Time",
+                "Intent",
+                "Symbol",
+                "Status",
+                "Requested",
+                "Approved",
+                "Cut (USD)",
+                "Kept",
+                "Rules",
+                "Reason",
+            ],
+            rows,
+        )
+        + note
+    )
 
 
 def _trade_cell(column: str, value: Any) -> str:

@@ -94,6 +94,7 @@ class Engine:
         #: runtime fills from the journal. Both are applied after the mark, before decisions.
         self.scheduled = sorted(scheduled or [])
         self.commands: deque[tuple[str, str]] = deque()
+        self._journaled = 0  # risk events written to the journal so far
         self.equity = np.full(md.length, np.nan)
         self.orders: dict[str, Order] = {}
         self.fills: list[Fill] = []
@@ -125,6 +126,8 @@ class Engine:
                 self._decide(sym, k, i)
         self.last_i = i
         self.steps += 1
+        if len(self.risk.events) > self._journaled:
+            self._journal_risk()
 
     @property
     def halted_at(self) -> int | None:
@@ -166,14 +169,22 @@ class Engine:
                     k = self.risk._bar_at(sym, i)
                     if k >= 0:
                         self._exit(sym, k, i, why)
-        self.journal.risk_event(event._asdict(), self.risk.snapshot())
         return event
+
+    def _journal_risk(self) -> None:
+        """Journal new risk events with the state a restart must keep (halts included)."""
+        snap = self.risk.snapshot()
+        for ev in self.risk.events[self._journaled :]:
+            self.journal.risk_event(ev._asdict(), snap)
+        self._journaled = len(self.risk.events)
 
     def finish(self) -> None:
         """Value the quiet tail after the last stepped bar."""
         if self.last_i + 1 < self.md.length:
             self._value_quiet(self.last_i + 1, self.md.length)
             self.last_i = self.md.length - 1
+        if len(self.risk.events) > self._journaled:
+            self._journal_risk()
 
     # -- bars: fills, trailing and time stops -----------------------------------------------------
     def _on_bar(self, sym: str, k: int, i: int) -> None:

@@ -59,8 +59,42 @@ FILL_COLUMNS = [
     "ts",
     "liquidity_capped",
 ]
-#: Columns of ``RunResult.verdicts``.
-VERDICT_COLUMNS = ["intent_id", "symbol", "ts", "status", "qty_requested", "qty_approved", "reason"]
+#: Columns of ``RunResult.verdicts`` (one row per intent). ``reason`` is the gate's, ``intent_reason``
+#: the strategy's; ``price`` is the intent's reference price in the quote currency and ``fx`` converts
+#: it to USD; ``rules`` lists the rules that rejected or cut it (";"-joined); ``values`` is the JSON of
+#: the strategy's indicator values at the decision.
+VERDICT_COLUMNS = [
+    "intent_id",
+    "symbol",
+    "ts",
+    "status",
+    "qty_requested",
+    "qty_approved",
+    "reason",
+    "kind",
+    "side",
+    "intent_reason",
+    "price",
+    "atr",
+    "fx",
+    "rules",
+    "order_id",
+    "values",
+]
+#: Columns of ``RunResult.risk_checks`` (one row per check of each verdict, in the gate's order).
+CHECK_COLUMNS = ["intent_id", "symbol", "ts", "name", "value", "limit", "passed"]
+#: Columns of ``RunResult.risk_events``: risk-state changes and circuit-breaker trips, by time.
+RISK_EVENT_COLUMNS = ["ts", "kind", "symbol", "detail"]
+#: Columns of ``RunResult.risk_spans``: time spent halted, paused, killed, locked or protected.
+#: ``end_ts`` is empty when the span was still in force at the run's end; ``days`` then runs to the
+#: run's last point.
+RISK_SPAN_COLUMNS = ["kind", "start_ts", "end_ts", "days", "detail"]
+#: Columns of ``RunResult.risk_limits`` (every limit the run's risk manager enforced, as text).
+RISK_LIMIT_COLUMNS = ["limit", "value"]
+
+
+def _empty(columns: list[str]) -> Any:
+    return lambda: pd.DataFrame(columns=columns)
 
 
 @dataclass
@@ -71,7 +105,9 @@ class RunResult:
     timeline (one point per bar-time of any symbol). ``positions`` holds each symbol's market
     value in USD on the same index. ``benchmarks`` holds buy-and-hold equity curves (USD, same
     start cash) of the benchmark symbols over the same window. ``risk_free`` is the annual rate in
-    percent (FEDFUNDS, point-in-time) on the same index.
+    percent (FEDFUNDS, point-in-time) on the same index. The audit trail is ``verdicts`` (one row per
+    intent), ``risk_checks`` (every check of every verdict), ``risk_events``, ``risk_spans`` and
+    ``risk_limits``.
     """
 
     run_id: str
@@ -97,3 +133,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     halted_at: pd.Timestamp | None = None
     stats: dict[str, float] = field(default_factory=dict)  # engine counters: bars, events, seconds
+    risk_checks: pd.DataFrame = field(default_factory=_empty(CHECK_COLUMNS))
+    risk_events: pd.DataFrame = field(default_factory=_empty(RISK_EVENT_COLUMNS))
+    risk_spans: pd.DataFrame = field(default_factory=_empty(RISK_SPAN_COLUMNS))
+    risk_limits: pd.DataFrame = field(default_factory=_empty(RISK_LIMIT_COLUMNS))

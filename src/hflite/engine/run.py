@@ -7,6 +7,8 @@ below it has none of them.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,17 @@ from hflite.domain.instrument import AssetClass, Instrument, UnknownInstrumentEr
 from hflite.domain.order import TimeInForce
 from hflite.engine.core import Engine, run_backtest
 from hflite.engine.market import FREQ_NS, MarketData, build_market, fx_currencies
-from hflite.engine.result import FILL_COLUMNS, ORDER_COLUMNS, TRADE_COLUMNS, VERDICT_COLUMNS, RunResult
+from hflite.engine.result import (
+    CHECK_COLUMNS,
+    FILL_COLUMNS,
+    ORDER_COLUMNS,
+    RISK_EVENT_COLUMNS,
+    RISK_LIMIT_COLUMNS,
+    RISK_SPAN_COLUMNS,
+    TRADE_COLUMNS,
+    VERDICT_COLUMNS,
+    RunResult,
+)
 from hflite.engine.signals import compute_signals
 from hflite.execution.costs import (
     AssetClassCommission,
@@ -358,7 +370,7 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
         trades=_trades(engine, prep),
         orders=_orders(engine),
         fills=_fills(engine, prep),
-        verdicts=_verdicts(engine),
+        verdicts=_verdicts(engine, prep),
         prices=_prices(md),
         benchmarks={},
         risk_free=pd.Series(0.0, index),
@@ -366,7 +378,12 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
         data_versions=dict(md.versions),
         warnings=list(md.warnings),
         halted_at=_to_ts(md.timeline[engine.halted_at]) if engine.halted_at is not None else None,
+        risk_checks=_risk_checks(engine),
+        risk_events=_risk_events(engine),
+        risk_spans=_risk_spans(engine, md),
+        risk_limits=pd.DataFrame(engine.risk.limits.table(), columns=RISK_LIMIT_COLUMNS),
     )
+    result.warnings += [w for w in engine.risk.warnings if w not in result.warnings]
     if engine.halted_at is not None:
         rejected = sum(1 for d in engine.decisions if d.verdict.reason.startswith("halted:"))
         result.warnings.insert(
@@ -481,20 +498,70 @@ def _fills(engine: Engine, prep: Prepared) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FILL_COLUMNS)
 
 
-def _verdicts(engine: Engine) -> pd.DataFrame:
-    rows = [
-        {
-            "intent_id": d.verdict.intent_id,
-            "symbol": d.verdict.symbol,
-            "ts": _to_ts(d.verdict.ts),
-            "status": d.verdict.status.value,
-            "qty_requested": d.verdict.qty_requested,
-            "qty_approved": d.verdict.qty_approved,
-            "reason": d.verdict.reason,
-        }
-        for d in engine.decisions
-    ]
+def _verdicts(engine: Engine, prep: Prepared) -> pd.DataFrame:
+    """One row per decision: the intent, the gate's verdict, the order it became and the indicators."""
+    rows = []
+    for d in engine.decisions:
+        v, it = d.verdict, d.intent
+        rows.append(
+            {
+                "intent_id": v.intent_id,
+                "symbol": v.symbol,
+                "ts": _to_ts(v.ts),
+                "status": v.status.value,
+                "qty_requested": v.qty_requested,
+                "qty_approved": v.qty_approved,
+                "reason": v.reason,
+                "kind": it.kind.value,
+                "side": it.side.value,
+                "intent_reason": it.reason,
+                "price": it.price,
+                "atr": it.atr,
+                "fx": _fx_at(prep, prep.instruments[it.symbol].currency, it.bar_index),
+                "rules": ";".join(v.rules),
+                "order_id": d.order_id,
+                "values": _values_json(d.values),
+            }
+        )
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _values_json(values: dict[str, float]) -> str:
+    """Indicator values as strict JSON (NaN and infinities become null)."""
+    return json.dumps({k: v if math.isfinite(v) else None for k, v in values.items()}, allow_nan=False)
+
+
+def _risk_checks(engine: Engine) -> pd.DataFrame:
+    """Every check of every verdict, in the order the gate ran them."""
+    rows = []
+    for d in engine.decisions:
+        v = d.verdict
+        ts = _to_ts(v.ts)
+        rows += [(v.intent_id, v.symbol, ts, c.name, c.value, c.limit, c.passed) for c in v.checks]
+    return pd.DataFrame(rows, columns=CHECK_COLUMNS)
+
+
+def _risk_events(engine: Engine) -> pd.DataFrame:
+    """The manager's state changes and every circuit-breaker trip, by time (ties keep that order)."""
+    events = [*engine.risk.events, *engine.risk.breaker_trips()]
+    rows = [(_to_ts(e.ts), e.kind, e.symbol, e.detail) for e in events]
+    frame = pd.DataFrame(rows, columns=RISK_EVENT_COLUMNS)
+    return frame.sort_values("ts", kind="stable", ignore_index=True)
+
+
+def _risk_spans(engine: Engine, md: MarketData) -> pd.DataFrame:
+    """Time under each restriction. A span that outlasts the run (never lifted, or planned to end after
+    the last point) has no end and counts up to the last point."""
+    last = md.length - 1
+    rows = []
+    for sp in engine.risk.spans:
+        start = min(sp.start, last)
+        ended = sp.end is not None and sp.end <= last
+        stop = sp.end if ended and sp.end is not None else last
+        days = (int(md.timeline[stop]) - int(md.timeline[start])) / 86_400e9
+        end_ts = _to_ts(md.timeline[stop]) if ended else None
+        rows.append((sp.kind, _to_ts(md.timeline[start]), end_ts, max(days, 0.0), sp.detail))
+    return pd.DataFrame(rows, columns=RISK_SPAN_COLUMNS)
 
 
 def _prices(md: MarketData) -> dict[str, pd.DataFrame]:

@@ -9,6 +9,8 @@ and steps the engine once per bar-time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -92,11 +94,17 @@ def _grow(a: np.ndarray, n: int, fill: float | int = np.nan) -> np.ndarray:
     return out
 
 
+#: Seconds between the runtime's heartbeats in its journal (``hflite risk status`` reads them).
+HEARTBEAT_S = 1.0
+
+
 class Control(Protocol):
-    """Where human risk commands come from (the SQLite journal's command queue)."""
+    """Where human risk commands come from (the SQLite journal's command queue), and where the
+    runtime says it is alive."""
 
     def pending_commands(self) -> list[Command]: ...
     def mark_applied(self, seq: int, bar_ts: int) -> None: ...
+    def heartbeat(self, status: str, bar_ts: int | None = None) -> None: ...
 
 
 class LiveRuntime:
@@ -140,8 +148,24 @@ class LiveRuntime:
         self.engine = make_engine(self.md, self.signals)
         self.length = 0
         self._last_close: dict[str, float] = {s: np.nan for s in template.bars}
+        self._beat_at = 0.0  # monotonic seconds of the last heartbeat
 
     async def run(self, feed: AsyncIterator[BarEvent] | RecordedFeed) -> Engine:
+        """Step the engine per bar-time until the feed ends or a kill has left the book flat."""
+        beats = asyncio.create_task(self._beat_forever()) if self.control is not None else None
+        try:
+            await self._consume(feed)
+        finally:
+            if beats is not None:
+                beats.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beats
+                self._beat("stopped")
+        self._trim()
+        self.engine.finish()
+        return self.engine
+
+    async def _consume(self, feed: AsyncIterator[BarEvent] | RecordedFeed) -> None:
         group: list[BarEvent] = []
         async for ev in feed:  # type: ignore[union-attr]
             if not ev.live:
@@ -151,13 +175,24 @@ class LiveRuntime:
                 self._on_time(group)
                 group = []
                 if self.engine.stopped:
-                    break
+                    return
             group.append(ev)
         if group and not self.engine.stopped:
             self._on_time(group)
-        self._trim()
-        self.engine.finish()
-        return self.engine
+
+    # -- heartbeat: `hflite risk status` tells a live runtime from a dead one ----------------------
+    async def _beat_forever(self) -> None:
+        """Beat while the runtime waits for bars (a daily feed is quiet for hours)."""
+        while True:
+            self._beat("running")
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _beat(self, status: str) -> None:
+        if self.control is None:
+            return
+        self._beat_at = time.monotonic()
+        last = int(self.md.timeline[self.length - 1]) if self.length else None
+        self.control.heartbeat(status, last)
 
     # -- per bar-time -------------------------------------------------------------------------
     def _on_time(self, group: list[BarEvent]) -> None:
@@ -179,11 +214,15 @@ class LiveRuntime:
         for sym, k in stepped:
             self._signal(sym, k)
         self.length = i + 1
-        if self.control is not None:
-            for cmd in self.control.pending_commands():  # human commands queued in the journal
-                self.engine.commands.append((cmd.action, cmd.reason))
-                self.control.mark_applied(cmd.seq, group[0].ts)
+        pending = self.control.pending_commands() if self.control is not None else []
+        for cmd in pending:  # human commands queued in the journal
+            self.engine.commands.append((cmd.action, cmd.reason))
         self.engine.step(i)
+        if self.control is not None:
+            for cmd in pending:  # marked once in effect: a crash before this re-applies them (idempotent)
+                self.control.mark_applied(cmd.seq, group[0].ts)
+            if time.monotonic() - self._beat_at >= HEARTBEAT_S:  # at max speed the loop never idles
+                self._beat("running")
 
     def _append(self, ev: BarEvent, i: int) -> int:
         b = self.md.bars[ev.symbol]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import asdict
@@ -43,6 +44,27 @@ class Command(NamedTuple):
     action: str
     reason: str
     source: str
+
+
+class CommandRecord(NamedTuple):
+    """A queued command and the bar-time it took effect at (ns UTC; None while pending)."""
+
+    seq: int
+    created: float
+    action: str
+    reason: str
+    source: str
+    applied_at: int | None
+
+
+class RuntimeBeat(NamedTuple):
+    """The last heartbeat of the runtime that owns a journal (what ``hflite risk status`` reads)."""
+
+    pid: int
+    started: float  # wall-clock seconds
+    beat: float  # wall-clock seconds of the last heartbeat
+    status: str  # running | stopped
+    bar_ts: int | None  # the last bar-time it stepped, ns UTC
 
 
 class MemoryJournal:
@@ -88,6 +110,8 @@ class SqliteJournal:
                                                  action TEXT, reason TEXT, source TEXT,
                                                  applied_at INTEGER);
             CREATE TABLE IF NOT EXISTS risk_state (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT);
+            CREATE TABLE IF NOT EXISTS runtime (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER,
+                                                started REAL, beat REAL, status TEXT, bar_ts INTEGER);
             """
         )
 
@@ -129,11 +153,17 @@ class SqliteJournal:
             )
 
     def risk_state(self) -> dict[str, Any] | None:
+        """The last persisted risk snapshot (mode, mode_reason, halted, halt_reason), None if never set."""
         row = self.db.execute("SELECT body FROM risk_state WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else None
 
+    # -- human commands: queued by the CLI, applied by the runtime at its next bar-time ----------
     def queue_command(self, action: str, reason: str = "", source: str = "cli") -> int:
-        """Queue a command for the runtime (it applies it at its next bar-time)."""
+        """Queue a command for the runtime (it applies it at its next bar-time); returns its seq."""
+        from hflite.risk.manager import ACTIONS
+
+        if action not in ACTIONS:
+            raise ValueError(f"unknown risk command {action!r} (one of {', '.join(ACTIONS)})")
         with self.db:
             cur = self.db.execute(
                 "INSERT INTO commands(created, action, reason, source) VALUES (?, ?, ?, ?)",
@@ -142,20 +172,69 @@ class SqliteJournal:
         return int(cur.lastrowid or 0)
 
     def pending_commands(self) -> list[Command]:
+        """Commands not applied yet, oldest first."""
         rows = self.db.execute(
             "SELECT seq, created, action, reason, source FROM commands WHERE applied_at IS NULL ORDER BY seq"
         ).fetchall()
         return [Command(*r) for r in rows]
 
     def mark_applied(self, seq: int, bar_ts: int) -> None:
+        """Record the bar-time a command took effect at (only the first time: applied once)."""
         with self.db:
-            self.db.execute("UPDATE commands SET applied_at = ? WHERE seq = ?", (bar_ts, seq))
+            self.db.execute(
+                "UPDATE commands SET applied_at = ? WHERE seq = ? AND applied_at IS NULL", (bar_ts, seq)
+            )
 
-    def commands(self) -> list[tuple[Any, ...]]:
+    def applied_at(self, seq: int) -> int | None:
+        """The bar-time (ns UTC) command ``seq`` took effect at; None while pending."""
+        row = self.db.execute("SELECT applied_at FROM commands WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise KeyError(f"no command {seq} in {self.path}")
+        return None if row[0] is None else int(row[0])
+
+    def commands(self) -> list[CommandRecord]:
         """Every queued command with when it was applied (bar time, ns UTC; None = pending)."""
-        return self.db.execute(
+        rows = self.db.execute(
             "SELECT seq, created, action, reason, source, applied_at FROM commands ORDER BY seq"
         ).fetchall()
+        return [CommandRecord(*r) for r in rows]
+
+    # -- the runtime's heartbeat and what the journal recorded --------------------------------------
+    def heartbeat(self, status: str, bar_ts: int | None = None) -> None:
+        """The runtime is alive (``running``) or has ended (``stopped``); keeps the start time and the
+        last bar-time when not given."""
+        now = time.time()
+        with self.db:
+            self.db.execute(
+                """INSERT INTO runtime(id, pid, started, beat, status, bar_ts) VALUES (1, ?, ?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET
+                     started = CASE WHEN runtime.pid = excluded.pid AND runtime.status = 'running'
+                                    THEN runtime.started ELSE excluded.started END,
+                     pid = excluded.pid, beat = excluded.beat, status = excluded.status,
+                     bar_ts = COALESCE(excluded.bar_ts, runtime.bar_ts)""",
+                (os.getpid(), now, now, status, bar_ts),
+            )
+
+    def runtime(self) -> RuntimeBeat | None:
+        """The last heartbeat written to this journal (None: no runtime ever ran on it)."""
+        row = self.db.execute(
+            "SELECT pid, started, beat, status, bar_ts FROM runtime WHERE id = 1"
+        ).fetchone()
+        return RuntimeBeat(*row) if row else None
+
+    def risk_events(self, last: int = 10) -> list[dict[str, Any]]:
+        """The last risk events (commands, halts, locks...), oldest first."""
+        rows = self.db.execute(
+            "SELECT body FROM events WHERE kind = 'risk' ORDER BY seq DESC LIMIT ?", (last,)
+        ).fetchall()
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+    def verdict_counts(self) -> dict[str, int]:
+        """How many verdicts the journal holds per status (approved, resized, rejected)."""
+        rows = self.db.execute(
+            "SELECT json_extract(body, '$.status'), COUNT(*) FROM events WHERE kind = 'verdict' GROUP BY 1"
+        ).fetchall()
+        return {str(status): int(n) for status, n in rows}
 
     def close(self) -> None:
         self.db.close()
