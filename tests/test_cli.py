@@ -21,7 +21,10 @@ def env(sample_store, monkeypatch, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("command", [[], ["backtest"], ["replay"], ["data"], ["data", "list"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["backtest"], ["replay"], ["data"], ["data", "list"], ["explain"], ["risk"], ["risk", "status"]],
+)
 def test_every_command_explains_itself_with_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0

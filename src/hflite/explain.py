@@ -452,8 +452,8 @@ def _checks_table(trail: DecisionTrail) -> RenderableType:
         title_justify="left",
         title_style="bold",
         caption="Caps record the size before that cap acted. A failed cap or scale check cut the order; "
-        "a failed gate rejected it. Gates with no measure (kill, pause, halt, loss locks, breakers, "
-        "protections, shorting) show only in the verdict's rules.",
+        "a failed gate rejected it. Gates that are states rather than measures (kill, pause, "
+        "breakers, protections, shorting) show in the verdict's rules and reason.",
         caption_justify="left",
     )
     table.add_column("Check", no_wrap=True)

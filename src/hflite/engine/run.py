@@ -385,12 +385,14 @@ def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
     )
     result.warnings += [w for w in engine.risk.warnings if w not in result.warnings]
     if engine.halted_at is not None:
-        rejected = sum(1 for d in engine.decisions if d.verdict.reason.startswith("halted:"))
+        rejected = sum(1 for d in engine.decisions if "drawdown_halt" in d.verdict.rules)
+        (halt,) = [e for e in engine.risk.events if e.kind == "halt"][:1]
+        ends = [s.end for s in engine.risk.spans if s.kind == "halted" and s.end is not None]
+        until = f"until a human resumed at {index[ends[0]]}" if ends else "still in force at the end"
         result.warnings.insert(
             0,
-            f"risk: new entries halted from {index[engine.halted_at]} "
-            f"({engine.risk.state.halt_reason or 'since resumed'}); {rejected} entries rejected after that, "
-            "exits still allowed",
+            f"risk: new entries halted from {index[engine.halted_at]} ({halt.detail.split(';')[0]}), "
+            f"{until}; {rejected} entries rejected by it, exits still allowed",
         )
     _add_benchmarks(result, prep, index)
     return result

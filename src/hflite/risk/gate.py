@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from hflite.domain.instrument import Instrument, VolumeUnit
+from hflite.domain.order import Side
 from hflite.domain.signal import Check, IntentKind, OrderIntent, RiskVerdict, VerdictStatus
 from hflite.risk.limits import BreakerLimits, ProtectionLimits, Regime, RegimeLimits, RiskLimits
 
@@ -59,6 +60,7 @@ class RiskState:
     halted: bool = False  # drawdown halt: holds until a human resumes
     halt_reason: str = ""
     locks: dict[str, str] = field(default_factory=dict)  # loss-limit period -> why it is locked
+    period_loss: dict[str, float] = field(default_factory=dict)  # period -> % below its start now
     global_pause: str = ""  # a protection pausing every symbol, with its reason
 
 
@@ -166,19 +168,27 @@ def _gates(  # noqa: C901 - a flat list of independent rules reads best as one l
     checks.append(Check("drawdown_pct", dd, limits.max_drawdown_pct, not state.halted))
     if state.halted:
         fails.append(("drawdown_halt", f"halted: {state.halt_reason}"))
+    for period, limit in (
+        ("daily", limits.daily_loss_pct),
+        ("weekly", limits.weekly_loss_pct),
+        ("monthly", limits.monthly_loss_pct),
+    ):
+        if limit:
+            loss = state.period_loss.get(period, 0.0)
+            checks.append(Check(f"{period}_loss_pct", loss, limit, period not in state.locks))
     for period, why in state.locks.items():
         fails.append((f"{period}_loss", why))
-    for rule, why in (
-        ("market_breaker", ctx.market_breaker),
-        ("circuit_breaker", ctx.breaker),
-        ("protection", state.global_pause),
-        ("protection", ctx.symbol_pause),
-    ):
-        if why:
-            fails.append((rule, why))
-    if intent.side.sign < 0 and not instrument.shortable:
+    if ctx.market_breaker:
+        fails.append(("market_breaker", ctx.market_breaker))
+    if ctx.breaker:
+        fails.append(("circuit_breaker", ctx.breaker))
+    if state.global_pause:
+        fails.append(("protection", state.global_pause))
+    if ctx.symbol_pause:
+        fails.append(("protection", ctx.symbol_pause))
+    if intent.side is Side.SELL and not instrument.shortable:
         fails.append(("shorting", f"{intent.symbol} cannot be sold short"))
-    elif intent.side.sign < 0 and not limits.allow_short:
+    elif intent.side is Side.SELL and not limits.allow_short:
         fails.append(("shorting", "the account may not sell short (risk.allow_short = false)"))
     if limits.max_orders_per_minute:
         n = ctx.orders_last_minute
@@ -228,31 +238,50 @@ class _Cuts:
         self.cuts.append((rule, why))
 
     def cap(
-        self, rule: str, name: str, room_usd: float, used: float, limit: float, per: float, why: str
+        self,
+        rule: str,
+        name: str,
+        room_usd: float,
+        used: float,
+        limit: float,
+        per: float,
+        why: str,
+        *args: object,
     ) -> None:
-        """Cut to the USD room left; the check records what the uncut order would reach."""
+        """Cut to the USD room left; the check records what the uncut order would reach. The reason
+        is ``why.format(*args)``, formatted only when the cap binds."""
         room = max(room_usd, 0.0) / self.unit
         self.checks.append(Check(name, (used + self.qty * self.unit) / per, limit, self.qty <= room))
         if self.qty > room:
             self.qty = room
-            self.cuts.append((rule, why))
+            self.cuts.append((rule, why.format(*args)))
 
 
 def _scale(cut: _Cuts, limits: RiskLimits, state: RiskState, ctx: MarketContext) -> bool:
     """Drawdown, regime, volatility and correlation multipliers; False = correlation rejects."""
     dd = (1 - state.equity / state.peak_equity) * 100 if state.peak_equity > 0 else 0.0
-    if limits.drawdown_reduce_pct and dd >= limits.drawdown_reduce_pct:
+    # Each multiplier records its check whether it cuts or not (a passing one: nothing to cut).
+    if limits.drawdown_reduce_pct:
         f = limits.drawdown_reduce_factor
-        cut.scale("drawdown_reduce", f, Check("drawdown_reduce_pct", dd, limits.drawdown_reduce_pct, False),
-                  f"drawdown {dd:.1f}%: size x{f:g}")  # fmt: skip
+        check = Check("drawdown_reduce_pct", dd, limits.drawdown_reduce_pct, dd < limits.drawdown_reduce_pct)
+        if check.passed:
+            cut.checks.append(check)
+        else:
+            cut.scale("drawdown_reduce", f, check, f"drawdown {dd:.1f}%: size x{f:g}")
     scale = _regime_scale(limits, ctx)
-    if scale < 1.0:
-        cut.scale(
-            "regime", scale, Check("regime_scale", scale, 1.0, False), f"{ctx.regime} regime: size x{scale:g}"
-        )
-    if limits.vol_adjust and ctx.vol_mult < 1.0:
-        cut.scale("volatility", ctx.vol_mult, Check("vol_ratio", ctx.vol_ratio, 1.0, False),
-                  f"volatility {ctx.vol_ratio:.2f}x its median: size x{ctx.vol_mult:.2f}")  # fmt: skip
+    if ctx.regime:
+        check = Check("regime_scale", scale, 1.0, scale >= 1.0)
+        if check.passed:
+            cut.checks.append(check)
+        else:
+            cut.scale("regime", scale, check, f"{ctx.regime} regime: size x{scale:g}")
+    if limits.vol_adjust and ctx.vol_ratio == ctx.vol_ratio:
+        check = Check("vol_ratio", ctx.vol_ratio, 1.0, ctx.vol_mult >= 1.0)
+        if check.passed:
+            cut.checks.append(check)
+        else:
+            cut.scale("volatility", ctx.vol_mult, check,
+                      f"volatility {ctx.vol_ratio:.2f}x its median: size x{ctx.vol_mult:.2f}")  # fmt: skip
     if limits.max_correlation < 1.0 and ctx.max_corr == ctx.max_corr:
         ok = ctx.max_corr <= limits.max_correlation
         cut.checks.append(Check("correlation", ctx.max_corr, limits.max_correlation, ok))
@@ -283,37 +312,38 @@ def _caps(
     eq = state.equity
     pct = eq / 100
     lim = limits.max_position_pct
-    cut.cap("position_cap", "position_pct", lim * pct, 0.0, lim, pct, f"position cap {lim:g}% of equity")
+    cut.cap("position_cap", "position_pct", lim * pct, 0.0, lim, pct, "position cap {:g}% of equity", lim)
     sector = instrument.sector
     if sector and limits.max_sector_pct < 100:
         used, lim = state.sector_exposure.get(sector, 0.0), limits.max_sector_pct
-        cut.cap("sector_cap", f"sector_pct:{sector}", lim * pct - used, used, lim, pct,
-                f"sector {sector} cap {lim:g}% of equity")  # fmt: skip
+        cut.cap("sector_cap", "sector_pct:" + sector, lim * pct - used, used, lim, pct,
+                "sector {} cap {:g}% of equity", sector, lim)  # fmt: skip
     cls = instrument.asset_class.value
     cls_limit = limits.max_asset_class_pct.get(cls)
     if cls_limit is not None:
         used = state.class_exposure.get(cls, 0.0)
-        cut.cap("asset_class_cap", f"class_pct:{cls}", cls_limit * pct - used, used, cls_limit, pct,
-                f"{cls} cap {cls_limit:g}% of equity")  # fmt: skip
+        cut.cap("asset_class_cap", "class_pct:" + cls, cls_limit * pct - used, used, cls_limit, pct,
+                "{} cap {:g}% of equity", cls, cls_limit)  # fmt: skip
     scale = _regime_scale(limits, ctx)
     gross = limits.max_gross_exposure * scale
     cut.cap("gross_cap", "gross_exposure", gross * eq - state.gross_exposure, state.gross_exposure, gross, eq,
-            f"gross exposure cap {gross:g}x equity")  # fmt: skip
+            "gross exposure cap {:g}x equity", gross)  # fmt: skip
     net = limits.max_net_exposure * scale
-    used = intent.side.sign * state.net_exposure  # exposure already on this order's side
-    cut.cap("net_cap", "net_exposure", net * eq - used, used, net, eq, f"net exposure cap {net:g}x equity")
-    if intent.side.sign > 0 and state.cash == state.cash:
+    buy = intent.side is Side.BUY
+    used = state.net_exposure if buy else -state.net_exposure  # exposure already on this order's side
+    cut.cap("net_cap", "net_exposure", net * eq - used, used, net, eq, "net exposure cap {:g}x equity", net)
+    if buy and state.cash == state.cash:
         # Borrowing = cash that would go below zero; leverage = (equity + borrowing) / equity.
         lev = limits.max_leverage
         cut.cap("leverage_cap", "leverage", (lev - 1) * eq + state.cash, eq - state.cash, lev, eq,
-                f"leverage cap {lev:g}x (cash {state.cash:,.0f} USD)")  # fmt: skip
+                "leverage cap {:g}x (cash {:,.0f} USD)", lev, state.cash)  # fmt: skip
     if _liquid(instrument, ctx) and limits.max_adv_share and ctx.avg_units > 0:
         share, adv = limits.max_adv_share, ctx.avg_units * cut.unit
         cut.cap("adv_share_cap", "adv_share", share * adv, 0.0, share, adv,
-                f"{share:.2%} of average volume ({ctx.avg_units:,.0f} units)")  # fmt: skip
+                "{:.2%} of average volume ({:,.0f} units)", share, ctx.avg_units)  # fmt: skip
     if limits.max_order_usd:
         lim = limits.max_order_usd
-        cut.cap("order_notional_cap", "order_usd", lim, 0.0, lim, 1.0, f"max order notional {lim:,.0f} USD")
+        cut.cap("order_notional_cap", "order_usd", lim, 0.0, lim, 1.0, "max order notional {:,.0f} USD", lim)
 
 
 def _reject(

@@ -20,6 +20,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -28,7 +29,7 @@ import pandas as pd
 
 from hflite.domain.instrument import Instrument
 from hflite.domain.signal import OrderIntent, RiskVerdict
-from hflite.risk.features import SymbolFeatures, breaker_reason, market_reason, rule_regime
+from hflite.risk.features import BLOCK, SymbolFeatures, breaker_reason, market_reason, rule_regime
 from hflite.risk.gate import MarketContext, RiskState, evaluate
 from hflite.risk.limits import Regime, RiskLimits
 
@@ -96,6 +97,14 @@ class RiskManager:
         self._all_stops: deque[int] = deque()
         self._closed: dict[str, deque[tuple[int, float]]] = {}
         self._orders: deque[int] = deque()
+        self._rows = {s: r for r, s in enumerate(md.close_tl)}  # symbol -> row of _logc
+        self._logc = np.empty((len(self._rows), 0))
+        self._logc_flat = self._logc.ravel()
+        self._logc_done = 0
+        self._held_cache: tuple[int, list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._index_at: tuple[int, str, str] = (-1, "", "")  # (i, market breaker, regime) at i
+        self._bar_memo: tuple[int, str, int] = (-1, "", -1)  # the last _bar_at: (i, symbol, k)
+        self._slot = {s: j for j, s in enumerate(md.traded)}  # traded symbol -> column of md.slots
         self.warnings: list[str] = []
         idx = limits.breakers.index
         self.index = idx if idx and limits.breakers.index_move_pct and idx in md.bars else ""
@@ -117,26 +126,44 @@ class RiskManager:
             f = self._features[sym] = SymbolFeatures(self.limits, self.md.bars[sym], self.bars_per_year)
         return f
 
+    def _features_at(self, sym: str, k: int) -> SymbolFeatures:
+        """The symbol's features computed at least through bar k: through the end of k's block
+        when those bars are already there (a backtest). Values never depend on later bars, so this
+        changes no number; it computes each block once instead of again at every new bar."""
+        f = self.features(sym)
+        if k >= f.done:
+            f.ensure(min(f.bars.n, (k // BLOCK + 1) * BLOCK) - 1)
+        return f
+
     def _bar_at(self, sym: str, i: int) -> int:
         """The symbol's latest bar at or before timeline index i (-1 if none)."""
+        col = self._slot.get(sym)
+        if col is not None and i < len(self.md.slots):
+            k = self.md.slots.item(i, col)  # a traded symbol's bar at i, if it has one
+            if k >= 0:
+                return int(k)
+        memo_i, memo_sym, memo_k = self._bar_memo
+        if memo_i == i and memo_sym == sym:
+            return memo_k
         b = self.md.bars[sym]
-        return int(np.searchsorted(b.tl[: b.n], i, side="right")) - 1
+        k = int(b.tl[: b.n].searchsorted(i, side="right")) - 1
+        self._bar_memo = (i, sym, k)
+        return k
 
     def _rule_regime(self, md: MarketData, i: int) -> Regime | None:
         sym = self.limits.regime.index
         k = self._bar_at(sym, i)
         if k < 0:
             return None
-        f = self.features(sym)
-        f.ensure(k)
-        return rule_regime(f, k)
+        return rule_regime(self._features_at(sym, k), k)
 
     def regime_at(self, i: int) -> Regime | None:
         return self.regime_source(self.md, i) if self.regime_source is not None else None
 
     # -- equity marks: drawdown halt and loss limits ---------------------------------------------
     def _period_keys(self, ts: int) -> tuple[int, int, int]:
-        d = datetime.fromtimestamp(ts / 1e9, UTC).astimezone(self.tz).date()
+        # whole seconds, floored: ``ts / 1e9`` rounds a point just before midnight into the next day
+        d = datetime.fromtimestamp(ts // 1_000_000_000, UTC).astimezone(self.tz).date()
         day = d.toordinal()
         return day, day - d.weekday(), d.year * 12 + d.month - 1
 
@@ -171,20 +198,22 @@ class RiskManager:
             self.observe(a, float(eq[0]))
             return
         st = self.state
+        # What the stretch sets off, applied in time order as ``observe`` would: at one point the
+        # halt first, then each period's start and lock (daily, weekly, monthly).
+        todo: list[tuple[int, int, Callable[[], None]]] = []
         peaks = np.maximum.accumulate(np.maximum(eq, st.peak_equity))
         lim = self.limits.max_drawdown_pct
         if not st.halted and lim and st.peak_equity > 0:
             dd = (1 - eq / peaks) * 100
             hit = np.flatnonzero(dd >= lim)
             if len(hit):
-                st.peak_equity = float(peaks[hit[0]])
-                self._halt(a + int(hit[0]), float(dd[hit[0]]))
+                j = int(hit[0])
+                todo.append((j, 0, partial(self._halt, a + j, float(dd[j]))))
         st.peak_equity = max(st.peak_equity, float(peaks[-1]))
         ts = self.md.timeline[a : a + n]
         local = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).tz_convert(self.tz)
-        day = (
-            local.normalize().tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64)
-        ) + 719163
+        # the local date from the wall-clock time (``normalize`` fails where a day has no 00:00)
+        day = local.tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64) + 719163
         keys = {
             "daily": day,
             "weekly": day - local.weekday.to_numpy(),
@@ -193,21 +222,28 @@ class RiskManager:
         prev_eq = np.empty(n)
         prev_eq[0] = self.last_equity
         prev_eq[1:] = eq[:-1]
-        for p in PERIODS:
+        for rank, p in enumerate(PERIODS):
             k = keys[p]
             starts = np.flatnonzero(np.concatenate(([k[0] != self._key[p]], k[1:] != k[:-1]))).tolist()
             new = set(starts)
             bounds = sorted({0, *starts, n})
             limit = self._loss_limits[p]
+            locked, anchor = p in st.locks, self._anchor[p]
             for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
                 if r0 in new:
-                    self._new_period(p, int(k[r0]), a + r0, float(prev_eq[r0]))
-                if not limit or p in st.locks or self._anchor[p] <= 0:
+                    locked, anchor = False, float(prev_eq[r0])
+                    todo.append((r0, 2 * rank + 1, partial(self._new_period, p, int(k[r0]), a + r0, anchor)))
+                if not limit or locked or anchor <= 0:
                     continue
-                loss = (1 - eq[r0:r1] / self._anchor[p]) * 100
+                loss = (1 - eq[r0:r1] / anchor) * 100
                 hit = np.flatnonzero(loss >= limit)
                 if len(hit):
-                    self._lock(p, a + r0 + int(hit[0]), float(loss[hit[0]]))
+                    locked = True
+                    j = r0 + int(hit[0])
+                    todo.append((j, 2 * rank + 2, partial(self._lock, p, a + j, float(loss[hit[0]]))))
+        todo.sort(key=lambda t: t[:2])
+        for _, _, act in todo:
+            act()
         st.equity = float(eq[-1])
         self.last_equity = float(eq[-1])
 
@@ -265,6 +301,7 @@ class RiskManager:
             self._aggregate()
 
     def _aggregate(self) -> None:
+        self._held_cache = None
         st, bars = self.state, self.md.bars
         gross = net = 0.0
         sectors: dict[str, float] = {}
@@ -285,23 +322,20 @@ class RiskManager:
     def check(self, intent: OrderIntent, inst: Instrument, k: int, i: int, fx: float) -> RiskVerdict:
         """The gate's verdict on one intent at the symbol's bar k (timeline index i)."""
         ctx = self.context(intent, k, i, fx)
+        st = self.state
         gp_until, gp_why = self._global_pause
-        self.state.global_pause = gp_why if i <= gp_until else ""
-        return evaluate(self.limits, self.state, intent, inst, ctx)
+        st.global_pause = gp_why if i <= gp_until else ""
+        eq, anchor = st.equity, self._anchor
+        st.period_loss = {p: (1 - eq / anchor[p]) * 100 if anchor[p] > 0 else 0.0 for p in PERIODS}
+        return evaluate(self.limits, st, intent, inst, ctx)
 
     def context(self, intent: OrderIntent, k: int, i: int, fx: float) -> MarketContext:
         sym = intent.symbol
-        f = self.features(sym)
-        f.ensure(k)
+        f = self._features_at(sym, k)
         cols = f.cols
-        market = ""
-        if self.index:
-            ki = self._bar_at(self.index, i)
-            if ki >= 0:
-                fi = self.features(self.index)
-                fi.ensure(ki)
-                market = market_reason(fi, ki)
-        regime = self.regime_at(i)
+        at, market, regime = self._index_at
+        if at != i:
+            market, regime = self._index_context(i)
         pause_until, pause_why = self._sym_pause.get(sym, (-1, ""))
         while self._orders and self._orders[0] <= intent.ts - 60_000_000_000:
             self._orders.popleft()
@@ -315,38 +349,106 @@ class RiskManager:
             vol_ratio=float(cols["vol_ratio"][k]),
             breaker=breaker_reason(f, k),
             market_breaker=market,
-            regime=regime.value if regime is not None else "",
+            regime=regime,
             symbol_pause=pause_why if k <= pause_until else "",
             orders_last_minute=len(self._orders),
             max_corr=corr,
             corr_with=corr_with,
         )
 
+    def _index_context(self, i: int) -> tuple[str, str]:
+        """The market-wide breaker and the regime at timeline index i: the same for every intent
+        decided at i, so kept until the next index."""
+        market = ""
+        if self.index:
+            ki = self._bar_at(self.index, i)
+            if ki >= 0:
+                market = market_reason(self._features_at(self.index, ki), ki)
+        found = self.regime_at(i)
+        regime = found.value if found is not None else ""
+        self._index_at = (i, market, regime)
+        return market, regime
+
     def _correlation(self, sym: str, k: int, sign: int) -> tuple[float, str]:
+        """The highest direction-adjusted correlation of the symbol's log returns over its last
+        ``correlation_window`` bars with those of a held position, and that position."""
         lim = self.limits
-        others = [(s, v) for s, v in self.held.items() if v and s != sym]
-        if lim.max_correlation >= 1.0 or not others:
-            return math.nan, ""
-        b = self.md.bars[sym]
         w = lim.correlation_window
-        if k < w:
+        if lim.max_correlation >= 1.0 or k < w or not self.held:
             return math.nan, ""
-        idx = b.tl[k - w : k + 1]
-        idx = idx[idx >= 0]
-        if len(idx) < w // 2 + 2:
+        idx = self.md.bars[sym].tl[k - w : k + 1]
+        if idx[0] < 0:
+            idx = idx[idx >= 0]
+            if len(idx) < w // 2 + 2:
+                return math.nan, ""
+        cap = self._log_close(int(idx[-1]) + 1)
+        names, rows, signs = self._held_rows(sym, cap, sign)
+        if not names:
             return math.nan, ""
-        close = self.md.close_tl
-        x = np.diff(np.log(close[sym][idx]))
-        y = np.diff(np.log(np.stack([close[s][idx] for s, _ in others])), axis=1)
-        x = x - x.mean()
-        y = y - y.mean(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = (y @ x) / (np.sqrt((y * y).sum(axis=1)) * math.sqrt(float(x @ x)))
-        eff = corr * np.array([1.0 if v > 0 else -1.0 for _, v in others]) * sign
-        if np.isnan(eff).all():
+        # one gather of the symbol's row and the held rows over the window (flat indices)
+        rows[0, 0] = self._rows[sym] * cap
+        m = self._logc_flat.take(rows + idx).ravel()
+        # log returns, as np.diff(axis=1), in one flat subtraction; the slot after each row's last
+        # return (the next row's first value minus this row's last) is left out of the view
+        flat = np.empty(len(m))
+        np.subtract(m[1:], m[:-1], out=flat[:-1])
+        r = flat.reshape(len(rows), len(idx))[:, :-1]
+        # as ``r - r.mean(axis=1, keepdims=True)`` and ``(y * y).sum(axis=1)``, without their
+        # Python wrappers (the same reductions, so the same numbers)
+        mean = np.add.reduce(r, axis=1, keepdims=True)
+        mean /= r.shape[1]
+        r -= mean
+        x, y = r[0], r[1:]
+        den = np.sqrt(np.add.reduce(y * y, axis=1))
+        den *= math.sqrt(float(x @ x))
+        # a flat series has no correlation (NaN), without entering np.errstate on every call
+        corr = np.divide(y @ x, den, out=np.full(len(den), math.nan), where=den > 0)
+        eff = corr * signs
+        top = np.maximum.reduce(eff)
+        if top == top:  # no NaN: the first maximum, as nanargmax
+            j = int(eff.argmax())
+        elif np.isnan(eff).all():
             return math.nan, ""
-        j = int(np.nanargmax(eff))
-        return float(eff[j]), others[j][0]
+        else:
+            j = int(np.nanargmax(eff))
+        return float(eff[j]), names[j]
+
+    def _held_rows(self, sym: str, cap: int, sign: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Held symbols other than ``sym`` with a non-zero value, their rows' flat offsets into
+        ``_logc`` (``cap`` columns; a column vector with a free first slot for ``sym``'s own),
+        and their signs times ``sign``. Cached until the book changes or ``_logc`` grows."""
+        if self._held_cache is None or self._held_cache[0] != cap:
+            names = [s for s, v in self.held.items() if v]
+            rows = np.array([0] + [self._rows[s] * cap for s in names], dtype=np.int64)[:, None]
+            signs = np.array([1.0 if self.held[s] > 0 else -1.0 for s in names])
+            self._held_cache = (cap, names, rows, signs, -signs)
+        _, names, rows, long_signs, short_signs = self._held_cache
+        signs = long_signs if sign > 0 else short_signs
+        if self.held.get(sym):  # the engine releases a symbol before it enters again: rare
+            j = names.index(sym)
+            rest = names[:j] + names[j + 1 :]
+            return (
+                rest,
+                np.concatenate((rows[: j + 1], rows[j + 2 :])),
+                np.concatenate((signs[:j], signs[j + 1 :])),
+            )
+        return names, rows, signs
+
+    def _log_close(self, end: int) -> int:
+        """Extend ``_logc``, the log of every symbol's last known close (rows) per timeline
+        index (columns), to ``end`` columns (each computed once); returns its capacity."""
+        done = self._logc_done
+        if end > done:
+            cap = self._logc.shape[1]
+            if end > cap:
+                grown = np.full((len(self._rows), max(end, 2 * cap, 256)), np.nan)
+                grown[:, :done] = self._logc[:, :done]
+                self._logc, self._logc_flat = grown, grown.ravel()
+            close = self.md.close_tl
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self._logc[:, done:end] = np.log(np.stack([close[s][done:end] for s in self._rows]))
+            self._logc_done = end
+        return self._logc.shape[1]
 
     # -- what happened --------------------------------------------------------------------------
     def on_order(self, ts: int) -> None:
