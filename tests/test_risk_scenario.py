@@ -50,7 +50,7 @@ def expected_locks(timeline: np.ndarray, equity: np.ndarray, initial: float) -> 
     local = pd.DatetimeIndex(pd.to_datetime(timeline, utc=True)).tz_convert("America/New_York")
     keys = {
         "daily": local.strftime("%Y-%m-%d"),
-        "weekly": (local.normalize() - pd.to_timedelta(local.weekday, unit="D")).strftime("%Y-%m-%d"),
+        "weekly": (local.normalize() - pd.to_timedelta(local.day_of_week, unit="D")).strftime("%Y-%m-%d"),
         "monthly": local.strftime("%Y-%m"),
     }
     out = set()

@@ -59,6 +59,9 @@ async def replay(
         prep.settings, prep.store, prep.instruments, prep.strategy, runtime.md, prep.start, prep.end
     )
     result = build_result(engine, live_prep, run_id)
+    if engine.stopped:  # a kill stopped the runtime: the run ends at its last bar, not the config's end
+        result.end = result.equity.index[-1]
+        result.warnings.insert(0, f"risk: killed; the runtime stopped flat at {result.end}")
     result.stats.update({"steps": float(engine.steps), "timeline_points": float(runtime.md.length)})
     log.info(
         "run.done",

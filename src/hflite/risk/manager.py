@@ -216,7 +216,7 @@ class RiskManager:
         day = local.tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64) + 719163
         keys = {
             "daily": day,
-            "weekly": day - local.weekday.to_numpy(),
+            "weekly": day - local.day_of_week.to_numpy(),
             "monthly": local.year.to_numpy() * 12 + local.month.to_numpy() - 1,
         }
         prev_eq = np.empty(n)
