@@ -37,17 +37,8 @@ class Journal(Protocol):
 
 
 class Command(NamedTuple):
-    """A human risk command queued in the journal for the runtime that owns it."""
-
-    seq: int
-    created: float  # wall-clock seconds when queued
-    action: str
-    reason: str
-    source: str
-
-
-class CommandRecord(NamedTuple):
-    """A queued command and the bar-time it took effect at (ns UTC; None while pending)."""
+    """A human risk command queued in the journal, and the bar-time it took effect at (ns UTC;
+    None while pending)."""
 
     seq: int
     created: float
@@ -173,10 +164,7 @@ class SqliteJournal:
 
     def pending_commands(self) -> list[Command]:
         """Commands not applied yet, oldest first."""
-        rows = self.db.execute(
-            "SELECT seq, created, action, reason, source FROM commands WHERE applied_at IS NULL ORDER BY seq"
-        ).fetchall()
-        return [Command(*r) for r in rows]
+        return [c for c in self.commands() if c.applied_at is None]
 
     def mark_applied(self, seq: int, bar_ts: int) -> None:
         """Record the bar-time a command took effect at (only the first time: applied once)."""
@@ -192,12 +180,12 @@ class SqliteJournal:
             raise KeyError(f"no command {seq} in {self.path}")
         return None if row[0] is None else int(row[0])
 
-    def commands(self) -> list[CommandRecord]:
+    def commands(self) -> list[Command]:
         """Every queued command with when it was applied (bar time, ns UTC; None = pending)."""
         rows = self.db.execute(
             "SELECT seq, created, action, reason, source, applied_at FROM commands ORDER BY seq"
         ).fetchall()
-        return [CommandRecord(*r) for r in rows]
+        return [Command(*r) for r in rows]
 
     # -- the runtime's heartbeat and what the journal recorded --------------------------------------
     def heartbeat(self, status: str, bar_ts: int | None = None) -> None:
