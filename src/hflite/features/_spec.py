@@ -1,0 +1,146 @@
+"""The feature catalogue: groups, exact column names, one-line meanings, and the code version."""
+
+from __future__ import annotations
+
+#: Bumped whenever a computation changes, so cached feature tables built by older code are not reused.
+FEATURES_VERSION = "features-1"
+
+#: Feature columns of each group, in output order. Views and models use these names.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "technical": (
+        "ret_1",
+        "ret_5",
+        "ret_21",
+        "ret_63",
+        "ret_252",
+        "vol_21",
+        "vol_63",
+        "atr_pct",
+        "rsi_14",
+        "macd_hist_pct",
+        "bb_pos",
+        "adx_14",
+        "volume_z",
+        "dist_high_252",
+        "dist_low_252",
+        "trend_50_200",
+    ),
+    "cross_asset": ("spy_trend", "spy_ret_21", "curve_slope", "vix", "vix_z", "vix_chg_5", "breadth"),
+    "macro": (
+        "cpi_yoy",
+        "cpi_trend",
+        "core_cpi_yoy",
+        "unrate",
+        "unrate_chg_3m",
+        "fedfunds",
+        "fedfunds_chg_6m",
+        "dgs10",
+        "real_rate",
+        "claims_z",
+        "indpro_yoy",
+        "usd_ret_63",
+        "oil_ret_63",
+    ),
+    "sentiment": (
+        "news_mkt_mean",
+        "news_mkt_std",
+        "news_mkt_count",
+        "news_mkt_surprise",
+        "news_sym_mean",
+        "news_sym_std",
+        "news_sym_count",
+        "news_sym_surprise",
+    ),
+}
+
+#: Every feature column, in output order (the union of the groups).
+FEATURES: tuple[str, ...] = tuple(c for cols in FEATURE_GROUPS.values() for c in cols)
+
+#: What each column means and its unit (returns are fractions; macro levels and yoy rates in percent).
+FEATURE_DOCS: dict[str, str] = {
+    "ret_1": "log return over 1 bar",
+    "ret_5": "log return over 5 bars",
+    "ret_21": "log return over 21 bars",
+    "ret_63": "log return over 63 bars",
+    "ret_252": "log return over 252 bars",
+    "vol_21": "annualised realised volatility of the last 21 log returns (sample std)",
+    "vol_63": "annualised realised volatility of the last 63 log returns (sample std)",
+    "atr_pct": "ATR(14) / close",
+    "rsi_14": "RSI(14), 0-100",
+    "macd_hist_pct": "MACD(12, 26, 9) histogram / close",
+    "bb_pos": "(close - middle) / (upper - middle) of Bollinger(20, 2): +1 at the upper band",
+    "adx_14": "ADX(14), 0-100",
+    "volume_z": "z-score of log volume vs the previous 20 bars (NaN without volume, e.g. FX)",
+    "dist_high_252": "close / highest high of the last 252 bars - 1",
+    "dist_low_252": "close / lowest low of the last 252 bars - 1",
+    "trend_50_200": "SMA(50) / SMA(200) - 1",
+    "spy_trend": "SPY close / SMA(200) - 1, last SPY bar known",
+    "spy_ret_21": "SPY log return over 21 bars, last SPY bar known",
+    "curve_slope": "10y - 2y Treasury spread (T10Y2Y), percentage points",
+    "vix": "VIX close (VIXCLS)",
+    "vix_z": "z-score of VIX vs its previous 252 observations",
+    "vix_chg_5": "VIX change over the last 5 observations, points",
+    "breadth": "fraction of the breadth universe whose last known close is above its SMA(200)",
+    "cpi_yoy": "CPI (CPIAUCSL) change over 12 monthly observations, percent",
+    "cpi_trend": "cpi_yoy minus its value 3 observations earlier, percentage points",
+    "core_cpi_yoy": "core CPI (CPILFESL) change over 12 monthly observations, percent",
+    "unrate": "unemployment rate (UNRATE), percent",
+    "unrate_chg_3m": "UNRATE change over 3 monthly observations, percentage points",
+    "fedfunds": "effective federal funds rate (FEDFUNDS), percent",
+    "fedfunds_chg_6m": "FEDFUNDS change over 6 monthly observations, percentage points",
+    "dgs10": "10-year Treasury yield (DGS10), percent",
+    "real_rate": "DGS10 - 10-year breakeven inflation (T10YIE), percent",
+    "claims_z": "4-week average of initial claims (ICSA), z-scored vs its previous 52 weeks",
+    "indpro_yoy": "industrial production (INDPRO) change over 12 monthly observations, percent",
+    "usd_ret_63": "log change of the broad dollar index (DTWEXBGS) over 63 observations",
+    "oil_ret_63": "WTI (DCOILWTICO) change over 63 observations / |start value|, clipped",
+    "news_mkt_mean": "mean score of market-wide headlines known in the last 5 days",
+    "news_mkt_std": "std (population) of those scores",
+    "news_mkt_count": "number of those headlines",
+    "news_mkt_surprise": "news_mkt_mean minus the mean of the last 60 days",
+    "news_sym_mean": "mean score of the symbol's headlines known in the last 5 days",
+    "news_sym_std": "std (population) of those scores",
+    "news_sym_count": "number of those headlines",
+    "news_sym_surprise": "news_sym_mean minus the mean of the last 60 days",
+}
+
+#: FRED series the macro and cross-asset groups read, and the columns each feeds.
+MACRO_SERIES: dict[str, tuple[str, ...]] = {
+    "CPIAUCSL": ("cpi_yoy", "cpi_trend"),
+    "CPILFESL": ("core_cpi_yoy",),
+    "UNRATE": ("unrate", "unrate_chg_3m"),
+    "FEDFUNDS": ("fedfunds", "fedfunds_chg_6m"),
+    "DGS10": ("dgs10", "real_rate"),
+    "T10YIE": ("real_rate",),
+    "ICSA": ("claims_z",),
+    "INDPRO": ("indpro_yoy",),
+    "DTWEXBGS": ("usd_ret_63",),
+    "DCOILWTICO": ("oil_ret_63",),
+    "T10Y2Y": ("curve_slope",),
+    "VIXCLS": ("vix", "vix_z", "vix_chg_5"),
+}
+
+#: Default breadth universe: the 8 ETFs and 13 stocks of the embedded sample.
+SAMPLE_BREADTH: tuple[str, ...] = (
+    "SPY",
+    "QQQ",
+    "TLT",
+    "GLD",
+    "IWM",
+    "EFA",
+    "VNQ",
+    "XLE",
+    "AAPL",
+    "MSFT",
+    "NVDA",
+    "AMZN",
+    "GOOGL",
+    "JPM",
+    "BAC",
+    "XOM",
+    "CVX",
+    "JNJ",
+    "PFE",
+    "WMT",
+    "KO",
+)
