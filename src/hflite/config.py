@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from hflite.ai.brain import AIConfig
 from hflite.domain.instrument import AssetClass
 
 FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -52,7 +53,7 @@ class StrategyConfig(BaseModel):
     """``name`` picks a built-in; every other key is that strategy's parameter (checked by it)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: Literal["trend", "breakout", "mean_reversion"] = "trend"
+    name: Literal["trend", "breakout", "mean_reversion", "ai_ensemble"] = "trend"
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -90,7 +91,9 @@ class ProtectionConfig(BaseModel):
 
 class RegimeConfig(BaseModel):
     model_config = FROZEN
-    source: Literal["rule", "none"] = "rule"
+    source: Literal["rule", "ai", "none"] = Field(
+        "rule", description="'ai': the regimes of [ai.regime] (rule or hidden Markov model)"
+    )
     index: str = "SPY"
     trend_window: int = Field(200, ge=10, le=2000)
     slope_bars: int = Field(20, ge=1, le=500)
@@ -332,6 +335,7 @@ class Settings(BaseSettings):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    ai: AIConfig = Field(default_factory=AIConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -38,6 +38,7 @@ class OrderIntent(NamedTuple):
     atr: float  # ATR at decision time (NaN when unknown)
     qty: float | None = None  # exits: the quantity to close; entries: None (risk sizes it)
     exits: Exits = Exits()
+    size: float = 1.0  # entries: the strategy's conviction in [0, 1], scaling the risk-sized quantity
 
 
 class VerdictStatus(StrEnum):

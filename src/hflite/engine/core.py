@@ -476,6 +476,7 @@ class Engine:
             atr=float(sig.atr[k]),
             qty=qty,
             exits=sig.exits,
+            size=1.0 if sig.size is None else float(sig.size[k]),
         )
 
     def _values(self, sym: str, k: int) -> dict[str, float]:

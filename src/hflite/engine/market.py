@@ -128,7 +128,15 @@ class SymbolBars:
 
     def arrays(self, n: int | None = None) -> BarArrays:
         m = self.n if n is None else n
-        return BarArrays(self.open[:m], self.high[:m], self.low[:m], self.close[:m], self.volume[:m])
+        return BarArrays(
+            self.open[:m],
+            self.high[:m],
+            self.low[:m],
+            self.close[:m],
+            self.volume[:m],
+            self.ts[:m],
+            self.instrument.symbol,
+        )
 
     @property
     def first_live(self) -> int:

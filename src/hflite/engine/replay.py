@@ -10,9 +10,19 @@ from hflite.data.store import Store
 from hflite.engine.core import Engine
 from hflite.engine.market import MarketData
 from hflite.engine.result import RunResult
-from hflite.engine.run import Prepared, Progress, build_result, make_engine, new_run_id, open_store, prepare
+from hflite.engine.run import (
+    Prepared,
+    Progress,
+    ai_result,
+    build_result,
+    make_engine,
+    new_run_id,
+    open_store,
+    prepare,
+)
 from hflite.engine.runtime import LiveRuntime, RecordedFeed
 from hflite.execution.oms import Journal, MemoryJournal, SqliteJournal
+from hflite.strategy.ai import AIEnsemble
 from hflite.strategy.base import SignalSet
 
 
@@ -29,7 +39,7 @@ async def replay(
     say = progress or (lambda _msg, _frac: None)
     store = store or open_store(settings)
     say("loading data", 0.05)
-    prep = prepare(settings, store)
+    prep = prepare(settings, store, progress=say)
     run_id = run_id or f"{new_run_id(settings)}-replay"
     path = (
         journal_path
@@ -39,7 +49,9 @@ async def replay(
     journal: Journal = SqliteJournal(path) if path != Path("-") else MemoryJournal()
 
     def engine_for(md: MarketData, signals: dict[str, SignalSet]) -> Engine:
-        live = Prepared(prep.settings, prep.store, prep.instruments, prep.strategy, md, prep.start, prep.end)
+        live = Prepared(
+            prep.settings, prep.store, prep.instruments, prep.strategy, md, prep.start, prep.end, prep.brain
+        )
         return make_engine(live, signals, journal)
 
     control = journal if isinstance(journal, SqliteJournal) else None
@@ -56,13 +68,22 @@ async def replay(
         journal.close()
     say("building results", 0.85)
     live_prep = Prepared(
-        prep.settings, prep.store, prep.instruments, prep.strategy, runtime.md, prep.start, prep.end
+        prep.settings,
+        prep.store,
+        prep.instruments,
+        prep.strategy,
+        runtime.md,
+        prep.start,
+        prep.end,
+        prep.brain,
     )
     result = build_result(engine, live_prep, run_id)
     if engine.stopped:  # a kill stopped the runtime: the run ends at its last bar, not the config's end
         result.end = result.equity.index[-1]
         result.warnings.insert(0, f"risk: killed; the runtime stopped flat at {result.end}")
     result.stats.update({"steps": float(engine.steps), "timeline_points": float(runtime.md.length)})
+    if prep.brain is not None and isinstance(prep.strategy, AIEnsemble):
+        result.ai = ai_result(live_prep, result)
     log.info(
         "run.done",
         steps=engine.steps,

@@ -137,3 +137,4 @@ class RunResult:
     risk_events: pd.DataFrame = field(default_factory=_empty(RISK_EVENT_COLUMNS))
     risk_spans: pd.DataFrame = field(default_factory=_empty(RISK_SPAN_COLUMNS))
     risk_limits: pd.DataFrame = field(default_factory=_empty(RISK_LIMIT_COLUMNS))
+    ai: Any = None  # hflite.ai.evaluation.AIResult for the ai_ensemble strategy

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,8 +50,13 @@ from hflite.execution.costs import (
 from hflite.execution.oms import Journal
 from hflite.execution.venues.sim import SimVenue
 from hflite.risk.limits import RiskLimits
+from hflite.strategy.ai import AIEnsemble
 from hflite.strategy.base import SignalSet, Strategy
 from hflite.strategy.builtin import make_strategy
+
+if TYPE_CHECKING:
+    from hflite.ai.brain import BrainResult
+    from hflite.ai.evaluation import AIResult
 
 #: Bars per year by frequency (annualised volatility for the regime rule).
 BARS_PER_YEAR = {"1d": 252.0, "1h": 252.0 * 7, "1m": 252.0 * 390}
@@ -72,6 +78,7 @@ class Prepared:
     md: MarketData
     start: pd.Timestamp
     end: pd.Timestamp
+    brain: BrainResult | None = None
 
 
 def open_store(settings: Settings) -> Store:
@@ -87,8 +94,9 @@ def _ts(d: object) -> pd.Timestamp:
     return pd.Timestamp(d).tz_localize("UTC") if pd.Timestamp(d).tz is None else pd.Timestamp(d)
 
 
-def prepare(settings: Settings, store: Store) -> Prepared:
-    """Validate the run against the store and load its market data (with warm-up history)."""
+def prepare(settings: Settings, store: Store, progress: Progress | None = None) -> Prepared:
+    """Validate the run against the store and load its market data (with warm-up history); for the
+    ``ai_ensemble`` strategy (or ``risk.regime.source = "ai"``) also build the AI brain."""
     run = settings.run
     start, end = _ts(run.start), _ts(run.end)
     instruments: dict[str, Instrument] = {}
@@ -133,7 +141,35 @@ def prepare(settings: Settings, store: Store) -> Prepared:
     md = build_market(frames, instruments, list(run.symbols), run.frequency, start, end, versions)
     if md.length == 0:
         raise ConfigError(f"config error: run.start/run.end: no bars between {run.start} and {run.end}")
-    return Prepared(settings, store, instruments, strategy, md, start, end)
+    brain = _brain(settings, store, strategy, instruments, start, end, progress)
+    return Prepared(settings, store, instruments, strategy, md, start, end, brain)
+
+
+def _brain(
+    settings: Settings,
+    store: Store,
+    strategy: Strategy,
+    instruments: dict[str, Instrument],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    progress: Progress | None,
+) -> BrainResult | None:
+    """The AI brain over the traded symbols when the strategy or the risk regime needs it."""
+    needs = isinstance(strategy, AIEnsemble) or settings.risk.regime.source == "ai"
+    if not needs:
+        return None
+    from hflite.ai.brain import think_from_store
+
+    ai = settings.ai
+    if not isinstance(strategy, AIEnsemble):  # only the regimes are needed
+        ai = ai.model_copy(update={"model": ai.model.model_copy(update={"enabled": False})})
+    symbols = list(settings.run.symbols)
+    brain = think_from_store(
+        store, ai, symbols, instruments, start=start, end=end, base_dir=Path.cwd(), progress=progress
+    )
+    if isinstance(strategy, AIEnsemble):
+        strategy.attach(brain)
+    return brain
 
 
 def _add_risk_instruments(settings: Settings, instruments: dict[str, Instrument]) -> set[str]:
@@ -255,7 +291,7 @@ def backtest(
     say = progress or (lambda _msg, _frac: None)
     store = store or open_store(settings)
     say("loading data", 0.05)
-    prep = prepare(settings, store)
+    prep = prepare(settings, store, progress=say)
     run_id = run_id or new_run_id(settings)
     log = logs.get("hflite.run").bind(run_id=run_id, mode="backtest")
     log.info(
@@ -284,6 +320,10 @@ def backtest(
         final_equity=round(float(result.equity.iloc[-1]), 2),
         halted=engine.risk.state.halted,
     )
+    if prep.brain is not None and isinstance(prep.strategy, AIEnsemble):
+        say("AI ablation", 0.9)
+        result.ai = ai_result(prep, result)
+        result.warnings += [w for w in result.ai.warnings if w not in result.warnings]
     result.stats.update(
         {
             "engine_seconds": elapsed,
@@ -295,6 +335,28 @@ def backtest(
         }
     )
     return result
+
+
+def ai_result(prep: Prepared, result: RunResult) -> AIResult:
+    """The AI section's numbers: the same run with the technical-only score (same engine, risk and
+    costs) and an equal-weight buy and hold on the same timeline, next to the ensemble."""
+    from hflite.ai.evaluation import build_ai_result, buy_and_hold
+
+    assert prep.brain is not None
+    assert isinstance(prep.strategy, AIEnsemble)
+    equity = {"ensemble": result.equity}
+    if prep.settings.ai.ablation:
+        tech = AIEnsemble(prep.strategy.p.model_copy(update={"score": "technical"}))
+        tech.attach(prep.brain)
+        engine = make_engine(prep, compute_signals(tech, prep.md))
+        run_backtest(engine)
+        equity["technical"] = pd.Series(engine.equity, index=result.equity.index, name="technical")
+    md = prep.md
+    usd = {s: md.close_tl[s] * md.fx_tl[prep.instruments[s].currency] for s in md.traded}
+    equity["buy_hold"] = buy_and_hold(usd, result.equity.index, result.initial_cash)
+    return build_ai_result(
+        prep.brain, equity, prep.start, prep.end, list(md.traded), result.verdicts, result.risk_free
+    )
 
 
 def make_engine(prep: Prepared, signals: dict[str, SignalSet], journal: Journal | None = None) -> Engine:
@@ -310,7 +372,17 @@ def make_engine(prep: Prepared, signals: dict[str, SignalSet], journal: Journal 
         journal=journal,
         bars_per_year=BARS_PER_YEAR[s.run.frequency],
         scheduled=scheduled_commands(s),
+        regime_source=_regime_source(prep),
     )
+
+
+def _regime_source(prep: Prepared) -> Any:
+    """``risk.regime.source = "ai"``: the brain's regimes ([ai.regime]) drive the risk scaling."""
+    if prep.settings.risk.regime.source != "ai" or prep.brain is None:
+        return None
+    from hflite.ai.regime import regime_source
+
+    return regime_source(prep.brain.regimes)
 
 
 # -- results ------------------------------------------------------------------------------------

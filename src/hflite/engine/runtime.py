@@ -263,13 +263,18 @@ class LiveRuntime:
                 fresh.exits,
                 {n: np.full(len(b.ts), np.nan) for n in fresh.values},
                 fresh.reasons,
+                None if fresh.size is None else np.full(len(b.ts), np.nan),
             )
         if len(sig.target) < len(b.ts):
             sig.target = _grow(sig.target, len(b.ts))
             sig.atr = _grow(sig.atr, len(b.ts))
             sig.values = {n: _grow(v, len(b.ts)) for n, v in sig.values.items()}
+            if sig.size is not None:
+                sig.size = _grow(sig.size, len(b.ts))
         sig.target[k] = fresh.target[k]
         sig.atr[k] = fresh.atr[k]
+        if sig.size is not None and fresh.size is not None:
+            sig.size[k] = fresh.size[k]
         for name, arr in fresh.values.items():
             sig.values[name][k] = arr[k]
 

@@ -45,6 +45,10 @@ def checked_signals(strategy: Strategy, sym: str, arrays: BarArrays, ts: np.ndar
         raise StrategyError(
             f"strategy {strategy.name!r} returned {len(sig.target)} targets for {n} bars of {sym}"
         )
+    if sig.size is not None and len(sig.size) != n:
+        raise StrategyError(
+            f"strategy {strategy.name!r} returned {len(sig.size)} sizes for {n} bars of {sym}"
+        )
     bad = ~np.isnan(sig.target) & ~np.isin(sig.target, (-1.0, 0.0, 1.0))
     if bad.any():
         k = int(np.flatnonzero(bad)[0])

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hflite.domain.instrument import Instrument, VolumeUnit
-from hflite.risk.limits import Regime, RiskLimits
+from hflite.risk.limits import Regime, RegimeLimits, RiskLimits
 
 if TYPE_CHECKING:
     from hflite.engine.market import SymbolBars
@@ -128,18 +128,7 @@ class SymbolFeatures:
                 adv = adv.to_numpy()
                 units = v.rolling(lim.liquidity_window, min_periods=lim.liquidity_window).mean().to_numpy()
             move = ((c / c.shift(1) - 1) * 100).to_numpy()
-            sma = c.rolling(reg.trend_window, min_periods=reg.trend_window).mean()
-            slope = (sma - sma.shift(reg.slope_bars)).to_numpy()
-            ann = ret.rolling(reg.vol_window, min_periods=reg.vol_window).std().to_numpy()
-            ann = ann * math.sqrt(self.bars_per_year) * 100
-        close = c.to_numpy()
-        sma_a = sma.to_numpy()
-        regime = np.zeros(len(c))
-        known = ~np.isnan(slope) & ~np.isnan(ann)
-        regime[known] = 3.0
-        regime[known & (close > sma_a) & (slope > 0)] = 1.0
-        regime[known & (close < sma_a) & (slope < 0)] = 2.0
-        regime[known & (ann >= reg.crisis_vol)] = 4.0
+        regime, ann = regime_codes(c, ret, reg, self.bars_per_year)
         vol_mult = np.clip(1.0 / vol_ratio, lim.vol_floor, 1.0)
         vol_mult[np.isnan(vol_ratio)] = 1.0
         trip = np.zeros(len(c))
@@ -216,6 +205,26 @@ def market_reason(f: SymbolFeatures, k: int) -> str:
         f"market-wide breaker: {f.inst.symbol} moved {f.cols['move_pct'][j]:+.1f}% on {ts:%Y-%m-%d} "
         f"(limit {brk.index_move_pct:g}%); paused {brk.index_cooldown_bars} bars"
     )
+
+
+def regime_codes(
+    close: pd.Series, log_ret: pd.Series, reg: RegimeLimits, bars_per_year: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regime codes (see ``REGIME_CODES``) and annualised volatility (%) of one close series, by the
+    trend-and-volatility rule of ``rule_regime``; causal (rolling windows over past bars only)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sma = close.rolling(reg.trend_window, min_periods=reg.trend_window).mean()
+        slope = (sma - sma.shift(reg.slope_bars)).to_numpy()
+        ann = log_ret.rolling(reg.vol_window, min_periods=reg.vol_window).std().to_numpy()
+        ann = ann * math.sqrt(bars_per_year) * 100
+    c, sma_a = close.to_numpy(), sma.to_numpy()
+    regime = np.zeros(len(c))
+    known = ~np.isnan(slope) & ~np.isnan(ann)
+    regime[known] = 3.0
+    regime[known & (c > sma_a) & (slope > 0)] = 1.0
+    regime[known & (c < sma_a) & (slope < 0)] = 2.0
+    regime[known & (ann >= reg.crisis_vol)] = 4.0
+    return regime, ann
 
 
 def rule_regime(f: SymbolFeatures, k: int) -> Regime | None:

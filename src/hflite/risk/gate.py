@@ -9,7 +9,8 @@ Exits are always approved and never enlarged. An entry passes, in order:
 1. gates that reject: kill switch, human pause, drawdown halt, loss-limit locks, market-wide and
    per-symbol circuit breakers, protections, shorting, order rate, price collar, liquidity floor,
    equity, open-position count;
-2. sizing: ATR risk (or a share of equity) at the configured ``risk_pct``; the verdict's
+2. sizing: ATR risk (or a share of equity) at the configured ``risk_pct``, times the strategy's
+   conviction (``intent.size`` in [0, 1]: it can shrink the size, never grow it); the verdict's
    ``qty_requested`` is this size;
 3. cuts, each recorded with its value and limit: drawdown reduction, regime scaling, volatility
    adjustment, correlation, then the caps (position, sector, asset class, gross, net, leverage,
@@ -120,6 +121,10 @@ def evaluate(
     if fails:
         return _reject(intent, 0.0, fails, checks)
     wanted, how = size_entry(limits, state.equity, intent, ctx.fx)
+    if not intent.size >= 1.0:  # conviction only ever shrinks what risk allows (NaN: nothing)
+        conviction = max(intent.size, 0.0) if intent.size == intent.size else 0.0
+        wanted *= conviction
+        how = f"{how} x{conviction:.2f} conviction"
     if not wanted > 0 or math.isinf(wanted):
         return _reject(intent, 0.0, [("sizing", f"cannot size: {how}")], checks)
     cut = _Cuts(wanted, intent.price * ctx.fx, checks)

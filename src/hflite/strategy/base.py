@@ -19,20 +19,27 @@ from hflite.domain.signal import Exits
 
 @dataclass(frozen=True, slots=True)
 class BarArrays:
-    """One symbol's bars as float64 arrays of equal length, oldest first."""
+    """One symbol's bars as float64 arrays of equal length, oldest first. ``ts`` (int64 ns UTC, when
+    each bar became known) and ``symbol`` are set by the engine for strategies that join other data
+    (the AI ensemble); bar-only strategies ignore them."""
 
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    ts: np.ndarray | None = None
+    symbol: str = ""
 
     def __len__(self) -> int:
         return len(self.close)
 
     def head(self, n: int) -> BarArrays:
         """The first ``n`` bars (what a live runtime has seen after n bars)."""
-        return BarArrays(self.open[:n], self.high[:n], self.low[:n], self.close[:n], self.volume[:n])
+        ts = None if self.ts is None else self.ts[:n]
+        return BarArrays(
+            self.open[:n], self.high[:n], self.low[:n], self.close[:n], self.volume[:n], ts, self.symbol
+        )
 
 
 @dataclass(slots=True)
@@ -41,7 +48,8 @@ class SignalSet:
 
     ``target[k]``: NaN = no instruction; +1 = be long, 0 = be flat, -1 = be short. The engine acts
     only when the target differs from the current direction. ``atr`` feeds sizing and stops;
-    ``values`` are the named indicator values quoted in each decision's reason.
+    ``values`` are the named indicator values quoted in each decision's reason. ``size`` (optional,
+    in [0, 1]) is the strategy's conviction: it scales the size the risk gate computes, never above it.
     """
 
     target: np.ndarray
@@ -49,6 +57,7 @@ class SignalSet:
     exits: Exits
     values: dict[str, np.ndarray] = field(default_factory=dict)
     reasons: dict[int, str] = field(default_factory=dict)  # target value -> template
+    size: np.ndarray | None = None
 
     def reason(self, k: int) -> str:
         t = self.target[k]

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hflite.domain.signal import Exits
 from hflite.strategy import indicators as ta
-from hflite.strategy.base import BarArrays, SignalSet, crossings, entry_exit_targets, onset
+from hflite.strategy.base import BarArrays, SignalSet, Strategy, crossings, entry_exit_targets, onset
 
 
 class _Params(BaseModel):
@@ -184,16 +184,42 @@ class MeanReversion:
         )
 
 
+class AIEnsembleParams(_Params):
+    """The ``ai_ensemble`` strategy: the ensemble's score and confidence ([ai] builds them) become a
+    target: long at or above ``enter`` with enough confidence, flat at or below ``exit`` (short below
+    ``-enter`` when allowed); entries are sized by the risk gate times the confidence."""
+
+    enter: float = Field(0.25, gt=0, le=1, description="ensemble score that opens a long")
+    exit: float = Field(0.0, ge=-1, lt=1, description="score at or below which a long is closed")
+    min_confidence: float = Field(0.2, ge=0, le=1)
+    min_size: float = Field(0.25, gt=0, le=1, description="smallest conviction multiplier of a size")
+    score: Literal["ensemble", "technical"] = Field(
+        "ensemble", description="'technical': the market view without the model (the ablation)"
+    )
+    stop_atr: float = Field(3.0, ge=0, le=50)
+
+    @model_validator(mode="after")
+    def _exit_below_enter(self) -> AIEnsembleParams:
+        if self.exit >= self.enter:
+            raise ValueError(f"exit ({self.exit}) must be below enter ({self.enter})")
+        return self
+
+
 PARAMS: dict[str, type[_Params]] = {
     "trend": TrendParams,
     "breakout": BreakoutParams,
     "mean_reversion": MeanReversionParams,
+    "ai_ensemble": AIEnsembleParams,
 }
-_CLASSES = {"trend": Trend, "breakout": Breakout, "mean_reversion": MeanReversion}
+_CLASSES: dict[str, object] = {"trend": Trend, "breakout": Breakout, "mean_reversion": MeanReversion}
 
 
-def make_strategy(name: str, params: dict[str, object]) -> Trend | Breakout | MeanReversion:
+def make_strategy(name: str, params: dict[str, object]) -> Strategy:
     """Build a built-in strategy by name from a parameter dict (validated)."""
     if name not in PARAMS:
         raise ValueError(f"unknown strategy {name!r}; built-ins: {', '.join(sorted(PARAMS))}")
-    return _CLASSES[name](PARAMS[name].model_validate(params))  # type: ignore[arg-type]
+    if name == "ai_ensemble":
+        from hflite.strategy.ai import AIEnsemble
+
+        return AIEnsemble(AIEnsembleParams.model_validate(params))
+    return _CLASSES[name](PARAMS[name].model_validate(params))  # type: ignore[no-any-return,operator]
