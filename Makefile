@@ -14,12 +14,21 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
 	touch $(STAMP)
 
+# The tests also cover the optional extras: the LSTM/GRU models (torch, the CPU wheel pinned so pip
+# never pulls a CUDA build), MLflow tracking and the transformer sentiment loader.
+TEST_STAMP := $(VENV)/.installed-test
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,torch,mlflow,transformers]"
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/hflite backtest --config configs/demo.toml
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)

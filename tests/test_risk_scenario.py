@@ -8,7 +8,8 @@ curve and the raw prices in the store:
 - the drawdown halt: the first point 15% below the running equity peak (2020-03-09, 15.01% below
   the 111,532.22 USD peak), held until the human resume scheduled for 2020-03-23;
 - the market-wide breaker: SPY closes moving 7% or more from the previous close (five days in
-  March 2020); the BTC breaker of 2019-10-25 (its daily bar closes 2019-10-26 00:00 UTC): a 5.55-sigma move against the previous 60 returns.
+  March 2020); the BTC breaker of 2019-10-25 (its daily bar closes 2019-10-26 00:00 UTC): a
+  5.55-sigma move against the previous 60 returns.
 """
 
 from __future__ import annotations

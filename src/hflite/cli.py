@@ -9,6 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from hflite.cli_ai import ProgressBar, features_app, models_app
+from hflite.cli_ai import sentiment as sentiment_command
+from hflite.cli_ai import train as train_command
 from hflite.cli_risk import risk_app
 from hflite.config import ConfigError, Settings, load_settings, parse_overrides
 
@@ -95,7 +98,9 @@ def _fail(message: str, code: int = 2) -> None:
 @app.command()
 def backtest(
     config: ConfigOpt = None,
-    strategy: Annotated[str | None, typer.Option(help="trend, breakout or mean_reversion.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="trend, breakout, mean_reversion or ai_ensemble.")
+    ] = None,
     symbols: Annotated[
         str | None, typer.Option(help="Comma-separated symbols, e.g. SPY,TLT,BTC-USD.")
     ] = None,
@@ -182,9 +187,10 @@ def explain(
         Path | None, typer.Option("--config", "-c", help="TOML config file (for its report.dir).")
     ] = None,
 ) -> None:
-    """Explain one decision from a report: the intent and the indicators it saw, the risk verdict
-    (requested -> approved, reason, rules), every risk check with its value and limit, the orders,
-    fills and trade it led to, and the data versions of the run.
+    """Explain one decision from a report: the intent and the indicators it saw, for the AI ensemble
+    its views (banker, investor, market) with their top reasons, the model id, P(up) and regime, the
+    risk verdict (requested -> approved, reason, rules), every risk check with its value and limit,
+    the orders, fills and trade it led to, and the data versions of the run.
 
     Example: hflite explain trend-SPY-d12 --report reports/demo-trend-20250101-120000
     """
@@ -507,30 +513,7 @@ def _guard(fn: Any) -> Any:
     return None
 
 
-class _progress:
-    """A rich progress bar fed by (message, fraction) callbacks."""
-
-    def __enter__(self) -> Any:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        live = Console(stderr=True)  # one console for the whole live display
-        self.bar = Progress(
-            TextColumn("{task.description:<22}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=live,
-            transient=True,
-            disable=not live.is_terminal,
-        )
-        self.bar.__enter__()
-        self.task = self.bar.add_task("starting", total=1.0)
-        return self
-
-    def __call__(self, message: str, fraction: float) -> None:
-        self.bar.update(self.task, description=message, completed=fraction)
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+_progress = ProgressBar  # a rich progress bar fed by (message, fraction) callbacks
 
 
 def _finish(result: Any, settings: Settings, out: Path | None) -> None:
@@ -546,6 +529,13 @@ def _finish(result: Any, settings: Settings, out: Path | None) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     console.print(f"Report: [bold]{report}[/]", highlight=False)
+
+
+# The AI commands (hflite.cli_ai), listed after the run and data commands.
+app.add_typer(features_app, name="features")
+app.command("train")(train_command)
+app.add_typer(models_app, name="models")
+app.command("sentiment")(sentiment_command)
 
 
 def main() -> None:  # pragma: no cover - console entry

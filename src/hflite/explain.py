@@ -119,6 +119,7 @@ class DecisionTrail:
     trades: tuple[dict[str, Any], ...]
     data_versions: dict[str, str]
     notes: tuple[str, ...] = ()
+    ai: dict[str, Any] | None = None  # the AI brain's row behind the intent (ai_decisions.csv)
 
 
 # -------------------------------------------------------------------------------------- loading
@@ -210,7 +211,28 @@ def load_trail(folder: Path, ident: str) -> DecisionTrail:
         trades=trades,
         data_versions={str(k): str(v) for k, v in sorted(pins.items())},
         notes=notes,
+        ai=_ai_of(folder, intent_id),
     )
+
+
+def _ai_of(folder: Path, intent_id: str) -> dict[str, Any] | None:
+    """The AI brain's row behind an intent, with the run's model and feature summary."""
+    path = folder / "ai_decisions.csv"
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(path)
+    mine = rows[rows["intent_id"] == intent_id] if "intent_id" in rows else rows.iloc[:0]
+    if mine.empty:
+        return None
+    out: dict[str, Any] = mine.iloc[0].to_dict()
+    summary = _json(folder / "ai_summary.json")
+    out["summary"] = summary.get("summary", summary) if isinstance(summary, dict) else {}
+    for key in [k for k in out if k.endswith("_reasons")]:
+        try:
+            out[key] = json.loads(out[key]) if isinstance(out[key], str) else []
+        except json.JSONDecodeError:
+            out[key] = []
+    return out
 
 
 def _read(folder: Path, name: str, ts_columns: list[str]) -> pd.DataFrame:
@@ -400,6 +422,7 @@ def render_trail(trail: DecisionTrail) -> Group:
         Rule(f"Decision {trail.intent.id}", align="left"),
         _intent_table(trail),
         _verdict_table(trail.verdict),
+        *_ai_tables(trail.ai),
         _checks_table(trail),
         _orders_table(trail.orders),
         _fills_table(trail.fills),
@@ -408,6 +431,38 @@ def render_trail(trail: DecisionTrail) -> Group:
     ]
     parts += [Text(f"note: {n}", style="yellow") for n in trail.notes]
     return Group(*parts)
+
+
+def _ai_tables(ai: dict[str, Any] | None) -> list[RenderableType]:
+    """The AI brain's decision: ensemble, the three views with their top reasons, the model."""
+    if ai is None:
+        return []
+    summary = ai.get("summary") or {}
+    head = _fields(
+        "AI ensemble",
+        [
+            ("score", f"{_float(ai.get('score')):+.3f} (confidence {_float(ai.get('confidence')):.2f})"),
+            ("model", f"{summary.get('model', '')} {_str(ai.get('model_id'))}".strip() or "none"),
+            ("P(up)", _num(ai.get("prob_up"))),
+            ("expected return", _num(ai.get("exp_return"))),
+            ("regime", _str(ai.get("regime")) or "unknown"),
+            (
+                "features",
+                f"{str(summary.get('feature_key', ''))[:12]} "
+                f"(sentiment: {summary.get('sentiment_method', '')})",
+            ),
+        ],
+    )
+    views = Table(title="Views (top reasons: factor, value, contribution)", title_justify="left")
+    for col in ("view", "score", "confidence", "reasons"):
+        views.add_column(col, overflow="fold")
+    for v in ("banker", "investor", "market", "technical"):
+        if v not in ai:
+            continue
+        reasons = ai.get(f"{v}_reasons") or []
+        text = "; ".join(f"{r[0]} = {_num(r[1])} ({float(r[2]):+.3f})" for r in reasons) or "no known inputs"
+        views.add_row(v, f"{_float(ai.get(v)):+.3f}", f"{_float(ai.get(f'{v}_conf')):.2f}", text)
+    return [head, views]
 
 
 def _intent_table(trail: DecisionTrail) -> Table:

@@ -49,6 +49,7 @@ SECTIONS = (
     "Monthly returns",
     "Prices and fills",
     "Exposure",
+    "AI",  # only for runs of the ai_ensemble strategy
     "Risk",
     "Trades",
     "Configuration",
@@ -239,6 +240,16 @@ def _write_tables(result: RunResult, folder: Path) -> None:
     _with_columns(result.risk_spans, RISK_SPAN_COLUMNS).to_csv(folder / "risk_spans.csv", index=False)
     _with_columns(result.risk_limits, RISK_LIMIT_COLUMNS).to_csv(folder / "risk_limits.csv", index=False)
     equity_frame(result).to_parquet(folder / "equity.parquet")
+    if result.ai is not None:
+        from hflite.analytics.report_ai import write_ai_tables
+
+        write_ai_tables(result.ai, folder)
+
+
+def _ai_html(result: RunResult) -> str:
+    from hflite.analytics.report_ai import ai_html
+
+    return ai_html(result.ai)
 
 
 def _json_safe(value: Any) -> Any:
@@ -267,19 +278,22 @@ def _write_json(path: Path, payload: Any) -> None:
 
 def render_html(result: RunResult, metrics: dict, bench_metrics: dict[str, dict]) -> str:
     """The whole self-contained page (plotly.js inlined once in the head)."""
-    nav = "".join(f'<a href="#{_anchor(t)}">{escape(t)}</a>' for t in SECTIONS)
-    body = [
-        _section("Run", _run_html(result)),
-        _section("Performance", _performance_html(metrics, bench_metrics)),
-        _section("Equity", _figure_html(_equity_figure(result), "equity")),
-        _section("Drawdown", _figure_html(_drawdown_figure(result), "drawdown")),
-        _section("Monthly returns", _monthly_html(result)),
-        _section("Prices and fills", _prices_html(result)),
-        _section("Exposure", _figure_html(_exposure_figure(result), "exposure")),
-        _section("Risk", _risk_html(result)),
-        _section("Trades", _trades_html(result.trades)),
-        _section("Configuration", _config_html(result.config)),
-    ]
+    parts = {
+        "Run": lambda: _run_html(result),
+        "Performance": lambda: _performance_html(metrics, bench_metrics),
+        "Equity": lambda: _figure_html(_equity_figure(result), "equity"),
+        "Drawdown": lambda: _figure_html(_drawdown_figure(result), "drawdown"),
+        "Monthly returns": lambda: _monthly_html(result),
+        "Prices and fills": lambda: _prices_html(result),
+        "Exposure": lambda: _figure_html(_exposure_figure(result), "exposure"),
+        "AI": lambda: _ai_html(result),
+        "Risk": lambda: _risk_html(result),
+        "Trades": lambda: _trades_html(result.trades),
+        "Configuration": lambda: _config_html(result.config),
+    }
+    titles = [t for t in SECTIONS if t != "AI" or result.ai is not None]
+    nav = "".join(f'<a href="#{_anchor(t)}">{escape(t)}</a>' for t in titles)
+    body = [_section(t, parts[t]()) for t in titles]
     title = escape(f"{result.strategy} · {result.run_id}")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -1,0 +1,317 @@
+"""The AI commands: ``hflite features build``, ``hflite train``, ``hflite models list`` and
+``hflite sentiment``."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+features_app = typer.Typer(
+    help="Point-in-time feature tables, cached in the store by data version.\n\n"
+    "Example: hflite features build --config configs/demo.toml",
+    no_args_is_help=True,
+)
+models_app = typer.Typer(
+    help="The local model registry (walk-forward models, one entry per window).\n\n"
+    "Example: hflite models list",
+    no_args_is_help=True,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a setting: section.key=value (repeatable), e.g. --set ai.model.kind=xgboost."
+    ),
+]
+
+
+def _console() -> Console:
+    return Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | None = None) -> Any:
+    from hflite.config import ConfigError, load_settings, parse_overrides
+
+    overrides = parse_overrides(sets or [])
+    for section, values in (extra or {}).items():
+        node = overrides.setdefault(section, {})
+        for key, value in values.items():
+            if isinstance(value, dict):
+                node.setdefault(key, {}).update(value)
+            else:
+                node[key] = value
+    try:
+        return load_settings(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+class ProgressBar:
+    """A rich progress bar fed by (message, fraction) callbacks (hidden when not a terminal)."""
+
+    def __enter__(self) -> ProgressBar:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        live = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("{task.description:<24}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=live,
+            transient=True,
+            disable=not live.is_terminal,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task("starting", total=1.0)
+        return self
+
+    def __call__(self, message: str, fraction: float) -> None:
+        self.bar.update(self.task, description=message, completed=fraction)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+
+# -- features ------------------------------------------------------------------------------------
+@features_app.command("build")
+def features_build(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+    """Build (or load from the cache) the point-in-time feature tables of the run's symbols.
+
+    A feature at time t uses only data known at t: bars by their close, macro series by their
+    release lag, headlines by their time. Tables are cached under <data dir>/features/, keyed by
+    the data versions read, the feature config and the code version.
+    Example: hflite features build --config configs/demo.toml
+    """
+    from hflite.ai.feature_cache import build_features
+    from hflite.ai.sentiment import Analyzer
+    from hflite.engine.run import open_store
+
+    settings = _settings(config, sets)
+    ai = settings.ai
+    store = open_store(settings)
+    analyzer = Analyzer(order=ai.sentiment.order, model_path=ai.sentiment.model_path or None)
+    with ProgressBar() as say:
+        fs = build_features(
+            store,
+            list(settings.run.symbols),
+            ai.history_start,
+            settings.run.end,
+            ai.features,
+            scorer=analyzer.scores,
+            progress=say,
+        )
+    table = Table(title=f"features {fs.key[:12]} ({'cache hit' if fs.from_cache else 'built'})")
+    for col in ("symbol", "rows", "first", "last", "columns", "known %"):
+        table.add_column(col, justify="right" if col in ("rows", "columns", "known %") else "left")
+    for sym, frame in fs.frames.items():
+        if sym not in settings.run.symbols:
+            continue
+        known = float(frame.notna().to_numpy().mean() * 100) if len(frame) else 0.0
+        first = f"{frame.index[0]:%Y-%m-%d}" if len(frame) else "—"
+        last = f"{frame.index[-1]:%Y-%m-%d}" if len(frame) else "—"
+        table.add_row(sym, str(len(frame)), first, last, str(frame.shape[1]), f"{known:.1f}")
+    con = _console()
+    con.print(table)
+    groups = ", ".join(f"{g} {len(cols)}" for g, cols in fs.groups.items())
+    con.print(f"Groups: {groups}. Headlines scored by: {getattr(fs, 'scorer', '') or 'n/a'}.")
+    for w in fs.warnings:
+        con.print(f"[yellow]warning:[/] {w}", highlight=False)
+    con.print(f"Cache: [bold]{fs.path}[/]" if getattr(fs, "path", None) else "", highlight=False)
+
+
+# -- train ---------------------------------------------------------------------------------------
+def train(
+    config: ConfigOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="linear, random_forest, lightgbm, xgboost, lstm or gru.")
+    ] = None,
+    sets: SetOpt = None,
+) -> None:
+    """Walk-forward training: one model per window, purged and embargoed, each saved to the registry
+    with its training window, features, hyper-parameters, data and code versions and OOS metrics.
+
+    Test windows run from run.start (or ai.walkforward.start) to run.end; retraining follows
+    ai.walkforward.retrain. A finished walk-forward with the same fingerprint is reused.
+    Example: hflite train --model lightgbm --config configs/demo.toml
+    """
+    from hflite.ai.brain import available_closes, registry_for
+    from hflite.ai.feature_cache import build_features
+    from hflite.ai.sentiment import Analyzer
+    from hflite.ai.walkforward import build_panel, walk_forward
+    from hflite.engine.run import open_store
+
+    extra = {"ai": {"model": {"kind": model}}} if model else None
+    settings = _settings(config, sets, extra)
+    ai = settings.ai
+    bounds = {
+        "start": ai.walkforward.start or settings.run.start,
+        "end": ai.walkforward.end or settings.run.end,
+    }
+    wf_cfg = type(ai.walkforward).model_validate({**ai.walkforward.model_dump(), **bounds})
+    store = open_store(settings)
+    symbols = list(settings.run.symbols)
+    analyzer = Analyzer(order=ai.sentiment.order, model_path=ai.sentiment.model_path or None)
+    with ProgressBar() as say:
+        fs = build_features(
+            store, symbols, ai.history_start, settings.run.end, ai.features, scorer=analyzer.scores
+        )
+        closes = available_closes(store, symbols, ai.history_start, settings.run.end)
+        panel = build_panel({s: fs.frames[s] for s in symbols}, closes, wf_cfg.horizon)
+        try:
+            res = walk_forward(
+                panel,
+                ai.model.kind,
+                dict(ai.model.params),
+                wf_cfg,
+                registry=registry_for(ai, Path.cwd()),
+                data_version=fs.key,
+                progress=lambda done, total: say(f"training {done}/{total}", done / max(total, 1)),
+                seed=ai.model.seed,
+            )
+        except (ValueError, ImportError, RuntimeError) as exc:
+            _fail(f"{type(exc).__name__}: {exc}")
+            return
+    _print_windows(res, ai.model.kind)
+
+
+def _print_windows(res: Any, kind: str) -> None:
+    w = res.windows
+    table = Table(title=f"walk-forward {kind}: {len(w)} windows (run {getattr(res, 'run_id', '')})")
+    cols = [c for c in ("model_id", "train_start", "train_end", "test_start", "test_end", "n_train", "n_test",
+                        "hit_rate", "auc", "brier", "ic") if c in w.columns]  # fmt: skip
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for _, row in w.iterrows():
+        table.add_row(*[_cell(row[c]) for c in cols])
+    con = _console()
+    con.print(table)
+    summary = getattr(res, "summary", None) or {}
+    if summary:
+        con.print("OOS overall: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
+
+
+def _cell(value: Any) -> str:
+    import pandas as pd
+
+    if isinstance(value, pd.Timestamp):
+        return f"{value:%Y-%m-%d}"
+    return _fmt(value)
+
+
+@models_app.command("list")
+def models_list(
+    kind: Annotated[str | None, typer.Option(help="Only this model kind, e.g. lightgbm.")] = None,
+    run: Annotated[str | None, typer.Option(help="Only the windows of this walk-forward run.")] = None,
+    last: Annotated[int, typer.Option(help="Show at most this many entries (newest).")] = 30,
+    registry: Annotated[Path, typer.Option(help="Registry folder.")] = Path("var/models"),
+) -> None:
+    """List registered models: id, type, training window, features and out-of-sample metrics.
+
+    Example: hflite models list --kind lightgbm --last 12
+    """
+    from hflite.ai.registry import ModelRegistry
+
+    frame = ModelRegistry(registry).list()
+    if kind:
+        frame = frame[frame["kind"] == kind]
+    if run and "run" in frame.columns:
+        frame = frame[frame["run"] == run]
+    con = _console()
+    if frame.empty:
+        con.print(f"No models in {registry} (train some with `hflite train --config configs/demo.toml`).")
+        return
+    frame = frame.tail(last)
+    table = Table(title=f"models in {registry} ({len(frame)} shown)")
+    cols = [c for c in ("model_id", "kind", "train_start", "train_end", "test_start", "test_end",
+                        "n_features",
+                        "hit_rate", "auc", "brier") if c in frame.columns]  # fmt: skip
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for _, row in frame.iterrows():
+        table.add_row(*[_cell(row[c]) for c in cols])
+    con.print(table)
+
+
+# -- sentiment -----------------------------------------------------------------------------------
+def sentiment(
+    text: Annotated[str | None, typer.Argument(help="A headline to score.")] = None,
+    file: Annotated[Path | None, typer.Option(help="A text file: one headline per line.")] = None,
+    out: Annotated[Path | None, typer.Option(help="CSV to write: text,label,score,method.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="finance, lm, vader or transformer (default: the fallback order).")
+    ] = None,
+    model_path: Annotated[
+        Path | None, typer.Option(help="Local FinBERT-style model folder for the transformer method.")
+    ] = None,
+) -> None:
+    """Score financial headlines: score in [-1, 1], label, the method that produced it, matched terms.
+
+    Methods fall back in order: transformer (when a local model is given), finance (reads the
+    direction of change of financial quantities: "net loss narrowed" is positive), Loughran-McDonald,
+    VADER.
+    Example: hflite sentiment "Fed signals three rate cuts as inflation cools"
+    Example: hflite sentiment --file headlines.txt --out scores.csv
+    """
+    from hflite.ai.sentiment import DEFAULT_ORDER, Analyzer
+
+    if (text is None) == (file is None):
+        _fail("give one headline as an argument, or --file with one headline per line")
+    order = (method,) if method else DEFAULT_ORDER
+    try:
+        analyzer = Analyzer(order=order, model_path=str(model_path) if model_path else None)
+    except Exception as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+        return
+    if text is not None:
+        s = analyzer.score(text)
+        table = Table(title="sentiment", show_header=False)
+        table.add_column("field")
+        table.add_column("value", overflow="fold")
+        for k, v in (("text", s.text), ("score", f"{s.score:+.3f}"), ("label", s.label),
+                     ("method", s.method), ("terms", ", ".join(s.terms) or "—")):  # fmt: skip
+            table.add_row(k, v)
+        _console().print(table)
+        return
+    assert file is not None
+    if not file.is_file():
+        _fail(f"--file: {file} not found")
+    lines = [ln.strip() for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    scores = analyzer.score_many(lines)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "label", "score", "method"])
+            for s in scores:
+                w.writerow([s.text, s.label, f"{s.score:.4f}", s.method])
+    table = Table(title=f"sentiment of {len(scores)} headlines")
+    for col in ("text", "label", "score", "method"):
+        table.add_column(col, overflow="fold")
+    for s in scores[:50]:
+        table.add_row(s.text, s.label, f"{s.score:+.3f}", s.method)
+    con = _console()
+    con.print(table)
+    if len(scores) > 50:
+        con.print(f"... {len(scores) - 50} more")
+    if out is not None:
+        con.print(f"Scores: [bold]{out}[/]", highlight=False)
