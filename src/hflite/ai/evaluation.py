@@ -290,6 +290,7 @@ def build_ai_result(
         "sentiment_method": brain.sentiment_method,
         "walkforward_run": getattr(brain.wf, "run_id", "") if brain.wf is not None else "",
         "windows": len(windows),
+        "data_versions": dict(sorted(brain.data_versions.items())),  # every partition the features read
     }
     return AIResult(
         summary=summary,

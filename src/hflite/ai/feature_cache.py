@@ -3,8 +3,8 @@
 :func:`build_features` reads the bars, macro series and headlines the features need, scores the
 headlines (scores cached per news partition and scorer, as scoring takes seconds), computes the
 tables and caches them under ``<store.root>/features/`` as Parquet. The cache key hashes the content
-version of every partition read, the config, the scorer's name, :data:`FEATURES_VERSION` and the
-request, so a change to any of them computes afresh. Files are written to a temporary name and
+version of every partition read, the config, the scorer's name, :data:`FEATURES_VERSION`, the code
+version (git commit) and the request, so a change to any of them computes afresh. Files are written to a temporary name and
 renamed into place, so a reader never sees half a file.
 """
 
@@ -136,6 +136,14 @@ def _check_scores(values: Any, n: int, name: str) -> np.ndarray:
 # cache files
 
 
+def _code_version() -> str:
+    """The code that computes features and scores (version + git commit): a new commit rebuilds the
+    cache, so an edited rule or feature can never be served from an old file."""
+    from hflite.ai.registry import code_version
+
+    return code_version()
+
+
 def _digest(payload: dict[str, Any], length: int = 24) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
@@ -158,7 +166,8 @@ def _ns_utc(values: Any) -> pa.Array:
 
 
 def _scores_path(store: Store, version: str, name: str) -> Path:
-    return store.root / FEATURES_DIR / SCORES_DIR / f"{_digest({'v': version, 'scorer': name})}.parquet"
+    key = _digest({"v": version, "scorer": name, "code": _code_version()})
+    return store.root / FEATURES_DIR / SCORES_DIR / f"{key}.parquet"
 
 
 def _read_scores(path: Path) -> pd.DataFrame | None:
@@ -409,6 +418,7 @@ def build_features(
         key = _digest(
             {
                 "features_version": FEATURES_VERSION,
+                "code": _code_version(),
                 "config": config.version(),
                 "scorer": name,
                 "data": versions,

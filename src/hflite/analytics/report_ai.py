@@ -279,6 +279,7 @@ def _setup_html(ai: AIResult) -> str:
         ["Sentiment method", _text(s.get("sentiment_method"))],
         ["Feature set", _text(str(s.get("feature_key") or "")[:12])],
         ["Walk-forward run", _text(s.get("walkforward_run"))],
+        ["Inputs read (data versions)", _versions_text(s.get("data_versions"))],
     ]
     parts = [_table(["Setting", "Value"], rows, left=(0, 1))]
     if ai.weights is not None and not ai.weights.empty:
@@ -308,6 +309,13 @@ def _walkforward(settings: Any) -> str:
     ]
     rest = [f"{k}: {_text(v)}" for k, v in settings.items() if k not in _WALKFORWARD_KEYS and k != "horizon"]
     return " · ".join(first + rest)
+
+
+def _versions_text(versions: Any) -> str:
+    """``key hash12`` pairs of the partitions the features read (also in ai_summary.json)."""
+    if not isinstance(versions, dict) or not versions:
+        return "—"
+    return ", ".join(f"{k} {str(v)[:12]}" for k, v in sorted(versions.items()))
 
 
 def _weights_text(summary: dict[str, Any], weights: pd.DataFrame | None) -> str:
