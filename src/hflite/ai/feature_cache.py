@@ -4,8 +4,8 @@
 headlines (scores cached per news partition and scorer, as scoring takes seconds), computes the
 tables and caches them under ``<store.root>/features/`` as Parquet. The cache key hashes the content
 version of every partition read, the config, the scorer's name, :data:`FEATURES_VERSION`, the code
-version (git commit) and the request, so a change to any of them computes afresh. Files are written to a temporary name and
-renamed into place, so a reader never sees half a file.
+version (git commit) and the request, so a change to any of them computes afresh. Files are written
+to a temporary name and renamed into place, so a reader never sees half a file.
 """
 
 from __future__ import annotations
