@@ -606,3 +606,13 @@ def test_with_no_cap_binding_the_size_is_proportional_to_risk_and_inverse_to_atr
 
     assert sized(r2, 2.0) / sized(r1, 2.0) == pytest.approx(r2 / r1)
     assert sized(1.0, atr1) * atr1 == pytest.approx(sized(1.0, atr2) * atr2)
+
+
+def test_a_subnormal_average_volume_does_not_divide_by_zero() -> None:
+    # Found by hypothesis: avg_units 5e-324 times a 0.5 USD price underflows to 0.
+    intent = OrderIntent("p", "SPY", IntentKind.ENTRY, Side.BUY, 0, 0, "", 0.5, 0.0625)
+    ctx = MarketContext(fx=1.0, last_price=0.5, adv_usd=1e7, avg_units=5e-324)
+    verdict = evaluate(
+        RiskLimits(), RiskState(equity=1e5, peak_equity=1e5, cash=1e5), intent, SAMPLE_INSTRUMENTS["SPY"], ctx
+    )
+    assert verdict.qty_approved >= 0

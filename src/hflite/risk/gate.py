@@ -342,8 +342,9 @@ def _caps(
         lev = limits.max_leverage
         cut.cap("leverage_cap", "leverage", (lev - 1) * eq + state.cash, eq - state.cash, lev, eq,
                 "leverage cap {:g}x (cash {:,.0f} USD)", lev, state.cash)  # fmt: skip
-    if _liquid(instrument, ctx) and limits.max_adv_share and ctx.avg_units > 0:
-        share, adv = limits.max_adv_share, ctx.avg_units * cut.unit
+    adv = ctx.avg_units * cut.unit  # USD of average volume (0 when it underflows: no cap to apply)
+    if _liquid(instrument, ctx) and limits.max_adv_share and adv > 0:
+        share = limits.max_adv_share
         cut.cap("adv_share_cap", "adv_share", share * adv, 0.0, share, adv,
                 "{:.2%} of average volume ({:,.0f} units)", share, ctx.avg_units)  # fmt: skip
     if limits.max_order_usd:
