@@ -615,4 +615,5 @@ def test_a_subnormal_average_volume_does_not_divide_by_zero() -> None:
     verdict = evaluate(
         RiskLimits(), RiskState(equity=1e5, peak_equity=1e5, cash=1e5), intent, SAMPLE_INSTRUMENTS["SPY"], ctx
     )
-    assert verdict.qty_approved >= 0
+    assert verdict.status is VerdictStatus.REJECTED  # no room: 50% of almost nothing
+    assert "adv_share_cap" in verdict.rules

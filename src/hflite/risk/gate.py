@@ -342,9 +342,10 @@ def _caps(
         lev = limits.max_leverage
         cut.cap("leverage_cap", "leverage", (lev - 1) * eq + state.cash, eq - state.cash, lev, eq,
                 "leverage cap {:g}x (cash {:,.0f} USD)", lev, state.cash)  # fmt: skip
-    adv = ctx.avg_units * cut.unit  # USD of average volume (0 when it underflows: no cap to apply)
-    if _liquid(instrument, ctx) and limits.max_adv_share and adv > 0:
-        share = limits.max_adv_share
+    if _liquid(instrument, ctx) and limits.max_adv_share and ctx.avg_units > 0:
+        # USD of average volume; a volume so small that it underflows to 0 USD leaves no room (the
+        # check then reads inf rather than dividing by zero)
+        share, adv = limits.max_adv_share, max(ctx.avg_units * cut.unit, math.ulp(0.0))
         cut.cap("adv_share_cap", "adv_share", share * adv, 0.0, share, adv,
                 "{:.2%} of average volume ({:,.0f} units)", share, ctx.avg_units)  # fmt: skip
     if limits.max_order_usd:
