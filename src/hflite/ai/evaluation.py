@@ -299,7 +299,7 @@ def build_ai_result(
         calibration=calibration_table(pred),
         importance=importance,
         oos=oos,
-        weights=brain.weights,
+        weights=_in_run(brain.weights, s, e),
         equity=equity,
         ablation=periods.rename(columns=VARIANT_NAMES)
         .rename_axis("period")
@@ -310,6 +310,15 @@ def build_ai_result(
         verdict=verdict(summary_table, oos),
         warnings=list(brain.warnings),
     )
+
+
+def _in_run(weights: pd.DataFrame | None, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame | None:
+    """The learned weights in force during the run: from the period covering its start to its end."""
+    if weights is None or weights.empty:
+        return weights
+    idx = pd.DatetimeIndex(weights.index)
+    first = idx[idx <= start].max() if (idx <= start).any() else idx.min()
+    return weights[(idx >= first) & (idx < end)]
 
 
 def buy_and_hold(close_usd: dict[str, np.ndarray], index: pd.DatetimeIndex, cash: float) -> pd.Series:
