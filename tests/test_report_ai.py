@@ -392,7 +392,7 @@ def test_write_ai_tables_writes_every_file_with_its_columns(tmp_path: Path) -> N
     assert names == list(AI_FILES)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(AI_FILES)
     columns = {n: list(pd.read_csv(tmp_path / n).columns) for n in names if n.endswith(".csv")}
-    assert columns["ai_decisions.csv"][:4] == ["ts", "symbol", "score", "confidence"]
+    assert columns["ai_decisions.csv"][:5] == ["intent_id", "ts", "symbol", "score", "confidence"]
     assert "market_reasons" in columns["ai_decisions.csv"]
     assert columns["ai_windows.csv"][:7] == WINDOW_COLUMNS
     assert "hit_rate" in columns["ai_windows.csv"]

@@ -11,7 +11,6 @@ row-wise, and learned ensemble weights at t come from rows whose labels ended be
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hflite import logs
 from hflite.ai.ensemble import EnsembleConfig, combine, learned_weights, period_starts, weights_at
-from hflite.ai.regime import REGIMES, RegimeConfig, label_at, regimes
+from hflite.ai.regime import RegimeConfig, label_at, regimes
 from hflite.ai.views import REGIME_SIGNAL, VIEWS, ViewFrame, all_views, asset_group
 from hflite.ai.walkforward import WalkForwardConfig, WalkForwardResult, build_panel, walk_forward
 from hflite.domain.instrument import Instrument
@@ -46,6 +45,15 @@ DECISION_COLUMNS = (
     "exp_return",
     "regime",
     "model_id",
+)
+#: Columns of ``ai_decisions.csv``: the intent, then its symbol's decision row and each view's top
+#: reasons (JSON lists of [factor, value, contribution]).
+TRAIL_COLUMNS = (
+    "intent_id",
+    "ts",
+    "symbol",
+    *DECISION_COLUMNS,
+    *(f"{v}_reasons" for v in (*VIEWS, "technical")),
 )
 
 
@@ -274,12 +282,8 @@ def _decision_frame(
     confs = np.column_stack([vs[v].confidence for v in VIEWS])
     w = weights_at(weights, index, cfg.ensemble)
     score, conf = combine(scores, confs, w)
-    tscores = scores.copy()
-    tscores[:, 2] = tech.score
-    tconfs = confs.copy()
-    tconfs[:, 2] = tech.confidence
-    # technical-only ablation: the market view without the model, alone
-    tech_score, _ = combine(tscores[:, 2:], tconfs[:, 2:], np.ones(1))
+    # technical-only ablation: the market view without the model, alone (unknown where it has no say)
+    tech_score = np.where(tech.confidence > 0, tech.score, np.nan)
     out = pd.DataFrame(index=index)
     out["score"], out["confidence"] = score, conf
     for j, v in enumerate(VIEWS):
@@ -291,14 +295,6 @@ def _decision_frame(
     out["regime"] = inputs["regime"].to_numpy(dtype=object)
     out["model_id"] = model_id
     return out
-
-
-def config_hash(cfg: BaseModel) -> str:
-    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
-
-
-def regime_names() -> tuple[str, ...]:
-    return REGIMES
 
 
 def registry_for(cfg: AIConfig, base: Path | None = None) -> Any:

@@ -80,40 +80,37 @@ def labelled_predictions(
 
 
 def oos_metrics(pred: pd.DataFrame) -> dict[str, float]:
-    """Hit rate, AUC, Brier score, log loss and IC over the rows with a known label."""
-    from scipy.stats import spearmanr
-    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+    """The walk-forward's own metrics (hit rate, AUC, Brier, log loss, IC) over the run's predictions
+    with a known label, plus ``rows`` and ``base_rate`` (the share of up moves)."""
+    from hflite.ai.walkforward import oos_metrics as scores
 
-    known = pred.dropna(subset=["fwd_return", "prob_up"])
-    known = known[known["fwd_return"] != 0]
-    if len(known) < 10:
-        return {"rows": float(len(known))}
-    up = (known["fwd_return"] > 0).to_numpy()
-    prob = np.clip(known["prob_up"].to_numpy(dtype=float), 1e-6, 1 - 1e-6)
-    out = {
-        "rows": float(len(known)),
-        "hit_rate": float(((prob > 0.5) == up).mean()),
-        "base_rate": float(up.mean()),
-        "brier": float(brier_score_loss(up, prob)),
-        "log_loss": float(log_loss(up, prob, labels=[False, True])),
+    known = pred.dropna(subset=["prob_up"])
+    fwd = known["fwd_return"].to_numpy(dtype=float)
+    out = scores(known["prob_up"].to_numpy(dtype=float), known["exp_return"].to_numpy(dtype=float), fwd)
+    labelled = fwd[np.isfinite(fwd)]
+    return {
+        "rows": out.pop("n_scored"),
+        "base_rate": float((labelled > 0).mean()) if len(labelled) else float("nan"),
+        **out,
     }
-    out["auc"] = float(roc_auc_score(up, prob)) if 0 < up.mean() < 1 else float("nan")
-    ic = spearmanr(known["exp_return"], known["fwd_return"]).statistic
-    out["ic"] = float(ic) if ic == ic else float("nan")
-    return out
 
 
-def calibration_table(pred: pd.DataFrame, bins: int = 10) -> pd.DataFrame:
-    """Predicted probability vs realised up-rate in equal-width bins (rows with a known label)."""
-    known = pred.dropna(subset=["fwd_return", "prob_up"])
-    if known.empty:
-        return pd.DataFrame(columns=["bin", "predicted", "realised", "count"])
-    edges = np.linspace(0, 1, bins + 1)
-    b = np.clip(np.digitize(known["prob_up"], edges) - 1, 0, bins - 1)
-    df = pd.DataFrame({"bin": b, "p": known["prob_up"], "up": (known["fwd_return"] > 0).astype(float)})
-    g = df.groupby("bin").agg(predicted=("p", "mean"), realised=("up", "mean"), count=("up", "size"))
-    g.index = [f"{edges[i]:.1f}-{edges[i + 1]:.1f}" for i in g.index]
-    return g.rename_axis("bin").reset_index()
+def calibration_table(pred: pd.DataFrame) -> pd.DataFrame:
+    """Predicted probability vs realised up-rate per probability bin (the walk-forward's bins),
+    non-empty bins only: columns bin, predicted, realised, count."""
+    from hflite.ai.walkforward import calibration_table as bins
+
+    known = pred.dropna(subset=["prob_up"])
+    table = bins(known["prob_up"].to_numpy(dtype=float), known["fwd_return"].to_numpy(dtype=float))
+    table = table[table["n"] > 0]
+    return pd.DataFrame(
+        {
+            "bin": [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(table["bin_lo"], table["bin_hi"], strict=True)],
+            "predicted": table["mean_prob"].to_numpy(),
+            "realised": table["up_rate"].to_numpy(),
+            "count": table["n"].to_numpy(),
+        }
+    )
 
 
 def period_returns(equity: dict[str, pd.Series], freq: str) -> pd.DataFrame:

@@ -36,6 +36,7 @@ __all__ = [
     "WalkForwardConfig",
     "WalkForwardResult",
     "build_panel",
+    "calibration_table",
     "make_labels",
     "oos_metrics",
     "run_fingerprint",
@@ -418,7 +419,9 @@ def oos_metrics(prob_up: np.ndarray, exp_return: np.ndarray, fwd_return: np.ndar
     return out
 
 
-def _calibration_table(prob_up: np.ndarray, fwd_return: np.ndarray) -> pd.DataFrame:
+def calibration_table(prob_up: np.ndarray, fwd_return: np.ndarray) -> pd.DataFrame:
+    """Rows with a known label in ``CALIBRATION_BINS`` equal-width bins of predicted probability:
+    bin_lo, bin_hi, n, mean_prob (mean predicted) and up_rate (realised share of up moves)."""
     known = np.isfinite(fwd_return)
     p, y = prob_up[known], (fwd_return[known] > 0).astype(np.float64)
     b = np.clip((p * CALIBRATION_BINS).astype(np.int64), 0, CALIBRATION_BINS - 1)
@@ -631,7 +634,7 @@ def walk_forward(
         predictions=predictions,
         windows=windows,
         importance=pd.DataFrame(importance).rename_axis(index="model_id", columns="feature"),
-        calibration=_calibration_table(prob[done], fwd[done]),
+        calibration=calibration_table(prob[done], fwd[done]),
         summary=_summary(predictions, windows, fwd[done]),
         kind=kind,
         params=resolved,

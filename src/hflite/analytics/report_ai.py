@@ -19,6 +19,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from hflite.ai.brain import TRAIL_COLUMNS
+from hflite.ai.views import VIEWS as _VIEWS
+
 if TYPE_CHECKING:
     from hflite.ai.evaluation import AIResult
 
@@ -35,7 +38,6 @@ AI_FILES = (
     "ai_summary.json",
 )
 
-_VIEWS = ("banker", "investor", "market")
 _VARIANT_LABELS = {
     "ensemble": "AI ensemble",
     "technical": "technical only",
@@ -51,21 +53,7 @@ _TOP_DECISIONS = 15
 _NO_MODEL = "No model (ai.model.enabled = false)"
 _DASH = "—"
 
-_DECISION_COLUMNS = [
-    "ts",
-    "symbol",
-    "score",
-    "confidence",
-    *(c for v in _VIEWS for c in (v, f"{v}_conf")),
-    "technical",
-    "technical_conf",
-    "technical_score",
-    "prob_up",
-    "exp_return",
-    "regime",
-    "model_id",
-    *(f"{v}_reasons" for v in _VIEWS),
-]
+_DECISION_COLUMNS = list(TRAIL_COLUMNS)
 _WINDOW_COLUMNS = ["model_id", "train_start", "train_end", "test_start", "test_end", "n_train", "n_test"]
 _CALIBRATION_COLUMNS = ["bin", "predicted", "realised", "count"]
 _IMPORTANCE_COLUMNS = ["feature", "importance"]
