@@ -28,6 +28,8 @@ def make_settings(store: Store, **sections: dict[str, Any]) -> Settings:
     base: dict[str, Any] = {
         "run": {"symbols": ["SPY"], "start": "2015-01-02", "end": "2019-12-31", "benchmarks": ["SPY"]},
         "data": {"dir": str(store.root)},
+        # hermetic: no test reads the developer's LLM journal unless it configures [llm] itself
+        "llm": {"mode": "off"},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

@@ -12,6 +12,7 @@ from rich.console import Console
 from hflite.cli_ai import ProgressBar, features_app, models_app
 from hflite.cli_ai import sentiment as sentiment_command
 from hflite.cli_ai import train as train_command
+from hflite.cli_llm import llm_app
 from hflite.cli_risk import risk_app
 from hflite.config import ConfigError, Settings, load_settings, parse_overrides
 
@@ -113,18 +114,31 @@ def backtest(
         Path | None,
         typer.Option(help="A report folder: run its config again on the exact data versions it read."),
     ] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            "--llm",
+            help="off, replay (recorded replies only; never calls a model) or live (call the "
+            "configured model and record every reply). Default: [llm] mode, replay.",
+        ),
+    ] = None,
 ) -> None:
     """Run a backtest on the local store and write an HTML report.
 
     Example: hflite backtest --strategy trend --symbols SPY,TLT,GLD,BTC-USD,EURUSD
     --start 2015-01-01 --end 2024-12-06 --set strategy.fast=20 --out reports/my-run
+
+    With an LLM: hflite backtest --config configs/ai.toml --llm replay (recorded replies only)
+    or --llm live (calls the model in [llm] and records every reply).
     """
     from hflite.engine.run import backtest as run_backtest
 
     if rerun is not None:
-        settings = _rerun_settings(rerun, sets)
+        settings = _rerun_settings(rerun, [*(sets or []), *([f"llm.mode={llm}"] if llm else [])])
     else:
-        settings = _load(config, sets, strategy=strategy, symbols=symbols, start=start, end=end, cash=cash)
+        settings = _load(
+            config, sets, strategy=strategy, symbols=symbols, start=start, end=end, cash=cash, llm=llm
+        )
     with _progress() as say:
         result = _guard(lambda: run_backtest(settings, progress=say))
     _finish(result, settings, out)
@@ -145,6 +159,14 @@ def replay(
             "pause, kill or halt stays in force and queued commands apply at the first bar-time."
         ),
     ] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            "--llm",
+            help="off, replay (recorded replies only; never calls a model) or live (call the "
+            "configured model and record every reply). Default: [llm] mode, replay.",
+        ),
+    ] = None,
 ) -> None:
     """Run the live runtime (asyncio, bar by bar, SQLite journal) on recorded bars.
 
@@ -161,7 +183,7 @@ def replay(
     except ValueError:
         _fail(f"--speed: expected 'max' or a positive number, got {speed!r}")
         return
-    settings = _load(config, sets)
+    settings = _load(config, sets, llm=llm)
     with _progress() as say:
         result = _guard(
             lambda: asyncio.run(run_replay(settings, speed=factor, journal_path=journal, progress=say))
@@ -189,8 +211,10 @@ def explain(
 ) -> None:
     """Explain one decision from a report: the intent and the indicators it saw, for the AI ensemble
     its views (banker, investor, market) with their top reasons, the model id, P(up) and regime, the
-    risk verdict (requested -> approved, reason, rules), every risk check with its value and limit,
-    the orders, fills and trade it led to, and the data versions of the run.
+    LLM's explanation (or the rule-based one, and why) and the portfolio manager's advice with the
+    model, backend, prompt hash, as-of time and tokens, the risk verdict (requested -> approved,
+    reason, rules), every risk check with its value and limit, the orders, fills and trade it led
+    to, and the data versions of the run.
 
     Example: hflite explain trend-SPY-d12 --report reports/demo-trend-20250101-120000
     """
@@ -476,6 +500,9 @@ def _rerun_settings(folder: Path, sets: list[str] | None) -> Settings:
     except (OSError, ValueError) as exc:
         _fail(f"--rerun: cannot read {path}: {exc}")
         raise
+    openai = recorded.get("llm", {}).get("openai", {}) if isinstance(recorded.get("llm"), dict) else {}
+    if isinstance(openai, dict) and openai.get("api_key") == "**********":
+        del openai["api_key"]  # reports hold a masked key: the environment (.env) supplies the real one
     for section, values in parse_overrides(sets or []).items():
         if isinstance(values, dict):
             recorded.setdefault(section, {}).update(values)
@@ -493,6 +520,7 @@ def _load(config: Path | None, sets: list[str] | None, **shortcuts: Any) -> Sett
         "start": "run.start",
         "end": "run.end",
         "cash": "run.initial_cash",
+        "llm": "llm.mode",
     }
     try:
         return _settings(config, sets, {keys[k]: v for k, v in shortcuts.items()})
@@ -536,6 +564,7 @@ app.add_typer(features_app, name="features")
 app.command("train")(train_command)
 app.add_typer(models_app, name="models")
 app.command("sentiment")(sentiment_command)
+app.add_typer(llm_app, name="llm")
 
 
 def main() -> None:  # pragma: no cover - console entry

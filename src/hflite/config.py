@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hflite.ai.brain import AIConfig
+from hflite.ai.llm.config import LLMConfig
 from hflite.domain.instrument import AssetClass
 
 FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -336,6 +337,7 @@ class Settings(BaseSettings):
     data: DataConfig = Field(default_factory=DataConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     ai: AIConfig = Field(default_factory=AIConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -466,6 +468,35 @@ def load_data_settings(path: str | Path | None = None) -> DataConfig:
         raise ConfigError(format_validation_error(exc)) from None
 
 
+class LLMSettings(BaseSettings):
+    """Only the ``[llm]`` section: ``hflite llm`` commands need no ``[run]``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HFLITE_", env_nested_delimiter="__", env_file=".env", extra="ignore", frozen=True
+    )
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+
+
+def load_llm_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> LLMConfig:
+    """The ``[llm]`` section of a config file (or defaults), with environment overrides, then
+    ``overrides`` (keys of ``[llm]``)."""
+    file_data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            file_data = dict(tomllib.loads(p.read_text()).get("llm", {}))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    try:
+        cfg = LLMSettings(llm=file_data).llm if file_data else LLMSettings().llm
+        return LLMConfig.model_validate({**cfg.model_dump(), **(overrides or {})}) if overrides else cfg
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix="")) from None
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The resolved configuration as plain data for reports (no secrets exist here yet)."""
+    """The resolved configuration as plain data for reports: secrets (``SecretStr``, e.g. the
+    OpenAI-compatible API key) dump as "**********", never their value."""
     return settings.model_dump(mode="json")

@@ -106,6 +106,7 @@ class BrainResult:
     warnings: list[str] = field(default_factory=list)
     closes: dict[str, pd.Series] = field(default_factory=dict)
     config: AIConfig | None = None
+    llm_summaries: pd.DataFrame | None = None  # [llm] summarise: one row per ticker-day summarised
 
     def reasons(
         self, symbol: str, ts: pd.Timestamp, top: int = 3
@@ -177,10 +178,17 @@ def _predictions(
 
 
 def _inputs(
-    sym: str, frame: pd.DataFrame, preds: pd.DataFrame | None, labels: pd.Series
+    sym: str,
+    frame: pd.DataFrame,
+    preds: pd.DataFrame | None,
+    labels: pd.Series,
+    extra: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features plus the model's prediction and the regime, aligned on the symbol's bars."""
+    """Features plus the model's prediction, the regime and (when given) the LLM news summary,
+    aligned on the symbol's bars."""
     out = frame.copy()
+    if extra is not None:
+        out[str(extra.name)] = extra.reindex(out.index).to_numpy(dtype=float)
     model_id = np.full(len(out), "", dtype=object)
     if preds is not None:
         mine = preds[preds["symbol"] == sym].set_index("ts")
@@ -236,9 +244,11 @@ def think(
     registry: Any = None,
     data_version: str = "",
     progress: Progress | None = None,
+    llm_news: dict[str, pd.Series] | None = None,
 ) -> BrainResult:
     """Decisions for every bar of every symbol in ``frames`` (feature frames indexed by availability
-    time) from point-in-time inputs only."""
+    time) from point-in-time inputs only. ``llm_news`` (per symbol, on the same index) is the LLM's
+    news summary score, an input of the investor view only (never of the model)."""
     say = progress or (lambda _m, _f: None)
     labels = _regime_labels(index_close, index_bars_per_year, cfg.regime)
     say("walk-forward training", 0.0)
@@ -249,7 +259,7 @@ def think(
     technical: dict[str, ViewFrame] = {}
     extra: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
     for sym, frame in frames.items():
-        inputs, model_id = _inputs(sym, frame, preds, labels)
+        inputs, model_id = _inputs(sym, frame, preds, labels, (llm_news or {}).get(sym))
         group = asset_group(instruments[sym])
         views[sym] = all_views(inputs, group)
         technical[sym] = all_views(inputs, group, ml=False)["market"]
@@ -342,9 +352,12 @@ def think_from_store(
     end: Any,
     base_dir: Path | None = None,
     progress: Progress | None = None,
+    llm: Any = None,
 ) -> BrainResult:
     """Build (or load cached) features from the store, then ``think``. Walk-forward test windows
-    start at the run's ``start`` unless ``[ai.walkforward] start`` is set."""
+    start at the run's ``start`` unless ``[ai.walkforward] start`` is set. With ``llm`` (an
+    ``LLMService`` whose config has ``summarise`` on), each day's ticker headlines are summarised by
+    the model into an extra investor-view input (``BrainResult.llm_summaries`` holds the table)."""
     from hflite.ai.feature_cache import build_features
     from hflite.ai.sentiment import Analyzer
     from hflite.data.store import DataNotFoundError
@@ -363,6 +376,9 @@ def think_from_store(
         wf = type(cfg.walkforward).model_validate({**cfg.walkforward.model_dump(), "start": start})
         cfg = cfg.model_copy(update={"walkforward": wf})
     frames = {s: _with_fundamentals(store, s, fs.frames[s]) for s in symbols}
+    llm_news, summaries = None, None
+    if llm is not None and llm.cfg.summarise:
+        llm_news, summaries = _summaries(store, llm, frames, analyzer.scores, start, end, say)
     brain = think(
         frames,
         closes,
@@ -372,9 +388,34 @@ def think_from_store(
         registry=registry_for(cfg, base_dir),
         data_version=fs.key,
         progress=progress,
+        llm_news=llm_news,
     )
+    brain.llm_summaries = summaries
     brain.feature_key = fs.key
     brain.data_versions = dict(fs.data_versions)
     brain.sentiment_method = getattr(fs, "scorer", "") or ""
     brain.warnings = list(fs.warnings) + brain.warnings
     return brain
+
+
+def _summaries(
+    store: Any,
+    llm: Any,
+    frames: dict[str, pd.DataFrame],
+    scorer: Callable[[list[str]], np.ndarray],
+    start: Any,
+    end: Any,
+    say: Progress,
+) -> tuple[dict[str, pd.Series], pd.DataFrame]:
+    """The LLM's summary of each day's ticker headlines inside the run's window."""
+    from hflite.ai.llm.passes import summarise_news
+    from hflite.data.store import DataNotFoundError
+
+    s, e = pd.Timestamp(start), pd.Timestamp(end) + pd.Timedelta(days=1)
+    try:
+        news = store.read_news(list(frames), s, e)
+    except DataNotFoundError:
+        news = pd.DataFrame(columns=["ts", "tickers", "headline"])
+    index = {sym: pd.DatetimeIndex(f.index[(f.index >= s) & (f.index < e)]) for sym, f in frames.items()}
+    say("LLM news summaries", 0.05)
+    return summarise_news(llm, news, index, scorer, progress=lambda d, t: say(f"LLM summaries {d}/{t}", 0.05))

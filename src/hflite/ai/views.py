@@ -176,6 +176,11 @@ MARKET: tuple[Factor, ...] = (
            "market regime: bull +1, sideways 0, bear and crisis -1"),
 )  # fmt: skip
 
+#: The investor view's extra input when ``[llm] summarise`` is on: the LLM's summary of the ticker's
+#: headlines (only where a model answered; the rule-based news factors cover the rest).
+LLM_NEWS = Factor("LLM news summary", ("llm_news_score",), _tanh("llm_news_score", 0.5), 1.0, {},
+                  "an LLM's score of the ticker's latest day of headlines (-1..1), for 5 bars")  # fmt: skip
+
 VIEW_FACTORS: dict[str, tuple[Factor, ...]] = {"banker": BANKER, "investor": INVESTOR, "market": MARKET}
 #: The market view's factors without the ML model (the "technical only" ablation).
 TECHNICAL_FACTORS = tuple(f for f in MARKET if not f.name.startswith("ML"))
@@ -250,6 +255,8 @@ def _combine(
 
 def all_views(inputs: pd.DataFrame, group: str, *, ml: bool = True) -> dict[str, ViewFrame]:
     """The three views of one symbol (``ml=False``: the market view without the model's factors)."""
-    out = {v: view_frame(v, inputs, group) for v in ("banker", "investor")}
+    out = {"banker": view_frame("banker", inputs, group)}
+    investor = (*INVESTOR, LLM_NEWS) if "llm_news_score" in inputs.columns else INVESTOR
+    out["investor"] = view_frame("investor", inputs, group, investor)
     out["market"] = view_frame("market", inputs, group, None if ml else TECHNICAL_FACTORS)
     return out

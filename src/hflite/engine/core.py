@@ -19,6 +19,7 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -49,6 +50,14 @@ class Protection:
     take_profit: Order | None = None
 
 
+class Advisor(Protocol):
+    """Reviews an entry risk approved and returns the verdict to act on (never a larger size)."""
+
+    def __call__(
+        self, intent: OrderIntent, verdict: RiskVerdict, values: dict[str, float], instrument: Instrument
+    ) -> RiskVerdict: ...
+
+
 @dataclass(slots=True)
 class Decision:
     """An intent with its reason and verdict: the trail behind every order."""
@@ -76,8 +85,11 @@ class Engine:
         bars_per_year: float = 252.0,
         regime_source: RegimeSource | None = None,
         scheduled: list[tuple[int, str, str]] | None = None,
+        advisor: Advisor | None = None,
     ) -> None:
         self.md = md
+        #: A second look at each entry risk approved (the LLM portfolio manager); it may only shrink.
+        self.advisor = advisor
         self.signals = signals
         self.strategy_name = strategy_name
         self.limits = limits
@@ -424,6 +436,11 @@ class Engine:
         inst = self._inst[sym]
         fx = self.md.fx_tl[inst.currency].item(i)
         verdict = self.risk.check(intent, inst, k, i, fx)
+        if self.advisor is not None and verdict.qty_approved > 0:
+            advised = self.advisor(intent, verdict, self._values(sym, k), inst)
+            if advised.qty_approved > verdict.qty_approved:  # shrink() never does this; a bad advisor might
+                raise StrategyError(f"advisor raised {intent.id} above what risk approved")
+            verdict = advised
         order = self._record(sym, k, i, intent, verdict, reduce_only=False, tif=self.tif)
         if order is not None:
             self.entry_orders[sym] = order

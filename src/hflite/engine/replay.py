@@ -15,6 +15,7 @@ from hflite.engine.run import (
     Progress,
     ai_result,
     build_result,
+    llm_result,
     make_engine,
     new_run_id,
     open_store,
@@ -41,6 +42,8 @@ async def replay(
     say("loading data", 0.05)
     prep = prepare(settings, store, progress=say)
     run_id = run_id or f"{new_run_id(settings)}-replay"
+    if prep.llm is not None:
+        prep.llm.run_id = run_id
     path = (
         journal_path
         if journal_path is not None
@@ -52,7 +55,7 @@ async def replay(
         live = Prepared(
             prep.settings, prep.store, prep.instruments, prep.strategy, md, prep.start, prep.end, prep.brain
         )
-        return make_engine(live, signals, journal)
+        return make_engine(live, signals, journal, advisor=prep.advisor)
 
     control = journal if isinstance(journal, SqliteJournal) else None
     runtime = LiveRuntime(prep.md, prep.strategy, engine_for, control)
@@ -76,6 +79,8 @@ async def replay(
         prep.start,
         prep.end,
         prep.brain,
+        prep.llm,
+        prep.advisor,
     )
     result = build_result(engine, live_prep, run_id)
     if engine.stopped:  # a kill stopped the runtime: the run ends at its last bar, not the config's end
@@ -84,6 +89,8 @@ async def replay(
     result.stats.update({"steps": float(engine.steps), "timeline_points": float(runtime.md.length)})
     if prep.brain is not None and isinstance(prep.strategy, AIEnsemble):
         result.ai = ai_result(live_prep, result)
+    if prep.llm is not None:
+        result.llm = llm_result(live_prep, result, progress=say)
     log.info(
         "run.done",
         steps=engine.steps,

@@ -138,3 +138,4 @@ class RunResult:
     risk_spans: pd.DataFrame = field(default_factory=_empty(RISK_SPAN_COLUMNS))
     risk_limits: pd.DataFrame = field(default_factory=_empty(RISK_LIMIT_COLUMNS))
     ai: Any = None  # hflite.ai.evaluation.AIResult for the ai_ensemble strategy
+    llm: Any = None  # hflite.ai.llm.passes.LLMRunResult when [llm] is on

@@ -57,6 +57,9 @@ from hflite.strategy.builtin import make_strategy
 if TYPE_CHECKING:
     from hflite.ai.brain import BrainResult
     from hflite.ai.evaluation import AIResult
+    from hflite.ai.llm.passes import LLMAdvisor, LLMRunResult
+    from hflite.ai.llm.service import LLMService
+    from hflite.engine.core import Advisor
 
 #: Bars per year by frequency (annualised volatility for the regime rule).
 BARS_PER_YEAR = {"1d": 252.0, "1h": 252.0 * 7, "1m": 252.0 * 390}
@@ -79,6 +82,8 @@ class Prepared:
     start: pd.Timestamp
     end: pd.Timestamp
     brain: BrainResult | None = None
+    llm: LLMService | None = None  # [llm]: None when its mode is off or no role is on
+    advisor: LLMAdvisor | None = None  # [llm] advise: the portfolio-manager pass on entries
 
 
 def open_store(settings: Settings) -> Store:
@@ -141,8 +146,33 @@ def prepare(settings: Settings, store: Store, progress: Progress | None = None) 
     md = build_market(frames, instruments, list(run.symbols), run.frequency, start, end, versions)
     if md.length == 0:
         raise ConfigError(f"config error: run.start/run.end: no bars between {run.start} and {run.end}")
-    brain = _brain(settings, store, strategy, instruments, start, end, progress)
-    return Prepared(settings, store, instruments, strategy, md, start, end, brain)
+    llm = _llm_service(settings)
+    brain = _brain(settings, store, strategy, instruments, start, end, progress, llm)
+    advisor = None
+    if llm is not None and settings.llm.advise:
+        from hflite.ai.llm.passes import LLMAdvisor
+
+        advisor = LLMAdvisor(llm, settings.llm.advise_bounds, brain)
+    return Prepared(settings, store, instruments, strategy, md, start, end, brain, llm, advisor)
+
+
+def _llm_service(settings: Settings) -> LLMService | None:
+    """The run's LLM service (``[llm]``), or None when its mode is off or no role is on."""
+    cfg = settings.llm
+    if cfg.mode == "off" or not (cfg.explain or cfg.advise or cfg.summarise):
+        return None
+    from hflite.ai.llm.service import LLMService
+
+    service = LLMService(cfg, base_dir=Path.cwd())
+    cut = service.stats.cutoff
+    if cfg.mode == "live" and cut is not None and pd.Timestamp(settings.run.start).date() < cut:
+        msg = (
+            f"llm: {service.model} has a training cutoff of {cut}; this run's decisions before it are "
+            "explained by a model that may know what happened next (the report counts them)"
+        )
+        service.stats.warnings.append(msg)
+        logs.get("hflite.llm").warning("llm.cutoff", model=service.model, cutoff=str(cut))
+    return service
 
 
 def _brain(
@@ -153,6 +183,7 @@ def _brain(
     start: pd.Timestamp,
     end: pd.Timestamp,
     progress: Progress | None,
+    llm: LLMService | None = None,
 ) -> BrainResult | None:
     """The AI brain over the traded symbols when the strategy or the risk regime needs it."""
     needs = isinstance(strategy, AIEnsemble) or settings.risk.regime.source == "ai"
@@ -165,7 +196,15 @@ def _brain(
         ai = ai.model_copy(update={"model": ai.model.model_copy(update={"enabled": False})})
     symbols = list(settings.run.symbols)
     brain = think_from_store(
-        store, ai, symbols, instruments, start=start, end=end, base_dir=Path.cwd(), progress=progress
+        store,
+        ai,
+        symbols,
+        instruments,
+        start=start,
+        end=end,
+        base_dir=Path.cwd(),
+        progress=progress,
+        llm=llm if isinstance(strategy, AIEnsemble) else None,
     )
     if isinstance(strategy, AIEnsemble):
         strategy.attach(brain)
@@ -303,10 +342,12 @@ def backtest(
     )
     for warning in prep.md.warnings:
         log.warning("data.gap", detail=warning)
+    if prep.llm is not None:
+        prep.llm.run_id = run_id
     say("computing signals", 0.2)
     signals = compute_signals(prep.strategy, prep.md)
     say("running the engine", 0.35)
-    engine = make_engine(prep, signals)
+    engine = make_engine(prep, signals, advisor=prep.advisor)
     t0 = time.perf_counter()
     run_backtest(engine)
     elapsed = time.perf_counter() - t0
@@ -324,6 +365,9 @@ def backtest(
         say("AI ablation", 0.9)
         result.ai = ai_result(prep, result)
         result.warnings += [w for w in result.ai.warnings if w not in result.warnings]
+    if prep.llm is not None:
+        say("LLM explanations", 0.95)
+        result.llm = llm_result(prep, result, progress=say)
     result.stats.update(
         {
             "engine_seconds": elapsed,
@@ -359,7 +403,56 @@ def ai_result(prep: Prepared, result: RunResult) -> AIResult:
     )
 
 
-def make_engine(prep: Prepared, signals: dict[str, SignalSet], journal: Journal | None = None) -> Engine:
+def llm_result(prep: Prepared, result: RunResult, progress: Progress | None = None) -> LLMRunResult:
+    """The run's LLM work: explanations of its decisions (``[llm] explain``), the advisor's and the
+    summaries' tables, and the service's counters. Closes the service."""
+    from hflite.ai.llm.passes import LLMRunResult, explain_decisions
+
+    service, cfg = prep.llm, prep.settings.llm
+    assert service is not None
+    try:
+        explanations = None
+        if cfg.explain:
+            ai_rows = result.ai.decisions if result.ai is not None else None
+            say = progress or (lambda _m, _f: None)
+            explanations = explain_decisions(
+                service,
+                result.verdicts,
+                ai_rows,
+                cfg.explain_scope,
+                progress=lambda d, t: say(f"LLM explanations {d}/{t}", 0.95),
+            )
+        out = LLMRunResult(
+            stats=service.stats.as_dict(),
+            scope=cfg.explain_scope,
+            roles={"explain": cfg.explain, "advise": cfg.advise, "summarise": cfg.summarise},
+        )
+        if explanations is not None:
+            out.explanations = explanations
+        if prep.advisor is not None:
+            out.advice = prep.advisor.frame()
+        if prep.brain is not None and prep.brain.llm_summaries is not None:
+            out.summaries = prep.brain.llm_summaries
+    finally:
+        service.close()
+    stats = out.stats
+    result.warnings += [w for w in stats["warnings"] if w not in result.warnings]
+    if stats["before_cutoff"]:
+        result.warnings.append(
+            f"llm: {stats['before_cutoff']} LLM answers are about dates before {stats['model']}'s training "
+            f"cutoff ({stats['training_cutoff']}): the model may know what happened next"
+        )
+    if stats["backends_down"]:
+        result.warnings.append(f"llm: backends down during the run: {', '.join(stats['backends_down'])}")
+    return out
+
+
+def make_engine(
+    prep: Prepared,
+    signals: dict[str, SignalSet],
+    journal: Journal | None = None,
+    advisor: Advisor | None = None,
+) -> Engine:
     s = prep.settings
     return Engine(
         prep.md,
@@ -373,6 +466,7 @@ def make_engine(prep: Prepared, signals: dict[str, SignalSet], journal: Journal 
         bars_per_year=BARS_PER_YEAR[s.run.frequency],
         scheduled=scheduled_commands(s),
         regime_source=_regime_source(prep),
+        advisor=advisor,
     )
 
 

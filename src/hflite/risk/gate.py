@@ -38,6 +38,7 @@ __all__ = [
     "RiskLimits",
     "RiskState",
     "evaluate",
+    "shrink",
     "size_entry",
 ]
 
@@ -153,6 +154,21 @@ def evaluate(
     return RiskVerdict(
         intent.id, intent.symbol, intent.ts, VerdictStatus.APPROVED, wanted, qty, how, tuple(checks)
     )
+
+
+def shrink(verdict: RiskVerdict, scale: float, rule: str, why: str, instrument: Instrument) -> RiskVerdict:
+    """``verdict`` with its approved size times ``scale``, clipped to [0, 1] (NaN: 0) and rounded
+    down to a lot: a later pass (the LLM portfolio manager) can keep, cut or cancel what risk
+    approved, never enlarge it. A cut records ``rule`` and ``why``; nothing left rejects it."""
+    s = min(max(scale, 0.0), 1.0) if scale == scale else 0.0
+    if s >= 1.0 or verdict.qty_approved <= 0:
+        return verdict
+    qty = min(instrument.round_qty(verdict.qty_approved * s), verdict.qty_approved)
+    rules = (*verdict.rules, rule)
+    reason = f"{verdict.reason}; {why}"
+    if qty <= 0:
+        return verdict._replace(status=VerdictStatus.REJECTED, qty_approved=0.0, reason=reason, rules=rules)
+    return verdict._replace(status=VerdictStatus.RESIZED, qty_approved=qty, reason=reason, rules=rules)
 
 
 def _gates(  # noqa: C901 - a flat list of independent rules reads best as one list

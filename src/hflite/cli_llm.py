@@ -1,0 +1,248 @@
+"""``hflite llm``: which LLM backends answer, what a run may spend, and the journal of every call."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+llm_app = typer.Typer(
+    help="LLM backends (in-process GGUF, Ollama, OpenAI-compatible), budgets and the call journal.\n\n"
+    "Example: hflite llm check --config configs/ai.toml",
+    no_args_is_help=True,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file ([llm] section).")]
+
+
+def _console() -> Console:
+    return Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _cfg(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
+    from hflite.config import ConfigError, load_llm_settings
+
+    try:
+        return load_llm_settings(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def probe(cfg: Any, name: str, *, call: bool, timeout_s: float) -> dict[str, Any]:
+    """Ask one backend what it offers and (with ``call``) for one schema-constrained reply."""
+    from hflite.ai.llm.backends import make_backend
+    from hflite.ai.llm.base import LLMError, LLMRequest, Message
+    from hflite.ai.llm.schema import Explanation, ReplyError, json_schema, parse_reply
+    from hflite.ai.llm.service import model_id
+
+    row: dict[str, Any] = {"backend": name, "model": model_id(cfg, name), "status": "down", "detail": ""}
+    try:
+        llm = make_backend(name, cfg)
+    except LLMError as exc:
+        row["detail"] = str(exc)
+        return row
+    try:
+        t0 = time.perf_counter()
+        offered = llm.models(timeout_s=timeout_s)
+        row["list_ms"] = (time.perf_counter() - t0) * 1000
+        row["offered"] = [m.id for m in offered]
+        row["status"] = "up"
+        if row["model"] not in row["offered"] and not any(row["model"] in m for m in row["offered"]):
+            row["status"] = "no model"
+            row["detail"] = f"{row['model']} is not among the {len(offered)} models it offers"
+        if call and row["status"] == "up":
+            request = LLMRequest(
+                (
+                    Message("system", "Reply with JSON: stance, confidence, reasons, risks."),
+                    Message("user", "SPY closed above its 200-day average. Explain a buy."),
+                ),
+                json_schema(Explanation),
+                max_tokens=min(cfg.max_reply_tokens, 128),
+                temperature=0.0,
+                seed=cfg.seed,
+                timeout_s=max(timeout_s, cfg.timeout_s),
+            )
+            reply = llm.chat(request)
+            row["latency_ms"] = reply.latency_s * 1000
+            row["tokens"] = reply.tokens
+            row["tokens_per_s"] = reply.tokens_per_s
+            try:
+                parse_reply(Explanation, reply.text)
+                row["valid"] = True
+            except ReplyError as exc:
+                row["valid"] = False
+                row["detail"] = f"reply does not match the schema: {exc}"
+    except LLMError as exc:
+        row["status"] = "down" if row["status"] != "up" else "error"
+        row["detail"] = str(exc)
+    finally:
+        llm.close()
+    return row
+
+
+@llm_app.command("check")
+def check(
+    config: ConfigOpt = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Check only this backend: gguf, ollama or openai.")
+    ] = None,
+    call: Annotated[
+        bool, typer.Option("--call/--no-call", help="Also ask each reachable backend one question.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a backend's model list.")] = 5.0,
+) -> None:
+    """Which LLM backends answer (in-process GGUF, Ollama, OpenAI-compatible), with their model ids,
+    latency and tokens per second; and the run settings: mode, roles, budgets, the journal, the
+    replay tapes and the model's training cutoff.
+
+    Exit code 1 when the mode is live and no backend of the chain answers.
+    Example: hflite llm check --config configs/ai.toml
+    """
+    from hflite.ai.llm.backends import BACKENDS
+    from hflite.ai.llm.journal import LLMJournal, read_tape
+    from hflite.ai.llm.service import model_id
+
+    cfg = _cfg(config)
+    names = [backend] if backend else list(dict.fromkeys([cfg.backend, *cfg.fallbacks, *BACKENDS]))
+    for n in names:
+        if n not in BACKENDS:
+            _fail(f"--backend: expected one of {', '.join(BACKENDS)}, got {n!r}")
+    out = _console()
+    rows = [probe(cfg, n, call=call, timeout_s=timeout) for n in names]
+    table = Table(title="LLM backends")
+    for col in ("backend", "where", "model", "status", "offers", "latency", "tokens/s", "detail"):
+        table.add_column(col, overflow="fold")
+    where = {"gguf": "in-process", "ollama": cfg.ollama.url, "openai": cfg.openai.url}
+    colour = {"up": "green", "no model": "yellow", "error": "yellow", "down": "red"}
+    for r in rows:
+        chain = (
+            " (configured)"
+            if r["backend"] == cfg.backend
+            else (" (fallback)" if r["backend"] in cfg.fallbacks else "")
+        )
+        valid = "" if "valid" not in r else (" valid" if r["valid"] else " INVALID")
+        table.add_row(
+            r["backend"] + chain,
+            where[r["backend"]],
+            r["model"],
+            f"[{colour[r['status']]}]{r['status']}[/]",
+            ", ".join(r.get("offered", [])[:5]) + (" ..." if len(r.get("offered", [])) > 5 else ""),
+            f"{r['latency_ms']:.0f} ms{valid}" if "latency_ms" in r else "—",
+            f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else "—",
+            escape(r["detail"][:300]),
+        )
+    out.print(table)
+    settings = Table(title="Run settings ([llm])", show_header=False)
+    settings.add_column("setting", style="bold")
+    settings.add_column("value", overflow="fold")
+    cut = cfg.cutoff(model_id(cfg))
+    roles = ", ".join(r for r in ("explain", "advise", "summarise") if getattr(cfg, r)) or "none"
+    journal_path = Path(cfg.journal)
+    n_journal = 0
+    if journal_path.is_file():
+        j = LLMJournal(journal_path)
+        n_journal = len(j.records(valid_only=True))
+        j.close()
+    tapes = []
+    for t in cfg.tapes:
+        try:
+            tapes.append(f"{t} ({sum(1 for _ in read_tape(Path(t)))} replies)")
+        except (OSError, ValueError) as exc:
+            tapes.append(f"{t} (unreadable: {exc})")
+    for name, value in (
+        ("mode", f"{cfg.mode} (backtests: --llm off|replay|live)"),
+        ("chain", " -> ".join((cfg.backend, *cfg.fallbacks))),
+        ("roles", f"{roles} (explain scope: {cfg.explain_scope})"),
+        ("advise bounds", f"min scale {cfg.advise_bounds.min_scale}, veto {cfg.advise_bounds.allow_veto}"),
+        ("timeout", f"{cfg.timeout_s:g} s per call, {cfg.retries} retr{'y' if cfg.retries == 1 else 'ies'}"),
+        (
+            "budget",
+            f"{cfg.max_calls} calls, {cfg.max_tokens:,} tokens per run; "
+            f"replies <= {cfg.max_reply_tokens} tokens",
+        ),
+        ("concurrency", f"{cfg.concurrency} call(s) in flight (in-process models run one at a time)"),
+        (
+            "training cutoff",
+            f"{cut} for {model_id(cfg)}" if cut else f"unknown for {model_id(cfg)} (set [llm] cutoffs)",
+        ),
+        ("journal", f"{cfg.journal} ({n_journal} valid records)"),
+        ("tapes", "; ".join(tapes) or "none"),
+    ):
+        settings.add_row(name, value)
+    out.print(settings)
+    usable = [r for r in rows if r["backend"] in (cfg.backend, *cfg.fallbacks) and r["status"] == "up"]
+    if cfg.mode == "live" and not usable:
+        Console(stderr=True).print(
+            "[red]no backend of the chain answers[/]: live runs will use the rule-based fallbacks"
+        )
+        raise typer.Exit(1)
+
+
+@llm_app.command("calls")
+def calls(
+    config: ConfigOpt = None,
+    role: Annotated[str | None, typer.Option(help="explain, advise or summarise.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Only this run's calls.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest N calls.")] = 20,
+) -> None:
+    """The newest calls in the LLM journal: time, role, subject, backend, model, as-of, validity,
+    latency, tokens and the reply (or the error).
+
+    Example: hflite llm calls --role explain --limit 10
+    """
+    from hflite.ai.llm.journal import LLMJournal
+
+    cfg = _cfg(config)
+    if not Path(cfg.journal).is_file():
+        _fail(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first", code=1)
+    journal = LLMJournal(cfg.journal)
+    records = journal.records(role=role, run_id=run_id, limit=limit, newest_first=True)
+    journal.close()
+    table = Table(title=f"LLM calls ({cfg.journal}, newest first)")
+    for col in ("id", "role", "subject", "backend/model", "as of", "ok", "ms", "tokens", "reply or error"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(
+            str(r.id),
+            r.role,
+            r.subject,
+            f"{r.backend}/{r.model}",
+            r.as_of[:16],
+            "[green]yes[/]" if r.valid else "[red]no[/]",
+            f"{r.latency_ms:.0f}",
+            str(r.tokens),
+            escape((r.reply or r.error)[:200]),
+        )
+    _console().print(table)
+
+
+@llm_app.command("export")
+def export(
+    out: Annotated[Path, typer.Option(help="The tape to write (JSON lines), e.g. tapes/my-run.jsonl.")],
+    config: ConfigOpt = None,
+    run_id: Annotated[str | None, typer.Option(help="Only this run's calls.")] = None,
+) -> None:
+    """Write the journal's valid replies as a replay tape (one JSON line per reply, the latest per
+    role, model and prompt hash). List it in [llm] tapes to replay it anywhere.
+
+    Example: hflite llm export --run-id ai-ai_ensemble-20261124-101500 --out tapes/ai.jsonl
+    """
+    from hflite.ai.llm.journal import LLMJournal, write_tape
+
+    cfg = _cfg(config)
+    if not Path(cfg.journal).is_file():
+        _fail(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first", code=1)
+    journal = LLMJournal(cfg.journal)
+    n = write_tape(journal.records(run_id=run_id, valid_only=True), out)
+    journal.close()
+    _console().print(f"{n} replies written to [bold]{out}[/]", highlight=False)
