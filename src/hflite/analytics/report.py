@@ -2,6 +2,9 @@
 
 The folder is built in a hidden temporary sibling and renamed into place only when every file is
 written, so an interrupted run never leaves a folder that looks complete.
+
+trails.html holds the audit trail (what ``hflite explain <id>`` prints) of every decision that opened
+or closed a trade; the trades table links each trade's entry and exit decisions to it.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Collection
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -50,6 +56,7 @@ SECTIONS = (
     "Prices and fills",
     "Exposure",
     "AI",  # only for runs of the ai_ensemble strategy
+    "LLM",  # only for runs with [llm] on
     "Risk",
     "Trades",
     "Configuration",
@@ -57,6 +64,7 @@ SECTIONS = (
 #: Files of a report folder.
 REPORT_FILES = (
     "report.html",
+    "trails.html",
     "trades.csv",
     "orders.csv",
     "fills.csv",
@@ -187,7 +195,9 @@ def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) 
             },
         )
         _write_json(tmp / "config.json", result.config)
-        (tmp / "report.html").write_text(render_html(result, strategy, benches), encoding="utf-8")
+        trails = trail_ids(result)
+        (tmp / "trails.html").write_text(trails_html(result, tmp, trails, out_dir), encoding="utf-8")
+        (tmp / "report.html").write_text(render_html(result, strategy, benches, trails), encoding="utf-8")
         _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -244,12 +254,22 @@ def _write_tables(result: RunResult, folder: Path) -> None:
         from hflite.analytics.report_ai import write_ai_tables
 
         write_ai_tables(result.ai, folder)
+    if result.llm is not None:
+        from hflite.analytics.report_llm import write_llm_tables
+
+        write_llm_tables(result.llm, folder)
 
 
 def _ai_html(result: RunResult) -> str:
     from hflite.analytics.report_ai import ai_html
 
     return ai_html(result.ai)
+
+
+def _llm_html(result: RunResult, trails: Collection[str]) -> str:
+    from hflite.analytics.report_llm import llm_html
+
+    return llm_html(result.llm, trails)
 
 
 def _json_safe(value: Any) -> Any:
@@ -276,8 +296,12 @@ def _write_json(path: Path, payload: Any) -> None:
 # -------------------------------------------------------------------------------------- the page
 
 
-def render_html(result: RunResult, metrics: dict, bench_metrics: dict[str, dict]) -> str:
-    """The whole self-contained page (plotly.js inlined once in the head)."""
+def render_html(
+    result: RunResult, metrics: dict, bench_metrics: dict[str, dict], trails: Collection[str] | None = None
+) -> str:
+    """The whole self-contained page (plotly.js inlined once in the head). Decision ids in ``trails``
+    (default :func:`trail_ids`, what :func:`write_report` writes to trails.html) link to their trail."""
+    linked = set(trail_ids(result) if trails is None else trails)
     parts = {
         "Run": lambda: _run_html(result),
         "Performance": lambda: _performance_html(metrics, bench_metrics),
@@ -287,11 +311,13 @@ def render_html(result: RunResult, metrics: dict, bench_metrics: dict[str, dict]
         "Prices and fills": lambda: _prices_html(result),
         "Exposure": lambda: _figure_html(_exposure_figure(result), "exposure"),
         "AI": lambda: _ai_html(result),
+        "LLM": lambda: _llm_html(result, linked),
         "Risk": lambda: _risk_html(result),
-        "Trades": lambda: _trades_html(result.trades),
+        "Trades": lambda: _trades_html(result, linked),
         "Configuration": lambda: _config_html(result.config),
     }
-    titles = [t for t in SECTIONS if t != "AI" or result.ai is not None]
+    optional = {"AI": result.ai is not None, "LLM": result.llm is not None}
+    titles = [t for t in SECTIONS if optional.get(t, True)]
     nav = "".join(f'<a href="#{_anchor(t)}">{escape(t)}</a>' for t in titles)
     body = [_section(t, parts[t]()) for t in titles]
     title = escape(f"{result.strategy} · {result.run_id}")
@@ -313,10 +339,31 @@ def _section(title: str, inner: str) -> str:
     return f'<section id="{_anchor(title)}"><h2>{escape(title)}</h2>{inner}</section>'
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    """A plain HTML table of already formatted (unescaped) cells."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+def _table(
+    header: list[str],
+    rows: list[list[str]],
+    html_columns: Collection[int] = (),
+    left: Collection[int] = (0,),
+    wrap: Collection[int] = (),
+) -> str:
+    """A plain HTML table of already formatted (unescaped) cells. Cells of ``html_columns`` are HTML
+    already (the caller escaped them); columns in ``left`` align left (the first always does) and those
+    in ``wrap`` wrap long text."""
+
+    def attrs(i: int) -> str:
+        style = ("text-align:left;" if i in left and i else "") + (
+            "white-space:normal;min-width:18em" if i in wrap else ""
+        )
+        return f' style="{style}"' if style else ""
+
+    styles = [attrs(i) for i in range(max([len(header), *(len(r) for r in rows)]))]
+    head = "".join(f"<th{styles[i]}>{escape(h)}</th>" for i, h in enumerate(header))
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{styles[i]}>{c if i in html_columns else escape(c)}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -718,19 +765,189 @@ def _trade_cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def _trades_html(trades: pd.DataFrame | None) -> str:
+def _trades_html(result: RunResult, trails: Collection[str]) -> str:
+    trades = result.trades
     if trades is None or trades.empty:
         return '<p class="note">No trades.</p>'
     shown = _with_columns(trades, TRADE_COLUMNS)[TRADE_COLUMNS].head(_MAX_TRADE_ROWS)
+    decisions = trade_decisions(result).head(len(shown))
+    links = zip(decisions["entry_decision"], decisions["exit_decision"], decisions["exit_order"], strict=True)
     rows = [
-        [_trade_cell(c, v) for c, v in zip(TRADE_COLUMNS, rec, strict=True)]
-        for rec in shown.itertuples(index=False)
+        [
+            _trade_cell(TRADE_COLUMNS[0], rec[0]),
+            _decision_link(entry, trails),
+            _decision_link(exit_, trails) + (_via(order) if exit_ and exit_ == entry else ""),
+            *(_trade_cell(c, v) for c, v in zip(TRADE_COLUMNS[1:], rec[1:], strict=True)),
+        ]
+        for rec, (entry, exit_, order) in zip(shown.itertuples(index=False), links, strict=True)
     ]
     note = (
         f'<p class="note">Showing the first {len(shown)} of {len(trades)} trades; all are in trades.csv. '
-        "Open trades are marked to market at the last close.</p>"
+        "Open trades are marked to market at the last close. The entry and exit decisions link to their "
+        "audit trails in trails.html (what <code>hflite explain &lt;id&gt;</code> prints); a trade closed "
+        "by a stop-loss or take-profit order leads to the entry decision that placed it.</p>"
     )
-    return note + _table(TRADE_COLUMNS, rows)
+    header = [TRADE_COLUMNS[0], "entry_decision", "exit_decision", *TRADE_COLUMNS[1:]]
+    return note + _table(header, rows, html_columns=(1, 2), left=(0, 1, 2))
+
+
+def _decision_link(ident: str, trails: Collection[str]) -> str:
+    """A decision id as a link to its trail in trails.html (plain text when it has none)."""
+    if not ident or ident not in trails:
+        return escape(ident)
+    return f'<a href="trails.html#{escape(quote(ident, safe=""))}">{escape(ident)}</a>'
+
+
+def _via(order: str) -> str:
+    """A note after an exit decision that is the entry's own: the protective order that closed the trade."""
+    if not order:
+        return ""
+    suffix = order.rsplit("-", 1)[-1]
+    what = {"sl": "its stop-loss order", "tp": "its take-profit order"}.get(suffix, f"order {order}")
+    return f' <span class="note" title="{escape(order)}">(by {escape(what)})</span>'
+
+
+# ------------------------------------------------------------------------------- decision trails
+
+
+def _direction(value: Any) -> str:
+    """A trade's direction as long/short (also from 1/-1 or buy/sell)."""
+    text = str(value).strip().lower()
+    if text in ("long", "buy", "1", "1.0"):
+        return "long"
+    if text in ("short", "sell", "-1", "-1.0"):
+        return "short"
+    return text
+
+
+def _nanos(values: Any) -> list[int | None]:
+    """Times as UTC nanoseconds (None when missing): exact, hashable keys."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True, errors="coerce")
+    return [None if pd.isna(t) else int(t.value) for t in stamps]
+
+
+def _decision_kinds(verdicts: pd.DataFrame | None) -> dict[str, str]:
+    """Intent id -> entry/exit (inferred from the reason for results without ``kind``, as explain does)."""
+    v = _with_columns(verdicts, VERDICT_COLUMNS)
+    out: dict[str, str] = {}
+    for ident, kind, reason in zip(v["intent_id"], v["kind"], v["reason"], strict=True):
+        kind = "" if not isinstance(kind, str) else kind
+        if not kind:
+            kind = "exit" if isinstance(reason, str) and reason.startswith("exit:") else "entry"
+        out.setdefault(str(ident), kind)
+    return out
+
+
+def _fill_decisions(
+    result: RunResult,
+) -> tuple[dict[tuple[str, str, int], str], dict[tuple[str, str, int], tuple[str, str]]]:
+    """Which decision's fills opened and closed positions: (symbol, direction, fill time) -> the entry
+    decision, and -> (the closing decision, the order that closed it). An entry decision's own order
+    opens; exits and an entry's protective children (stop-loss, take-profit) close."""
+    orders = _with_columns(result.orders, ORDER_COLUMNS)
+    fills = _with_columns(result.fills, FILL_COLUMNS)
+    opened: dict[tuple[str, str, int], str] = {}
+    closed: dict[tuple[str, str, int], tuple[str, str]] = {}
+    if orders.empty or fills.empty:
+        return opened, closed
+    kinds = _decision_kinds(result.verdicts)
+    decision = {str(o): str(d) for o, d in zip(orders["order_id"], orders["decision_id"], strict=True)}
+    children = {
+        str(o)
+        for o, p in zip(orders["order_id"], orders["parent_id"], strict=True)
+        if isinstance(p, str) and p
+    }
+    sides = fills["side"].astype(str).str.lower()
+    for order, symbol, side, ts in zip(fills["order_id"].astype(str), fills["symbol"].astype(str), sides,
+                                       _nanos(fills["ts"]), strict=True):  # fmt: skip
+        ident = decision.get(order, "")
+        if ts is None or ident not in kinds:
+            continue
+        if kinds[ident] == "entry" and order not in children:
+            opened.setdefault((symbol, "long" if side == "buy" else "short", ts), ident)
+        else:
+            closed.setdefault((symbol, "short" if side == "buy" else "long", ts), (ident, order))
+    return opened, closed
+
+
+def trade_decisions(result: RunResult) -> pd.DataFrame:
+    """Per trade (the index of ``result.trades``): ``entry_decision`` and ``exit_decision``, the intent
+    ids whose orders' fills opened and closed it, and ``exit_order``, the order that closed it ("" where
+    none is recorded). Fills match trades on symbol, direction and time, as ``hflite explain`` matches
+    them; a trade closed by a stop-loss or take-profit order has the entry decision that placed it as its
+    exit decision."""
+    trades = _with_columns(result.trades, TRADE_COLUMNS)
+    opened, closed = _fill_decisions(result)
+    symbols = trades["symbol"].astype(str).tolist()
+    directions = [_direction(d) for d in trades["direction"]]
+    entries, exits = [], []
+    for sym, way, a, b in zip(symbols, directions, _nanos(trades["entry_ts"]), _nanos(trades["exit_ts"]),
+                              strict=True):  # fmt: skip
+        entries.append(opened.get((sym, way, a), "") if a is not None else "")
+        exits.append(closed.get((sym, way, b), ("", "")) if b is not None else ("", ""))
+    return pd.DataFrame(
+        {
+            "entry_decision": entries,
+            "exit_decision": [e[0] for e in exits],
+            "exit_order": [e[1] for e in exits],
+        },
+        index=trades.index,
+        dtype=object,
+    )
+
+
+def trail_ids(result: RunResult) -> list[str]:
+    """The decisions whose trails trails.html holds, in the verdicts' order: every decision that opened
+    or closed a trade, and those the LLM section lists."""
+    decisions = trade_decisions(result)
+    wanted = set(decisions["entry_decision"]) | set(decisions["exit_decision"])
+    if result.llm is not None:
+        from hflite.analytics.report_llm import llm_trail_ids
+
+        wanted |= set(llm_trail_ids(result.llm))
+    known = _decision_kinds(result.verdicts)
+    return [i for i in known if i in wanted]
+
+
+_TRAILS_CSS = """
+.trail{border-left:4px solid #d0d7de}
+.trail:target{border-left-color:#1a7f37;box-shadow:0 0 0 2px #aceebb}
+.back{font-size:12.5px}
+"""
+
+
+def trails_html(result: RunResult, folder: Path, ids: Collection[str], shown_as: Path | None = None) -> str:
+    """trails.html: the audit trail of each decision in ``ids`` read from the report files in ``folder``
+    (each CSV read once), each in a ``<section id="<intent id>">`` so ``trails.html#<id>`` opens it.
+    ``shown_as`` is the folder the trails name (the report's final place; default ``folder``)."""
+    from hflite.explain import TRAIL_CSS, TrailSource, trail_html
+
+    source = TrailSource(folder)
+    shown = Path(shown_as) if shown_as is not None else Path(folder)
+    parts = []
+    for ident in ids:
+        trail = replace(source.trail(ident), folder=shown)
+        parts.append(
+            f'<section class="trail" id="{escape(ident)}">{trail_html(trail)}'
+            '<p class="back"><a href="report.html#trades">back to the trades</a></p></section>'
+        )
+    title = escape(f"{result.strategy} · {result.run_id}")
+    intro = (
+        f"The audit trail of each of the {len(parts):,} decisions that opened or closed a trade"
+        + (" or that the LLM section lists" if result.llm is not None else "")
+        + ", as <code>hflite explain &lt;id&gt;</code> prints it: the intent, the risk verdict and every "
+        "check, the AI's views and the LLM's explanation when the run had them, the orders, fills and trade."
+        if parts
+        else "No decision opened or closed a trade."
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Decision trails: {title}</title><style>{_CSS}{TRAIL_CSS}{_TRAILS_CSS}</style></head><body>"
+        f'<header><h1>Decision trails: {title}</h1><nav><a href="report.html">report</a>'
+        f'<a href="report.html#trades">trades</a></nav></header>'
+        f'<main><p class="note">{intro}</p>{"".join(parts)}</main></body></html>\n'
+    )
 
 
 def _config_html(config: dict[str, Any]) -> str:
