@@ -98,3 +98,23 @@ def test_schema_constrained_reply(llm: GGUFLLM, replies: list[Any]) -> None:
 
 def test_same_seed_same_text(replies: list[Any]) -> None:
     assert replies[0].text == replies[1].text
+
+
+def test_the_service_gets_a_valid_grounded_explanation_from_the_real_model(
+    llm: GGUFLLM, tmp_path: Path
+) -> None:
+    """Through the product's own path: the grounded explain prompt of a real-shaped decision, the
+    model's reply validated against the role's schema (not a fallback), recorded in the journal."""
+    from hflite.ai.llm.config import LLMConfig
+    from hflite.ai.llm.roles import explain_job
+    from hflite.ai.llm.schema import Explanation
+    from hflite.ai.llm.service import LLMService
+    from tests.test_llm_service import _facts
+
+    service = LLMService(LLMConfig(journal=tmp_path / "j.sqlite"), "live", backends={"gguf": llm})
+    out = service.ask(explain_job(_facts()))
+    assert out.source == "live", out.why
+    assert isinstance(out.value, Explanation) and out.value.reasons
+    assert out.prompt_tokens > 100 and out.completion_tokens > 0
+    [record] = service.journal.records()
+    assert record.valid and record.reply == out.reply and record.backend == "gguf"

@@ -241,3 +241,20 @@ def test_a_stop_loss_exit_links_to_the_entry_that_placed_the_stop(run):
     for r in stopped.itertuples():
         assert orders.loc[r.exit_order, "decision_id"] == r.entry_decision
     assert "(by its stop-loss order)" in _section(read_html(folder), "trades")
+
+
+def test_agreement_counts_model_stances_that_follow_the_entries_side() -> None:
+    from hflite.analytics.report_llm import agreement
+
+    frame = pd.DataFrame(
+        {
+            "kind": ["entry", "entry", "entry", "exit", "entry"],
+            "side": ["buy", "buy", "sell", "sell", "buy"],
+            "stance": ["bullish", "neutral", "bearish", "bullish", "bullish"],
+            "source": ["replay", "live", "replay", "replay", "fallback"],
+        }
+    )
+    assert agreement(frame) == (
+        "The model's stance agrees with 2 of the 3 entries it explained (67%: bullish on a buy, bearish on a sell)."
+    )
+    assert agreement(frame[frame["source"] == "fallback"]).startswith("No entry was explained by the model")

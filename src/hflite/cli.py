@@ -77,6 +77,15 @@ SetOpt = Annotated[
     ),
 ]
 
+LLMOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm",
+        help="off, replay (recorded replies only; never calls a model) or live (call the configured "
+        "model and record every reply). Default: the config's [llm] mode (replay).",
+    ),
+]
+
 
 def _settings(config: Path | None, sets: list[str] | None, shortcuts: dict[str, Any]) -> Settings:
     overrides: dict[str, Any] = {}
@@ -114,14 +123,7 @@ def backtest(
         Path | None,
         typer.Option(help="A report folder: run its config again on the exact data versions it read."),
     ] = None,
-    llm: Annotated[
-        str | None,
-        typer.Option(
-            "--llm",
-            help="off, replay (recorded replies only; never calls a model) or live (call the "
-            "configured model and record every reply). Default: [llm] mode, replay.",
-        ),
-    ] = None,
+    llm: LLMOpt = None,
 ) -> None:
     """Run a backtest on the local store and write an HTML report.
 
@@ -159,14 +161,7 @@ def replay(
             "pause, kill or halt stays in force and queued commands apply at the first bar-time."
         ),
     ] = None,
-    llm: Annotated[
-        str | None,
-        typer.Option(
-            "--llm",
-            help="off, replay (recorded replies only; never calls a model) or live (call the "
-            "configured model and record every reply). Default: [llm] mode, replay.",
-        ),
-    ] = None,
+    llm: LLMOpt = None,
 ) -> None:
     """Run the live runtime (asyncio, bar by bar, SQLite journal) on recorded bars.
 

@@ -442,6 +442,17 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
+def _section(path: str | Path, name: str) -> dict[str, Any]:
+    """One ``[name]`` table of a TOML config file (empty when absent)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return dict(tomllib.loads(p.read_text()).get(name, {}))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+
+
 class DataSettings(BaseSettings):
     """Only the ``[data]`` section: the data commands need no ``[run]``."""
 
@@ -453,15 +464,7 @@ class DataSettings(BaseSettings):
 
 def load_data_settings(path: str | Path | None = None) -> DataConfig:
     """The ``[data]`` section of a config file (or defaults), with environment overrides."""
-    file_data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            file_data = {"data": tomllib.loads(p.read_text()).get("data", {})}
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    file_data: dict[str, Any] = {"data": _section(path, "data")} if path is not None else {}
     try:
         return DataSettings(**file_data).data
     except ValidationError as exc:
@@ -480,15 +483,7 @@ class LLMSettings(BaseSettings):
 def load_llm_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> LLMConfig:
     """The ``[llm]`` section of a config file (or defaults), with environment overrides, then
     ``overrides`` (keys of ``[llm]``)."""
-    file_data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            file_data = dict(tomllib.loads(p.read_text()).get("llm", {}))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    file_data = _section(path, "llm") if path is not None else {}
     try:
         cfg = LLMSettings(llm=file_data).llm if file_data else LLMSettings().llm
         return LLMConfig.model_validate({**cfg.model_dump(), **(overrides or {})}) if overrides else cfg

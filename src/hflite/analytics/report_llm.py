@@ -150,7 +150,7 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
 
 
 def _note(text: str) -> str:
-    return f'<p class="note">{escape(text)}</p>'
+    return f'<p class="note">{escape(text)}</p>' if text else ""
 
 
 def _box(text: str, warn: bool, kind: str) -> str:
@@ -462,6 +462,23 @@ def _summaries_html(summaries: pd.DataFrame) -> str:
 # ------------------------------------------------------------------------------------ explanations
 
 
+def agreement(explanations: pd.DataFrame) -> str:
+    """How often the model's stance agrees with the entries it explained (buy: bullish, sell:
+    bearish): a plain check that its answers follow the facts, not a measure of skill."""
+    frame = _frame(explanations)
+    if frame.empty or "side" not in frame:
+        return ""
+    mine = frame[(frame["source"] != "fallback") & (frame["kind"] == "entry")]
+    if mine.empty:
+        return "No entry was explained by the model (every explanation is rule-based)."
+    wanted = mine["side"].map({"buy": "bullish", "sell": "bearish"})
+    agree = int((mine["stance"] == wanted).sum())
+    return (
+        f"The model's stance agrees with {agree:,} of the {len(mine):,} entries it explained "
+        f"({agree / len(mine):.0%}: bullish on a buy, bearish on a sell)."
+    )
+
+
 def _explanations_html(llm: LLMRunResult, trails: Collection[str]) -> str:
     frame = _explanations(llm)
     if frame.empty:
@@ -487,6 +504,7 @@ def _explanations_html(llm: LLMRunResult, trails: Collection[str]) -> str:
     header = ["Time", "Decision", "Symbol", "Kind", "Stance", "Confidence", "Explanation", "Source"]
     return (
         _note(f"{len(frame):,} explanations (scope {llm.scope}: {_SCOPES.get(llm.scope, llm.scope)}): {mix}.")
+        + _note(agreement(frame))
         + _r._table(header, rows, html_columns=(1,), left=(0, 1, 2, 3, 4, 6, 7), wrap=(6,))
         + _note(
             f"The first {len(shown)} of {len(frame):,}; every explanation is in llm_explanations.csv with "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,40 +305,37 @@ def _listing(support: list[str], against: list[str]) -> str:
     return "\n".join(body)
 
 
+def _decision_job(
+    role: str,
+    f: DecisionFacts,
+    grounded: bool,
+    model: type[Explanation] | type[Advice],
+    system: tuple[str, str],  # (free text, grounded)
+    fallback: Callable[[], Any],
+) -> Job:
+    """A role's job for one decision: grounded (the decision's facts listed by number, the reply
+    names them) or free text."""
+    support, against = candidates(f)
+    if not grounded or not support:
+        messages = (Message("system", system[0]), Message("user", _facts_text(f)))
+        return Job(role, f.id, f.ts, messages, model, fallback)
+    text = f"{_head(f)}\n\n{_listing(support, against)}"
+    messages = (Message("system", system[1]), Message("user", text))
+    schema = _numbered(json_schema(model), support, against)
+    return Job(role, f.id, f.ts, messages, model, fallback, schema, _decoder(model, support, against))
+
+
 def explain_job(f: DecisionFacts, grounded: bool = True) -> Job:
     """Role ``explain`` for one decision (``grounded``: reasons and risks chosen, by number, among
     the decision's own facts; else free text)."""
-    fallback = lambda: rule_explanation(f)  # noqa: E731 - a named closure reads worse here
-    support, against = candidates(f)
-    if not grounded or not support:
-        messages = (Message("system", SYSTEM_EXPLAIN), Message("user", _facts_text(f)))
-        return Job("explain", f.id, f.ts, messages, Explanation, fallback)
-    text = f"{_head(f)}\n\n{_listing(support, against)}"
-    messages = (Message("system", SYSTEM_EXPLAIN_GROUNDED), Message("user", text))
-    schema = _numbered(json_schema(Explanation), support, against)
-    return Job(
-        "explain",
-        f.id,
-        f.ts,
-        messages,
-        Explanation,
-        fallback,
-        schema,
-        _decoder(Explanation, support, against),
-    )
+    system = (SYSTEM_EXPLAIN, SYSTEM_EXPLAIN_GROUNDED)
+    return _decision_job("explain", f, grounded, Explanation, system, lambda: rule_explanation(f))
 
 
 def advise_job(f: DecisionFacts, grounded: bool = True) -> Job:
     """Role ``advise`` for one entry risk approved (``grounded`` as for ``explain_job``)."""
-    fallback = lambda: rule_advice(f)  # noqa: E731
-    support, against = candidates(f)
-    if not grounded or not support:
-        messages = (Message("system", SYSTEM_ADVISE), Message("user", _facts_text(f)))
-        return Job("advise", f.id, f.ts, messages, Advice, fallback)
-    text = f"{_head(f)}\n\n{_listing(support, against)}"
-    messages = (Message("system", SYSTEM_ADVISE_GROUNDED), Message("user", text))
-    schema = _numbered(json_schema(Advice), support, against)
-    return Job("advise", f.id, f.ts, messages, Advice, fallback, schema, _decoder(Advice, support, against))
+    system = (SYSTEM_ADVISE, SYSTEM_ADVISE_GROUNDED)
+    return _decision_job("advise", f, grounded, Advice, system, lambda: rule_advice(f))
 
 
 def summarise_job(symbol: str, as_of: pd.Timestamp, headlines: pd.DataFrame) -> Job:

@@ -309,25 +309,11 @@ class LLMService:
             return self._fallback(job, digest, f"recorded reply no longer valid: {exc}")
         return self._done(
             job,
-            Outcome(
-                job.role,
-                job.subject,
-                job.as_of,
-                value,
-                "replay",
-                "",
-                rec.model,
-                rec.backend,
-                digest,
-                rec.id,
-                rec.reply,
-                rec.latency_ms,
-                rec.prompt_tokens,
-                rec.completion_tokens,
-                0,
-                self._before_cutoff(job.as_of),
+            self._outcome(
+                job, value, "replay", digest, rec.backend, rec.id, rec.reply, rec.latency_ms,
+                rec.prompt_tokens, rec.completion_tokens, 0,
             ),
-        )
+        )  # fmt: skip
 
     def _live(self, job: Job, digest: str, schema: dict[str, Any]) -> Outcome:
         cfg = self.cfg
@@ -375,25 +361,11 @@ class LLMService:
                 if value is not None:
                     return self._done(
                         job,
-                        Outcome(
-                            job.role,
-                            job.subject,
-                            job.as_of,
-                            value,
-                            "live",
-                            "",
-                            self.model,
-                            reply.backend,
-                            digest,
-                            rid,
-                            reply.text,
-                            reply.latency_s * 1000.0,
-                            reply.prompt_tokens,
-                            reply.completion_tokens,
-                            attempts,
-                            self._before_cutoff(job.as_of),
+                        self._outcome(
+                            job, value, "live", digest, reply.backend, rid, reply.text,
+                            reply.latency_s * 1000.0, reply.prompt_tokens, reply.completion_tokens, attempts,
                         ),
-                    )
+                    )  # fmt: skip
                 why = f"{name} invalid reply: {error}"
                 messages = (
                     *job.messages,
@@ -470,6 +442,41 @@ class LLMService:
             completion_tokens=reply.completion_tokens if reply is not None else 0,
         )
         return self.journal.record(rec)
+
+    def _outcome(
+        self,
+        job: Job,
+        value: BaseModel,
+        source: str,
+        digest: str,
+        backend: str,
+        record_id: int | None,
+        reply: str,
+        latency_ms: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+        attempts: int,
+    ) -> Outcome:
+        """A model's answer (live or replayed) to ``job``, flagged when it concerns a date before the
+        model's training cutoff."""
+        return Outcome(
+            job.role,
+            job.subject,
+            job.as_of,
+            value,
+            source,
+            "",
+            self.model,
+            backend,
+            digest,
+            record_id,
+            reply,
+            latency_ms,
+            prompt_tokens,
+            completion_tokens,
+            attempts,
+            self._before_cutoff(job.as_of),
+        )
 
     def _fallback(self, job: Job, digest: str, why: str, attempts: int = 0) -> Outcome:
         outcome = Outcome(
