@@ -255,6 +255,7 @@ def test_agreement_counts_model_stances_that_follow_the_entries_side() -> None:
         }
     )
     assert agreement(frame) == (
-        "The model's stance agrees with 2 of the 3 entries it explained (67%: bullish on a buy, bearish on a sell)."
+        "The model's stance agrees with 2 of the 3 entries it explained "
+        "(67%: bullish on a buy, bearish on a sell)."
     )
     assert agreement(frame[frame["source"] == "fallback"]).startswith("No entry was explained by the model")
