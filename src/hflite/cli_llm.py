@@ -133,16 +133,16 @@ def check(
         valid = "" if "valid" not in r else (" valid" if r["valid"] else " INVALID")
         table.add_row(
             r["backend"] + chain,
-            where[r["backend"]],
-            r["model"],
+            escape(where[r["backend"]]),
+            escape(r["model"]),
             f"[{colour[r['status']]}]{r['status']}[/]",
-            ", ".join(r.get("offered", [])[:5]) + (" ..." if len(r.get("offered", [])) > 5 else ""),
+            escape(", ".join(r.get("offered", [])[:5])) + (" ..." if len(r.get("offered", [])) > 5 else ""),
             f"{r['latency_ms']:.0f} ms{valid}" if "latency_ms" in r else "—",
             f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else "—",
             escape(r["detail"][:300]),
         )
     out.print(table)
-    settings = Table(title="Run settings ([llm])", show_header=False)
+    settings = Table(title=escape("Run settings ([llm])"), show_header=False)
     settings.add_column("setting", style="bold")
     settings.add_column("value", overflow="fold")
     cut = cfg.cutoff(model_id(cfg))
@@ -178,7 +178,7 @@ def check(
         ("journal", f"{cfg.journal} ({n_journal} valid records)"),
         ("tapes", "; ".join(tapes) or "none"),
     ):
-        settings.add_row(name, value)
+        settings.add_row(name, escape(value))
     out.print(settings)
     usable = [r for r in rows if r["backend"] in (cfg.backend, *cfg.fallbacks) and r["status"] == "up"]
     if cfg.mode == "live" and not usable:
