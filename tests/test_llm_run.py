@@ -290,3 +290,27 @@ def test_a_rerun_takes_the_key_from_the_environment_not_the_masked_report(
     (tmp_path / "config.json").write_text(json.dumps(recorded))
     again = _rerun_settings(tmp_path, None)
     assert again.llm.openai.api_key.get_secret_value() == "sk-test-123"
+
+
+@pytest.mark.slow
+def test_the_ai_demo_replays_its_committed_tape(sample_store, tmp_path: Path, monkeypatch) -> None:
+    """configs/ai.toml as a user runs it: every explanation comes from configs/tapes/ai.jsonl. A change
+    to the decisions or to the prompts makes this fail: record the tape again (docs/llm.md)."""
+    from hflite.config import load_settings
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the config's paths (the tape) are relative to the repository
+    overrides = {
+        "data": {"dir": str(sample_store.root)},
+        "ai": {"registry_dir": str(tmp_path / "models")},
+        "llm": {"journal": str(tmp_path / "none.sqlite")},
+    }
+    settings = load_settings(root / "configs" / "ai.toml", overrides)
+    result = backtest(settings, sample_store)
+    stats = result.llm.stats
+    entries = result.verdicts[(result.verdicts["kind"] == "entry") & (result.verdicts["qty_approved"] > 0)]
+    assert stats["outcomes"] == {"explain:replay": len(entries)}, stats["fallbacks"]
+    assert stats["calls"] == 0 and stats["model"] == "gemma-3-270m-q4_k_m"
+    before = (pd.to_datetime(entries["ts"], utc=True) < pd.Timestamp("2024-08-01", tz="UTC")).sum()
+    assert stats["before_cutoff"] == before > 0  # Gemma 3's training data ends 2024-08
+    assert (result.llm.explanations["source"] == "replay").all()
