@@ -175,7 +175,12 @@ def check(
             "training cutoff",
             f"{cut} for {model_id(cfg)}" if cut else f"unknown for {model_id(cfg)} (set [llm] cutoffs)",
         ),
-        ("journal", f"{cfg.journal} ({n_journal} valid records)"),
+        (
+            "journal",
+            f"{cfg.journal} ({n_journal} valid records)"
+            if journal_path.is_file()
+            else f"{cfg.journal} (none yet: a --llm live run writes it)",
+        ),
         ("tapes", "; ".join(tapes) or "none"),
     ):
         settings.add_row(name, escape(value))
