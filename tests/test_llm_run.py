@@ -314,3 +314,19 @@ def test_the_ai_demo_replays_its_committed_tape(sample_store, tmp_path: Path, mo
     before = (pd.to_datetime(entries["ts"], utc=True) < pd.Timestamp("2024-08-01", tz="UTC")).sum()
     assert stats["before_cutoff"] == before > 0  # Gemma 3's training data ends 2024-08
     assert (result.llm.explanations["source"] == "replay").all()
+
+
+def test_a_malformed_tape_or_journal_stops_the_run_with_a_clear_error(
+    sample_store, registry, tmp_path
+) -> None:
+    from hflite.config import ConfigError
+
+    tape = tmp_path / "bad.jsonl"
+    tape.write_text("not json\n")
+    cfg = {"mode": "replay", "tapes": [str(tape)], "journal": str(tmp_path / "none.sqlite")}
+    with pytest.raises(ConfigError, match=r"llm.tapes: .*bad.jsonl:1: not a tape record"):
+        backtest(_settings(sample_store, registry, cfg), sample_store)
+    journal = tmp_path / "junk.sqlite"
+    journal.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match="llm.journal: .*junk.sqlite is not a readable journal"):
+        backtest(_settings(sample_store, registry, {"mode": "replay", "journal": str(journal)}), sample_store)

@@ -161,9 +161,18 @@ def _llm_service(settings: Settings) -> LLMService | None:
     cfg = settings.llm
     if cfg.mode == "off" or not (cfg.explain or cfg.advise or cfg.summarise):
         return None
+    import sqlite3
+
     from hflite.ai.llm.service import LLMService
 
-    service = LLMService(cfg, base_dir=Path.cwd())
+    try:
+        service = LLMService(cfg, base_dir=Path.cwd())
+    except ValueError as exc:  # a malformed tape names its file and line
+        raise ConfigError(f"config error: llm.tapes: {exc}") from None
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"config error: llm.journal: {cfg.journal} is not a readable journal ({exc})"
+        ) from None
     cut = service.stats.cutoff
     if cfg.mode == "live" and cut is not None and pd.Timestamp(settings.run.start).date() < cut:
         msg = (
