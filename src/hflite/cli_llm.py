@@ -38,11 +38,48 @@ def _cfg(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
         _fail(str(exc))
 
 
+def _sample_decision() -> Any:
+    from hflite.ai.llm.roles import facts_from_rows
+
+    verdict = {
+        "intent_id": "llm-check-SPY",
+        "ts": "2024-06-03 20:00:00+00:00",
+        "symbol": "SPY",
+        "kind": "entry",
+        "side": "buy",
+        "price": 527.8,
+        "intent_reason": "AI ensemble +0.41 >= enter (confidence 0.52)",
+        "status": "approved",
+        "qty_requested": 40.0,
+        "qty_approved": 40.0,
+        "reason": "risk 0.75% of equity over a 3 ATR stop",
+    }
+    ai = {
+        "score": 0.41,
+        "confidence": 0.52,
+        "banker": -0.12,
+        "banker_conf": 0.4,
+        "banker_reasons": '[["policy rate change", 0.0, -0.05], ["real rate", 2.1, -0.08]]',
+        "investor": 0.25,
+        "investor_conf": 0.3,
+        "investor_reasons": '[["breadth", 0.62, 0.1], ["fear (VIX)", -0.6, 0.09]]',
+        "market": 0.7,
+        "market_conf": 0.8,
+        "market_reasons": '[["trend 50/200", 0.05, 0.2], ["ML P(up)", 0.58, 0.25]]',
+        "prob_up": 0.58,
+        "exp_return": 0.004,
+        "regime": "bull",
+    }
+    return facts_from_rows(verdict, ai)
+
+
 def probe(cfg: Any, name: str, *, call: bool, timeout_s: float) -> dict[str, Any]:
-    """Ask one backend what it offers and (with ``call``) for one schema-constrained reply."""
+    """Ask one backend what it offers and (with ``call``) to explain a fixed sample decision the way a run
+    would (the same role, prompt, schema and validation)."""
     from hflite.ai.llm.backends import make_backend
-    from hflite.ai.llm.base import LLMError, LLMRequest, Message
-    from hflite.ai.llm.schema import Explanation, ReplyError, json_schema, parse_reply
+    from hflite.ai.llm.base import LLMError, LLMRequest
+    from hflite.ai.llm.roles import explain_job
+    from hflite.ai.llm.schema import ReplyError
     from hflite.ai.llm.service import model_id
 
     row: dict[str, Any] = {"backend": name, "model": model_id(cfg, name), "status": "down", "detail": ""}
@@ -61,14 +98,12 @@ def probe(cfg: Any, name: str, *, call: bool, timeout_s: float) -> dict[str, Any
             row["status"] = "no model"
             row["detail"] = f"{row['model']} is not among the {len(offered)} models it offers"
         if call and row["status"] == "up":
+            job = explain_job(_sample_decision(), cfg.grounded)  # what a run asks, for a fixed decision
             request = LLMRequest(
-                (
-                    Message("system", "Reply with JSON: stance, confidence, reasons, risks."),
-                    Message("user", "SPY closed above its 200-day average. Explain a buy."),
-                ),
-                json_schema(Explanation),
-                max_tokens=min(cfg.max_reply_tokens, 128),
-                temperature=0.0,
+                job.messages,
+                job.json_schema(),
+                max_tokens=cfg.max_reply_tokens,
+                temperature=cfg.temperature,
                 seed=cfg.seed,
                 timeout_s=max(timeout_s, cfg.timeout_s),
             )
@@ -77,11 +112,11 @@ def probe(cfg: Any, name: str, *, call: bool, timeout_s: float) -> dict[str, Any
             row["tokens"] = reply.tokens
             row["tokens_per_s"] = reply.tokens_per_s
             try:
-                parse_reply(Explanation, reply.text)
+                job.parse(reply.text)
                 row["valid"] = True
             except ReplyError as exc:
                 row["valid"] = False
-                row["detail"] = f"reply does not match the schema: {exc}"
+                row["detail"] = f"the test explanation is invalid: {exc}"
     except LLMError as exc:
         row["status"] = "down" if row["status"] != "up" else "error"
         row["detail"] = str(exc)
