@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hflite.cli_ai import _console, _fail
+
 llm_app = typer.Typer(
     help="LLM backends (in-process GGUF, Ollama, OpenAI-compatible), budgets and the call journal.\n\n"
     "Example: hflite llm check --config configs/ai.toml",
@@ -20,22 +22,13 @@ llm_app = typer.Typer(
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file ([llm] section).")]
 
 
-def _console() -> Console:
-    return Console()
-
-
-def _fail(message: str, code: int = 2) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
-
-
 def _cfg(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
     from hflite.config import ConfigError, load_llm_settings
 
     try:
         return load_llm_settings(config, overrides)
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(escape(str(exc)))
 
 
 def _sample_decision() -> Any:
@@ -151,7 +144,7 @@ def check(
     names = [backend] if backend else list(dict.fromkeys([cfg.backend, *cfg.fallbacks, *BACKENDS]))
     for n in names:
         if n not in BACKENDS:
-            _fail(f"--backend: expected one of {', '.join(BACKENDS)}, got {n!r}")
+            _fail(escape(f"--backend: expected one of {', '.join(BACKENDS)}, got {n!r}"))
     out = _console()
     rows = [probe(cfg, n, call=call, timeout_s=timeout) for n in names]
     table = Table(title="LLM backends")
@@ -244,7 +237,7 @@ def calls(
 
     cfg = _cfg(config)
     if not Path(cfg.journal).is_file():
-        _fail(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first", code=1)
+        _fail(escape(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first"), code=1)
     journal = LLMJournal(cfg.journal)
     records = journal.records(role=role, run_id=run_id, limit=limit, newest_first=True)
     journal.close()
@@ -281,7 +274,7 @@ def export(
 
     cfg = _cfg(config)
     if not Path(cfg.journal).is_file():
-        _fail(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first", code=1)
+        _fail(escape(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first"), code=1)
     journal = LLMJournal(cfg.journal)
     n = write_tape(journal.records(run_id=run_id, valid_only=True), out)
     journal.close()

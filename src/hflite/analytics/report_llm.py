@@ -21,7 +21,7 @@ import pandas as pd
 
 from hflite.ai.llm.passes import ADVICE_COLUMNS, EXPLANATION_COLUMNS, SUMMARY_COLUMNS
 from hflite.analytics import report as _r
-from hflite.analytics.report_ai import _VERDICT_INFO, _VERDICT_STYLE, _VERDICT_WARN
+from hflite.analytics.report_ai import _VERDICT_INFO, _VERDICT_STYLE, _VERDICT_WARN, _float
 
 if TYPE_CHECKING:
     from hflite.ai.llm.passes import LLMRunResult
@@ -100,15 +100,6 @@ def _advice(llm: LLMRunResult) -> pd.DataFrame:
 
 def _summaries(llm: LLMRunResult) -> pd.DataFrame:
     return _r._with_columns(llm.summaries, SUMMARY_COLUMNS)
-
-
-def _float(value: Any) -> float:
-    if value is None or isinstance(value, str | bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +212,3 @@ class ReplyIndex:
 
     def __len__(self) -> int:
         return len(self._by_key)
-
-
-def as_dict(rec: CallRecord) -> dict[str, Any]:
-    return asdict(rec)
