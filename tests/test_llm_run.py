@@ -330,3 +330,30 @@ def test_a_malformed_tape_or_journal_stops_the_run_with_a_clear_error(
     journal.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match="llm.journal: .*junk.sqlite is not a readable journal"):
         backtest(_settings(sample_store, registry, {"mode": "replay", "journal": str(journal)}), sample_store)
+
+
+@pytest.mark.slow
+def test_the_live_runtime_runs_the_same_advisor_and_explanations_as_the_backtest(
+    sample_store, registry, tmp_path: Path, ollama_server: FakeLLMServer
+) -> None:
+    """One engine: the replay runtime (asyncio, bar by bar) asks the advisor the same questions at the
+    same bars and reaches the same decisions as the backtest."""
+    import asyncio
+
+    from hflite.engine.replay import replay
+
+    ollama_server.reply_content = by_role
+    cfg = {
+        "mode": "live",
+        "advise": True,
+        "journal": str(tmp_path / "journal.sqlite"),
+        "ollama": {"url": ollama_server.url, "model": "llama3.2:3b"},
+    }
+    settings = _settings(sample_store, registry, cfg)
+    batch = backtest(settings, sample_store)
+    live = asyncio.run(replay(settings, sample_store, journal_path=Path("-")))
+    pd.testing.assert_frame_equal(live.verdicts, batch.verdicts)
+    assert len(live.llm.advice) == len(batch.llm.advice) > 0
+    pd.testing.assert_series_equal(live.llm.advice["qty_after"], batch.llm.advice["qty_after"])
+    cols = ["intent_id", "prompt_hash", "stance", "reasons"]
+    pd.testing.assert_frame_equal(live.llm.explanations[cols], batch.llm.explanations[cols])
