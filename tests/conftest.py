@@ -27,6 +27,7 @@ def make_settings(store: Store, **sections: dict[str, Any]) -> Settings:
     """Settings with the store's folder and the given sections merged over a small default run."""
     base: dict[str, Any] = {
         "run": {"symbols": ["SPY"], "start": "2015-01-02", "end": "2019-12-31", "benchmarks": ["SPY"]},
+        "strategy": {"name": "trend"},
         "data": {"dir": str(store.root)},
         # hermetic: no test reads the developer's LLM journal unless it configures [llm] itself
         "llm": {"mode": "off"},

@@ -15,6 +15,9 @@ GOOD = """
 symbols = ["SPY"]
 start = "2015-01-02"
 end = "2016-12-30"
+
+[strategy]
+name = "trend"
 """
 
 
@@ -38,9 +41,9 @@ def test_the_demo_config_is_valid():
         ),
         ("[risk]\nrisk_pcnt = 1\n", "config error: risk.risk_pcnt: unknown key"),
         ("[rsik]\nrisk_pct = 1\n", "config error: rsik: unknown key"),
-        ('[strategy]\nname = "trend"\nfastt = 3\n', "config error: strategy.fastt: unknown key"),
+        ("fastt = 3\n", "config error: strategy.fastt: unknown key"),
         (
-            '[strategy]\nname = "trend"\nfast = 60\nslow = 50\n',
+            "fast = 60\nslow = 50\n",
             "config error: strategy: fast (60) must be smaller",
         ),
         (

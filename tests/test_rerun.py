@@ -27,6 +27,8 @@ def test_a_rerun_reads_the_recorded_versions_after_the_data_changed(tmp_path: Pa
     monkeypatch.chdir(tmp_path)
     args = [
         "backtest",
+        "--strategy",
+        "trend",
         "--symbols",
         "SPY",
         "--start",
@@ -68,6 +70,8 @@ def test_a_pinned_version_that_is_gone_is_named(tmp_path: Path, monkeypatch, sam
         app,
         [
             "backtest",
+            "--strategy",
+            "trend",
             "--symbols",
             "SPY",
             "--start",

@@ -53,7 +53,7 @@ def _settings(config: Path | None, sets: list[str] | None, extra: dict[str, Any]
             else:
                 node[key] = value
     try:
-        return load_settings(config, overrides)
+        return load_settings(config, overrides, trades=False)
     except ConfigError as exc:
         _fail(str(exc))
 

@@ -6,6 +6,7 @@ Precedence (highest first): ``--set`` > environment > ``.env`` > TOML file > def
 
 from __future__ import annotations
 
+import math
 import tomllib
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
@@ -19,7 +20,10 @@ from hflite.ai.brain import AIConfig
 from hflite.ai.llm.config import LLMConfig
 from hflite.domain.instrument import AssetClass
 
-FROZEN = ConfigDict(extra="forbid", frozen=True)
+FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+#: Upper bound on any amount of money in the config (USD): larger is a typo, not a portfolio.
+MAX_USD = 1e12
 
 
 class ConfigError(ValueError):
@@ -33,7 +37,7 @@ class RunConfig(BaseModel):
     start: date
     end: date
     frequency: Literal["1d", "1h", "1m"] = "1d"
-    initial_cash: float = Field(100_000.0, gt=0)
+    initial_cash: float = Field(100_000.0, gt=0, le=MAX_USD)
     benchmarks: list[str] = Field(default_factory=lambda: ["SPY", "BTC-USD"])
 
     @field_validator("symbols", mode="before")
@@ -53,8 +57,8 @@ class RunConfig(BaseModel):
 class StrategyConfig(BaseModel):
     """``name`` picks a built-in; every other key is that strategy's parameter (checked by it)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: Literal["trend", "breakout", "mean_reversion", "ai_ensemble"] = "trend"
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    name: Literal["trend", "breakout", "mean_reversion", "ai_ensemble"]
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -150,7 +154,7 @@ class RiskConfig(BaseModel):
     correlation_action: Literal["reduce", "reject"] = "reduce"
     max_sector_pct: float = Field(20.0, gt=0, le=100, description="100 = off")
     max_asset_class_pct: dict[AssetClass, float] = Field(default_factory=lambda: {AssetClass.CRYPTO: 20.0})
-    min_adv_usd: float = Field(1_000_000.0, ge=0)
+    min_adv_usd: float = Field(1_000_000.0, ge=0, le=MAX_USD)
     max_adv_share: float = Field(0.01, ge=0, le=1, description="0 = off")
     liquidity_window: int = Field(20, ge=1, le=500)
     max_gross_exposure: float = Field(1.0, gt=0, le=10)
@@ -164,8 +168,8 @@ class RiskConfig(BaseModel):
     drawdown_reduce_pct: float = Field(10.0, ge=0, le=100, description="0 = off")
     drawdown_reduce_factor: float = Field(0.5, gt=0, le=1)
     max_drawdown_pct: float = Field(15.0, gt=0, le=100)
-    max_order_usd: float = Field(1_000_000.0, ge=0, description="0 = off")
-    max_orders_per_minute: int = Field(60, ge=0, description="0 = off")
+    max_order_usd: float = Field(1_000_000.0, ge=0, le=MAX_USD, description="0 = off")
+    max_orders_per_minute: int = Field(60, ge=0, le=100_000, description="0 = off")
     collar_pct: float = Field(10.0, ge=0, le=100, description="0 = off")
     allow_short: bool = True
     breakers: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -199,7 +203,7 @@ class FeeSpec(BaseModel):
     model: Literal["bps", "per_share"] = "bps"
     bps: float = Field(0.0, ge=0, le=500)
     per_share: float = Field(0.0, ge=0, le=1)
-    minimum: float = Field(0.0, ge=0)
+    minimum: float = Field(0.0, ge=0, le=10_000)
     max_pct: float = Field(1.0, gt=0, le=100)
 
 
@@ -328,10 +332,15 @@ class ReportConfig(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="HFLITE_", env_nested_delimiter="__", env_file=".env", extra="forbid", frozen=True
+        env_prefix="HFLITE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
     )
     run: RunConfig
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    strategy: StrategyConfig  # required: a run never trades a strategy the user did not name
     risk: RiskConfig = Field(default_factory=RiskConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -393,26 +402,52 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read, merge and validate; raises ConfigError naming each bad field."""
-    file_data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            file_data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+def load_settings(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, trades: bool = True
+) -> Settings:
+    """Read, merge and validate; raises ConfigError naming each bad field. A run that ``trades``
+    must name its strategy; commands that never trade (features, train) may leave it out."""
+    file_data = read_toml(path) if path is not None else {}
+    if not trades:
+        file_data.setdefault("strategy", {"name": "trend"})  # unused by these commands
     token = _OVERRIDES.set(overrides or {})
     try:
         settings = Settings(**file_data)
+        _check_finite(settings.strategy.params(), "strategy")
         _check_strategy(settings)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     finally:
         _OVERRIDES.reset(token)
     return settings
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML config file as a dict; a missing, binary or malformed file is one ConfigError line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise ConfigError(
+            f"{p}: not a UTF-8 text file (byte {byte:#04x} at offset {exc.start}): a config is TOML text"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+
+
+def _check_finite(values: dict[str, Any], prefix: str) -> None:
+    """Free-form parameters (a strategy's) are typed by their own model later; refuse NaN and
+    infinities first so every section says the same thing about them."""
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config error: {prefix}.{key}: must be a finite number (got {value!r})")
 
 
 def _check_strategy(settings: Settings) -> None:
@@ -424,6 +459,15 @@ def _check_strategy(settings: Settings) -> None:
         raise ConfigError(format_validation_error(exc, prefix="strategy")) from None
 
 
+_STRATEGIES = "trend, breakout, mean_reversion or ai_ensemble"
+#: What to do about a missing section or key a run cannot guess.
+_MISSING = {
+    "run": "missing: pass --config FILE (e.g. configs/demo.toml), or give [run] symbols, start and end",
+    "strategy": f"missing: add a [strategy] section with name = {_STRATEGIES} (or pass --strategy)",
+    "strategy.name": f"missing: one of {_STRATEGIES}",
+}
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
@@ -432,6 +476,10 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "finite_number":
+            msg = "must be a finite number"
+        elif err["type"] == "missing" and loc in _MISSING:
+            msg = _MISSING[loc]
         got = err.get("input")
         shown = (
             ""
@@ -444,13 +492,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
 
 def _section(path: str | Path, name: str) -> dict[str, Any]:
     """One ``[name]`` table of a TOML config file (empty when absent)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        return dict(tomllib.loads(p.read_text()).get(name, {}))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    return dict(read_toml(path).get(name, {}))
 
 
 class DataSettings(BaseSettings):

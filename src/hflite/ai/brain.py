@@ -60,7 +60,7 @@ TRAIL_COLUMNS = (
 class ModelConfig(BaseModel):
     """``[ai.model]``: the model family and its hyper-parameters (checked by the model)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: Literal["linear", "random_forest", "lightgbm", "xgboost", "lstm", "gru"] = "lightgbm"
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
@@ -70,7 +70,7 @@ class ModelConfig(BaseModel):
 class SentimentConfig(BaseModel):
     """``[ai.sentiment]``: how headlines are scored (methods tried in this order)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     order: tuple[str, ...] = ("transformer", "finance", "lm", "vader")
     model_path: str = Field("", description="local FinBERT-style model folder for 'transformer'")
 
@@ -78,7 +78,7 @@ class SentimentConfig(BaseModel):
 class AIConfig(BaseModel):
     """``[ai]``: features, model, walk-forward, regime, ensemble and sentiment settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     history_start: date = Field(date(2008, 1, 1), description="first day of data features and training read")
     registry_dir: str = "var/models"
     features: FeatureConfig = Field(default_factory=FeatureConfig)

@@ -27,7 +27,7 @@ _PERIOD = {"monthly": "MS", "quarterly": "QS", "yearly": "YS"}
 class EnsembleConfig(BaseModel):
     """``[ai.ensemble]``: how the three views are weighted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     weights: Literal["fixed", "learned"] = "fixed"
     fixed: dict[Literal["banker", "investor", "market"], float] = Field(
         default_factory=lambda: {"banker": 0.2, "investor": 0.2, "market": 0.6}  # type: ignore[arg-type,dict-item]

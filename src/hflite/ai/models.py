@@ -59,7 +59,7 @@ class ModelParamsError(ValueError):
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     #: how the classifier's scores become probabilities, fitted on the held-out tail
     calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"

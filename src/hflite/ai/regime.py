@@ -34,7 +34,7 @@ _log = logs.get("hflite.ai.regime")
 class RegimeConfig(BaseModel):
     """``[ai.regime]``: which regime model the views, the risk manager and the report use."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     source: Literal["rule", "hmm"] = "rule"
     index: str = "SPY"
     trend_window: int = Field(200, ge=10, le=2000)

@@ -226,7 +226,7 @@ def _utc_bound(value: Any, is_end: bool) -> Any:
 class WalkForwardConfig(BaseModel):
     """How the walk-forward retrains: test windows are calendar periods of the decision times."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     scheme: Literal["expanding", "rolling"] = "expanding"
     retrain: Literal["monthly", "quarterly", "yearly"] = "monthly"

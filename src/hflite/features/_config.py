@@ -18,7 +18,7 @@ from hflite.features._spec import SAMPLE_BREADTH
 class FeatureConfig(BaseModel):
     """Windows and universes of the feature tables (frozen; ``version()`` names it in cache keys)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     market_symbol: str = Field("SPY", min_length=1, description="the index behind spy_trend, spy_ret_21")
     breadth_symbols: tuple[str, ...] = Field(SAMPLE_BREADTH, min_length=1)

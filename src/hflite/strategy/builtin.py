@@ -17,7 +17,7 @@ from hflite.strategy.base import BarArrays, SignalSet, Strategy, crossings, entr
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     atr_period: int = Field(14, ge=2, le=500)
     stop_atr: float = Field(2.0, ge=0, le=50, description="protective stop distance in ATRs (0 = none)")
     take_profit_atr: float = Field(0.0, ge=0, le=100, description="take-profit distance in ATRs (0 = none)")

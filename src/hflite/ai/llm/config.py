@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 Backend = Literal["gguf", "ollama", "openai"]
 Mode = Literal["off", "replay", "live"]
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 #: Training-data cutoffs of models we know (the model card's "knowledge cutoff"); ``[llm] cutoffs``
 #: adds or overrides. Keys match a model id by prefix, case-insensitively, after any path/owner part.
