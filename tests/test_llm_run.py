@@ -239,15 +239,17 @@ def test_cli_check_backtest_calls_and_export(sample_store, registry, tmp_path, o
     cfg = _config(tmp_path, sample_store.root, registry, llm)
     runner = CliRunner()
     check = runner.invoke(
-        app, ["llm", "check", "--config", str(cfg), "--backend", "ollama"], env={"COLUMNS": "200"}
+        app, ["llm", "check", "--config", str(cfg), "--backend", "ollama", "--wide"], env={"COLUMNS": "200"}
     )
     assert check.exit_code == 0, check.output
-    assert "ollama (configured)" in check.output and "up" in check.output and "valid" in check.output
+    assert "│ ollama  │ configured │" in check.output and "up" in check.output and "valid" in check.output
     assert "2000 calls, 1,000,000 tokens per run" in check.output
     assert "2024-08-01 for gemma3:270m" in check.output  # Gemma 3's training cutoff
     live = runner.invoke(app, ["backtest", "--config", str(cfg), "--llm", "live"], env={"COLUMNS": "200"})
     assert live.exit_code == 0, live.output
-    calls = runner.invoke(app, ["llm", "calls", "--config", str(cfg), "--limit", "3"], env={"COLUMNS": "200"})
+    calls = runner.invoke(
+        app, ["llm", "calls", "--config", str(cfg), "--limit", "3", "--wide"], env={"COLUMNS": "200"}
+    )
     assert calls.exit_code == 0 and "explain" in calls.output and "gemma3:270m" in calls.output
     tape = tmp_path / "tape.jsonl"
     out = runner.invoke(app, ["llm", "export", "--config", str(cfg), "--out", str(tape)])

@@ -431,3 +431,25 @@ def test_every_phrase_in_the_finance_tables_tokenizes_to_itself():
     for phrase, key in lexicon.PHRASES.items():
         text = " ".join("7" if w == "#" else w for w in phrase)
         assert [t.key for t in lexicon.tokenize(text)] == [key], phrase
+
+
+def test_the_sentiment_command_names_the_methods_when_given_an_unknown_one():
+    from typer.testing import CliRunner
+
+    from hflite.cli import app
+
+    result = CliRunner().invoke(app, ["sentiment", "--method", "bogus", "Sales rose"])
+    assert result.exit_code == 2
+    expected = f"error: unknown sentiment method 'bogus': expected one of {', '.join(sentiment.METHODS)}"
+    assert result.output.splitlines() == [expected]
+
+
+def test_the_sentiment_command_says_why_no_method_is_available_without_an_exception_name():
+    from typer.testing import CliRunner
+
+    from hflite.cli import app
+
+    result = CliRunner().invoke(app, ["sentiment", "--method", "transformer", "Sales rose"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: no sentiment method available:")
+    assert "MethodUnavailable" not in result.output and len(result.output.splitlines()) == 1

@@ -10,7 +10,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from hflite.tables import Col, cell, print_table
 
 features_app = typer.Typer(
     help="Point-in-time feature tables, cached in the store by data version.\n\n"
@@ -30,6 +33,10 @@ SetOpt = Annotated[
         "--set", help="Override a setting: section.key=value (repeatable), e.g. --set ai.model.kind=xgboost."
     ),
 ]
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="Show every column (lines may be wider than the terminal).")
+]
+DEFAULT_REGISTRY = Path("var/models")
 
 
 def _console() -> Console:
@@ -37,7 +44,8 @@ def _console() -> Console:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print ``message`` (rich markup) as one ``error:`` line on stderr and exit with ``code``."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -146,6 +154,7 @@ def train(
         str | None, typer.Option(help="linear, random_forest, lightgbm, xgboost, lstm or gru.")
     ] = None,
     sets: SetOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Walk-forward training: one model per window, purged and embargoed, each saved to the registry
     with its training window, features, hyper-parameters, data and code versions and OOS metrics.
@@ -189,33 +198,72 @@ def train(
                 seed=ai.model.seed,
             )
         except (ValueError, ImportError, RuntimeError) as exc:
-            _fail(f"{type(exc).__name__}: {exc}")
+            _fail(escape(str(exc)))
             return
-    _print_windows(res, ai.model.kind)
+    _print_windows(res, ai.model.kind, wide, Path(ai.registry_dir))
 
 
-def _print_windows(res: Any, kind: str) -> None:
-    w = res.windows
-    table = Table(title=f"walk-forward {kind}: {len(w)} windows (run {getattr(res, 'run_id', '')})")
-    cols = [c for c in ("model_id", "train_start", "train_end", "test_start", "test_end", "n_train", "n_test",
-                        "hit_rate", "auc", "brier", "ic") if c in w.columns]  # fmt: skip
-    for c in cols:
-        table.add_column(c, overflow="fold")
-    for _, row in w.iterrows():
-        table.add_row(*[_cell(row[c]) for c in cols])
+#: The walk-forward windows table of ``hflite train`` (the rest with --wide).
+WINDOW_COLUMNS = (
+    Col("window", "count"),
+    Col("model_id", "id", default=False),
+    Col("train_start", "date", default=False),
+    Col("train_end", "date", default=False),
+    Col("test_start", "date"),
+    Col("test_end", "date"),
+    Col("n_train", "count", default=False),
+    Col("n_test", "count"),
+    Col("n_scored", "count", default=False),
+    Col("hit_rate", "number"),
+    Col("auc", "number"),
+    Col("brier", "number", default=False),
+    Col("log_loss", "number", default=False),
+    Col("ic", "number"),
+    Col("fwd_ret_up", "number", default=False, digits=4),
+    Col("fwd_ret_down", "number", default=False, digits=4),
+)
+
+
+def _print_windows(res: Any, kind: str, wide: bool = False, registry: Path = DEFAULT_REGISTRY) -> None:
+    run_id = getattr(res, "run_id", None)
+    rows = [{"window": i, **row} for i, row in enumerate(res.windows.to_dict("records"))]
     con = _console()
-    con.print(table)
+    print_table(con, WINDOW_COLUMNS, rows, wide=wide, title=f"walk-forward {kind}: {len(rows)} windows")
     summary = getattr(res, "summary", None) or {}
     if summary:
-        con.print("OOS overall: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
+        parts = (f"{k} {cell(v, 'count' if k.startswith('n_') else 'number')}" for k, v in summary.items())
+        con.print("OOS overall: " + ", ".join(parts))
+    if run_id:
+        where = "" if registry == DEFAULT_REGISTRY else f" --registry {registry}"
+        command = f"hflite models list --run {run_id}{where}"
+        con.print(f"Models: {command}", highlight=False, markup=False, soft_wrap=True)  # one line to copy
 
 
-def _cell(value: Any) -> str:
-    import pandas as pd
-
-    if isinstance(value, pd.Timestamp):
-        return f"{value:%Y-%m-%d}"
-    return _fmt(value)
+#: The table of ``hflite models list``: the registry's columns (the rest with --wide).
+MODEL_COLUMNS = (
+    Col("id", "id"),
+    Col("kind", "id", default=False),
+    Col("created", "time", default=False),
+    Col("train_start", "date", default=False),
+    Col("train_end", "date", default=False),
+    Col("test_start", "date"),
+    Col("test_end", "date", default=False),
+    Col("n_train", "count", default=False),
+    Col("n_test", "count", default=False),
+    Col("n_scored", "count", default=False),
+    Col("n_features", "count", default=False),
+    Col("hit_rate", "number"),
+    Col("auc", "number"),
+    Col("brier", "number", default=False),
+    Col("log_loss", "number", default=False),
+    Col("ic", "number", default=False),
+    Col("fwd_ret_up", "number", default=False, digits=4),
+    Col("fwd_ret_down", "number", default=False, digits=4),
+    Col("run", "id", default=False),
+    Col("window", "count", default=False),
+    Col("data_version", "id", default=False),
+    Col("code_version", "id", default=False),
+)
 
 
 @models_app.command("list")
@@ -223,36 +271,52 @@ def models_list(
     kind: Annotated[str | None, typer.Option(help="Only this model kind, e.g. lightgbm.")] = None,
     run: Annotated[str | None, typer.Option(help="Only the windows of this walk-forward run.")] = None,
     last: Annotated[int, typer.Option(help="Show at most this many entries (newest).")] = 30,
-    registry: Annotated[Path, typer.Option(help="Registry folder.")] = Path("var/models"),
+    registry: Annotated[Path, typer.Option(help="Registry folder.")] = DEFAULT_REGISTRY,
+    wide: WideOpt = False,
 ) -> None:
-    """List registered models: id, type, training window, features and out-of-sample metrics.
+    """List registered models: id (to name a model), test window and out-of-sample metrics; with
+    --wide also the kind, training window, counts, run and data and code versions.
 
     Example: hflite models list --kind lightgbm --last 12
     """
+    from hflite.ai.models import MODEL_KINDS
     from hflite.ai.registry import ModelRegistry
 
-    frame = ModelRegistry(registry).list()
-    if kind:
+    if kind is not None and kind not in MODEL_KINDS:
+        _fail(escape(f"unknown kind {kind!r}: expected one of {', '.join(MODEL_KINDS)}"))
+    frame = ModelRegistry(registry).list() if registry.is_dir() else None  # listing creates no folder
+    if frame is not None and kind:
         frame = frame[frame["kind"] == kind]
-    if run and "run" in frame.columns:
+    if frame is not None and run:
         frame = frame[frame["run"] == run]
     con = _console()
-    if frame.empty:
-        con.print(f"No models in {registry} (train some with `hflite train --config configs/demo.toml`).")
+    if frame is None or frame.empty:
+        which = f"{kind} models" if kind else "models"
+        which += f" of run {run}" if run else ""
+        hint = "" if kind or run else " (train some with `hflite train --config configs/demo.toml`)"
+        con.print(f"no {which} in {registry}{hint}", highlight=False, markup=False)
         return
     frame = frame.tail(last)
-    table = Table(title=f"models in {registry} ({len(frame)} shown)")
-    cols = [c for c in ("model_id", "kind", "train_start", "train_end", "test_start", "test_end",
-                        "n_features",
-                        "hit_rate", "auc", "brier") if c in frame.columns]  # fmt: skip
-    for c in cols:
-        table.add_column(c, overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(*[_cell(row[c]) for c in cols])
-    con.print(table)
+    title = f"models in {registry} ({len(frame)} shown)"
+    print_table(con, MODEL_COLUMNS, frame.to_dict("records"), wide=wide, title=title)
 
 
 # -- sentiment -----------------------------------------------------------------------------------
+def _analyzer(method: str | None, model_path: Path | None) -> Any:
+    """The analyzer of ``method`` (None: the fallback order), or an ``error:`` line saying why not."""
+    from hflite.ai.sentiment import DEFAULT_ORDER, METHODS, Analyzer, MethodUnavailable
+
+    if method is not None and method not in METHODS:
+        _fail(escape(f"unknown sentiment method {method!r}: expected one of {', '.join(METHODS)}"))
+    order = (method,) if method else DEFAULT_ORDER
+    try:
+        return Analyzer(order=order, model_path=str(model_path) if model_path else None)
+    except MethodUnavailable as exc:
+        _fail(escape(str(exc)))
+    except Exception as exc:
+        _fail(escape(f"{type(exc).__name__}: {exc}"))
+
+
 def sentiment(
     text: Annotated[str | None, typer.Argument(help="A headline to score.")] = None,
     file: Annotated[Path | None, typer.Option(help="A text file: one headline per line.")] = None,
@@ -272,16 +336,9 @@ def sentiment(
     Example: hflite sentiment "Fed signals three rate cuts as inflation cools"
     Example: hflite sentiment --file headlines.txt --out scores.csv
     """
-    from hflite.ai.sentiment import DEFAULT_ORDER, Analyzer
-
     if (text is None) == (file is None):
         _fail("give one headline as an argument, or --file with one headline per line")
-    order = (method,) if method else DEFAULT_ORDER
-    try:
-        analyzer = Analyzer(order=order, model_path=str(model_path) if model_path else None)
-    except Exception as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
-        return
+    analyzer = _analyzer(method, model_path)
     if text is not None:
         s = analyzer.score(text)
         table = Table(title="sentiment", show_header=False)

@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from hflite.cli_ai import _console, _fail
+from hflite.cli_ai import WideOpt, _console, _fail
+from hflite.tables import Col, print_table
 
 llm_app = typer.Typer(
     help="LLM backends (in-process GGUF, Ollama, OpenAI-compatible), budgets and the call journal.\n\n"
@@ -19,7 +21,7 @@ llm_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file ([llm] section).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (\\[llm] section).")]
 
 
 def _cfg(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
@@ -118,6 +120,41 @@ def probe(cfg: Any, name: str, *, call: bool, timeout_s: float) -> dict[str, Any
     return row
 
 
+#: The backends table of ``hflite llm check`` (the rest with --wide).
+BACKEND_COLUMNS = (
+    Col("backend", "id"),
+    Col("chain", "id", default=False),
+    Col("where", "id", default=False),
+    Col("model", "id"),
+    Col("status", "id"),
+    Col("offers", "text", default=False),
+    Col("ms", "count"),
+    Col("reply", "id"),
+    Col("tokens/s", "number", default=False, digits=1),
+    Col("detail", "text"),
+)
+_STATUS_COLOUR = {"up": "green", "no model": "yellow", "error": "yellow", "down": "red"}
+
+
+def _backend_row(cfg: Any, probed: dict[str, Any]) -> dict[str, Any]:
+    """One row of the backends table from what :func:`probe` found."""
+    name = probed["backend"]
+    offered = probed.get("offered", [])
+    valid = probed.get("valid")
+    return {
+        "backend": name,
+        "chain": "configured" if name == cfg.backend else ("fallback" if name in cfg.fallbacks else None),
+        "where": {"gguf": "in-process", "ollama": cfg.ollama.url, "openai": cfg.openai.url}[name],
+        "model": probed["model"],
+        "status": Text(probed["status"], style=_STATUS_COLOUR[probed["status"]]),
+        "offers": ", ".join(offered[:5]) + (" ..." if len(offered) > 5 else ""),
+        "ms": probed.get("latency_ms"),
+        "reply": None if valid is None else ("valid" if valid else Text("invalid", style="red")),
+        "tokens/s": probed.get("tokens_per_s"),
+        "detail": probed["detail"][:300],
+    }
+
+
 @llm_app.command("check")
 def check(
     config: ConfigOpt = None,
@@ -128,6 +165,7 @@ def check(
         bool, typer.Option("--call/--no-call", help="Also ask each reachable backend one question.")
     ] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a backend's model list.")] = 5.0,
+    wide: WideOpt = False,
 ) -> None:
     """Which LLM backends answer (in-process GGUF, Ollama, OpenAI-compatible), with their model ids,
     latency and tokens per second; and the run settings: mode, roles, budgets, the journal, the
@@ -147,29 +185,7 @@ def check(
             _fail(escape(f"--backend: expected one of {', '.join(BACKENDS)}, got {n!r}"))
     out = _console()
     rows = [probe(cfg, n, call=call, timeout_s=timeout) for n in names]
-    table = Table(title="LLM backends")
-    for col in ("backend", "where", "model", "status", "offers", "latency", "tokens/s", "detail"):
-        table.add_column(col, overflow="fold")
-    where = {"gguf": "in-process", "ollama": cfg.ollama.url, "openai": cfg.openai.url}
-    colour = {"up": "green", "no model": "yellow", "error": "yellow", "down": "red"}
-    for r in rows:
-        chain = (
-            " (configured)"
-            if r["backend"] == cfg.backend
-            else (" (fallback)" if r["backend"] in cfg.fallbacks else "")
-        )
-        valid = "" if "valid" not in r else (" valid" if r["valid"] else " INVALID")
-        table.add_row(
-            r["backend"] + chain,
-            escape(where[r["backend"]]),
-            escape(r["model"]),
-            f"[{colour[r['status']]}]{r['status']}[/]",
-            escape(", ".join(r.get("offered", [])[:5])) + (" ..." if len(r.get("offered", [])) > 5 else ""),
-            f"{r['latency_ms']:.0f} ms{valid}" if "latency_ms" in r else "—",
-            f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else "—",
-            escape(r["detail"][:300]),
-        )
-    out.print(table)
+    print_table(out, BACKEND_COLUMNS, [_backend_row(cfg, r) for r in rows], wide=wide, title="LLM backends")
     settings = Table(title=escape("Run settings ([llm])"), show_header=False)
     settings.add_column("setting", style="bold")
     settings.add_column("value", overflow="fold")
@@ -221,12 +237,27 @@ def check(
         raise typer.Exit(1)
 
 
+#: The table of ``hflite llm calls``: the reply, or the error of a failed call (the rest with --wide).
+CALL_COLUMNS = (
+    Col("id", "count"),
+    Col("role", "id"),
+    Col("subject", "id"),
+    Col("backend/model", "id", default=False),
+    Col("as of", "time"),
+    Col("ok", "id"),
+    Col("ms", "count", default=False),
+    Col("tokens", "count", default=False),
+    Col("reply", "text"),
+)
+
+
 @llm_app.command("calls")
 def calls(
     config: ConfigOpt = None,
     role: Annotated[str | None, typer.Option(help="explain, advise or summarise.")] = None,
     run_id: Annotated[str | None, typer.Option(help="Only this run's calls.")] = None,
     limit: Annotated[int, typer.Option(help="Newest N calls.")] = 20,
+    wide: WideOpt = False,
 ) -> None:
     """The newest calls in the LLM journal: time, role, subject, backend, model, as-of, validity,
     latency, tokens and the reply (or the error).
@@ -241,22 +272,22 @@ def calls(
     journal = LLMJournal(cfg.journal)
     records = journal.records(role=role, run_id=run_id, limit=limit, newest_first=True)
     journal.close()
-    table = Table(title=f"LLM calls ({cfg.journal}, newest first)")
-    for col in ("id", "role", "subject", "backend/model", "as of", "ok", "ms", "tokens", "reply or error"):
-        table.add_column(col, overflow="fold")
-    for r in records:
-        table.add_row(
-            str(r.id),
-            r.role,
-            r.subject,
-            f"{r.backend}/{r.model}",
-            r.as_of[:16],
-            "[green]yes[/]" if r.valid else "[red]no[/]",
-            f"{r.latency_ms:.0f}",
-            str(r.tokens),
-            escape((r.reply or r.error)[:200]),
-        )
-    _console().print(table)
+    rows = [
+        {
+            "id": r.id,
+            "role": r.role,
+            "subject": r.subject,
+            "backend/model": f"{r.backend}/{r.model}",
+            "as of": r.as_of,
+            "ok": Text("yes", style="green") if r.valid else Text("no", style="red"),
+            "ms": r.latency_ms,
+            "tokens": r.tokens,
+            "reply": " ".join((r.reply or r.error).split())[:200],  # a reply's JSON on one line
+        }
+        for r in records
+    ]
+    title = f"LLM calls ({cfg.journal}, newest first)"
+    print_table(_console(), CALL_COLUMNS, rows, wide=wide, title=title)
 
 
 @llm_app.command("export")
@@ -266,7 +297,7 @@ def export(
     run_id: Annotated[str | None, typer.Option(help="Only this run's calls.")] = None,
 ) -> None:
     """Write the journal's valid replies as a replay tape (one JSON line per reply, the latest per
-    role, model and prompt hash). List it in [llm] tapes to replay it anywhere.
+    role, model and prompt hash). List it in \\[llm] tapes to replay it anywhere.
 
     Example: hflite llm export --run-id ai-ai_ensemble-20261124-101500 --out tapes/ai.jsonl
     """
