@@ -99,15 +99,15 @@ def test_extra_columns_and_integer_volume_are_accepted_and_kept():
 # --- row rules -------------------------------------------------------------------------------------
 
 
-def test_a_duplicate_timestamp_keeps_the_first_row_and_quarantines_the_others():
+def test_a_timestamp_repeated_with_different_values_quarantines_every_version_and_keeps_none():
     df = bars(walk(30))
     dup = df.iloc[[10, 10]].assign(close=[55.0, 56.0], low=[50.0, 50.0])
     df = pd.concat([df, dup], ignore_index=True)  # rows 30 and 31 repeat row 10's ts
     v = validate_bars(df, BTC, "1d")
-    assert list(v.quarantined.index) == [30, 31]
-    assert set(v.quarantined["rule"]) == {"duplicate_ts"}
-    assert "row 10" in v.quarantined["detail"].iloc[0]
-    assert v.clean.loc[10, "close"] == df.loc[10, "close"]
+    conflict = v.quarantined[v.quarantined["rule"] == "duplicate_conflict"]
+    assert list(conflict.index) == [10, 30, 31]
+    assert "rows 10, 30, 31" in conflict["detail"].iloc[0] and "close" in conflict["detail"].iloc[0]
+    assert 10 not in v.clean.index and df.loc[10, "ts"] not in set(v.clean["ts"])
     assert v.clean["ts"].is_monotonic_increasing and v.clean["ts"].is_unique
 
 
@@ -588,7 +588,7 @@ def test_quarantine_appends_rows_of_another_partition(tmp_path):
 
 def test_the_table_has_a_row_per_partition_with_rule_counts_and_a_legend(report):
     console = Console(record=True, width=220)
-    console.print(render_quality_table(report))
+    console.print(render_quality_table(report, wide=True))
     text = console.export_text()
     eurusd = next(line for line in text.splitlines() if line.startswith("bars/EURUSD/1d"))
     assert "5451" in eurusd and "34" in eurusd and "check" in eurusd

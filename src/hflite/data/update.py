@@ -3,10 +3,13 @@
 For each item (a symbol's bars at a frequency, a macro series, a news query):
 1. fetch only what is newer than the stored data, plus an overlap of the last ``overlap_bars`` bars;
 2. validate the batch (``quality.validate_bars``): bad rows go to the quarantine table with the rule
-   that caught them;
+   that caught them (exact duplicate bars the provider collapsed are counted; a time repeated with
+   different values is quarantined in every version);
 3. compare the overlap with what is stored: changed values are revisions (the new ones win); if every
    overlapping price changed by the same factor the vendor re-adjusted its history (a dividend or
-   split), so the whole history is fetched again;
+   split), so the whole history is fetched again; so it is when the new bars shift level like an
+   unadjusted split (reconciled against the vendor's adjusted history: if that still shows the shift,
+   the bars on the shorter side are quarantined);
 4. look for gaps against the instrument's calendar: gaps the vendor can fill are backfilled, the rest
    are recorded in the ``gaps`` table (and not asked for again);
 5. write the partition atomically; identical content writes nothing, so a second run in a row
@@ -69,6 +72,17 @@ class ItemResult:
     gaps_filled: int = 0
     gaps_recorded: int = 0
     message: str = ""
+    duplicates: int = 0  # exact duplicate bars the provider collapsed
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A validated batch: its clean rows, the rows to quarantine, and the likely split ratio of a level
+    shift in it (None when it has none with a split signature)."""
+
+    clean: pd.DataFrame
+    quarantined: pd.DataFrame
+    split: float | None
 
 
 @dataclass
@@ -142,27 +156,36 @@ class Updater:
 
     # -- bars -----------------------------------------------------------------------------------
     def _bars(self, provider: Any, item: UpdateItem) -> ItemResult:
-        from hflite.data.quality import quarantine, validate_bars
+        from hflite.data.quality import listed_splits
 
         sym, freq = item.target, item.freq
         inst = _instrument(sym, item.asset_class)
+        splits = listed_splits(self.store).get(sym)
         stored = self._stored_bars(sym, freq)
         start = self.history_start if stored.empty else stored.ts.iloc[-min(self.overlap_bars, len(stored))]
         result = ItemResult(item, "unchanged")
-        batch = provider.bars(sym, freq, start, self.now)
-        clean = self._validated(batch, inst, freq, sym, result, validate_bars, quarantine)
-        if not stored.empty and not clean.empty:
-            factor, changed = _compare_overlap(stored, clean)
+        checked = self._validated(self._fetch(provider, item, start, result), inst, freq, sym, splits)
+        refetch = None
+        if not stored.empty and not checked.clean.empty:
+            factor, result.revisions = _compare_overlap(stored, checked.clean)
             if factor is not None:
-                result.message = (
-                    f"the vendor re-adjusted {sym}'s history (overlap prices x{factor:.6f}); fetched it again"
-                )
-                batch = provider.bars(sym, freq, self.history_start, self.now)
-                clean = self._validated(batch, inst, freq, sym, result, validate_bars, quarantine)
-                stored = stored.iloc[0:0]
-            result.revisions = changed
-        merged = _merge(stored, clean)
-        merged = self._fill_gaps(provider, item, inst, merged, result, validate_bars, quarantine)
+                refetch = f"the vendor re-adjusted {sym}'s history (overlap prices x{factor:.6f})"
+        if refetch is None and not stored.empty and checked.split is not None:
+            ratio = f"1:{checked.split:g}" if checked.split >= 1 else f"reverse {1 / checked.split:g}:1"
+            refetch = f"the new bars look like an unadjusted split {ratio} of {sym}"
+        if refetch is not None:
+            result.duplicates = 0  # the first answer is discarded
+            checked = self._validated(
+                self._fetch(provider, item, self.history_start, result), inst, freq, sym, splits
+            )
+            same = " (the vendor's history has the same shift: quarantined)" if checked.split else ""
+            result.message = f"{refetch}; fetched it again{same}"
+            stored = stored.iloc[0:0]
+        self._quarantine(sym, freq, checked.quarantined, result)
+        merged = _merge(stored, checked.clean)
+        merged = self._fill_gaps(provider, item, inst, merged, result, splits)
+        if result.duplicates:
+            _note(result, f"{result.duplicates} exact duplicate bar(s) collapsed")
         if merged.empty:
             result.message = result.message or "the provider has no bars for this window"
             return result
@@ -175,30 +198,48 @@ class Updater:
             result.rows = len(merged) - len(stored) + result.revisions if len(stored) else len(merged)
         return result
 
-    def _validated(
-        self,
-        batch: pd.DataFrame,
-        inst: Instrument,
-        freq: str,
-        sym: str,
-        result: ItemResult,
-        validate: Callable[..., Any],
-        quarantine: Callable[..., Any],
+    def _fetch(
+        self, provider: Any, item: UpdateItem, start: pd.Timestamp, result: ItemResult, end: Any = None
     ) -> pd.DataFrame:
-        """The batch's clean rows. Validated together with up to 60 stored bars before it, so rules
-        that look back (spikes) see the same history as on the whole series."""
+        """The provider's bars, counting the exact duplicates it collapsed."""
+        from hflite.data.providers.base import DUPLICATES_COLLAPSED
+
+        batch = provider.bars(item.target, item.freq, start, self.now if end is None else end)
+        result.duplicates += int(batch.attrs.get(DUPLICATES_COLLAPSED, 0))
+        return batch
+
+    def _validated(
+        self, batch: pd.DataFrame, inst: Instrument, freq: str, sym: str, splits: pd.Series | None
+    ) -> _Checked:
+        """The batch's clean rows and the rows to quarantine. Validated together with the stored bars
+        before it (at least 60, and more than the batch holds), so rules that look back (spikes) see the
+        same history as on the whole series and a level shift is judged against the stored level."""
+        from hflite.data.quality import validate_bars
+
         if batch.empty:
-            return batch
+            return _Checked(batch, batch.iloc[0:0], None)
         stored = self._stored_bars(sym, freq)
-        context = stored[stored.ts < batch.ts.min()].tail(60)
-        check = validate(
-            pd.concat([context, batch], ignore_index=True) if len(context) else batch, inst, freq
+        context = stored[stored.ts < batch.ts.min()].tail(max(60, len(batch) + 1))
+        check = validate_bars(
+            pd.concat([context, batch], ignore_index=True) if len(context) else batch,
+            inst,
+            freq,
+            splits=splits,
         )
-        ours = ~check.quarantined.ts.isin(context.ts) if len(check.quarantined) else None
-        if ours is not None and ours.any():
-            added = quarantine(self.store, bars_key(sym, freq), check.quarantined[ours], found_at=self.now)
-            result.quarantined += int(added)
-        return check.clean[~check.clean.ts.isin(context.ts)].reset_index(drop=True)
+        held = check.quarantined[~check.quarantined.ts.isin(context.ts)] if len(check.quarantined) else None
+        shifts = check.level_shifts
+        split = shifts.loc[~shifts.ts.isin(context.ts) & shifts.split.notna(), "split"]
+        return _Checked(
+            check.clean[~check.clean.ts.isin(context.ts)].reset_index(drop=True),
+            held if held is not None else check.quarantined,
+            float(split.iloc[0]) if len(split) else None,
+        )
+
+    def _quarantine(self, sym: str, freq: str, rows: pd.DataFrame, result: ItemResult) -> None:
+        from hflite.data.quality import quarantine
+
+        if len(rows):
+            result.quarantined += int(quarantine(self.store, bars_key(sym, freq), rows, found_at=self.now))
 
     def _stored_bars(self, sym: str, freq: str) -> pd.DataFrame:
         try:
@@ -213,8 +254,7 @@ class Updater:
         inst: Instrument,
         merged: pd.DataFrame,
         result: ItemResult,
-        validate: Callable[..., Any],
-        quarantine: Callable[..., Any],
+        splits: pd.Series | None,
     ) -> pd.DataFrame:
         from hflite.engine.market import calendar_gaps
 
@@ -225,9 +265,10 @@ class Updater:
         gaps = gaps.difference(known)
         if len(gaps) == 0:
             return merged
-        batch = provider.bars(item.target, item.freq, gaps[0], gaps[-1])
-        found = self._validated(batch, inst, item.freq, item.target, result, validate, quarantine)
-        found = found[found.ts.isin(gaps)]
+        batch = self._fetch(provider, item, gaps[0], result, end=gaps[-1])
+        checked = self._validated(batch, inst, item.freq, item.target, splits)
+        self._quarantine(item.target, item.freq, checked.quarantined, result)
+        found = checked.clean[checked.clean.ts.isin(gaps)]
         result.gaps_filled = len(found)
         missing = gaps.difference(pd.DatetimeIndex(found.ts))
         if len(missing):
@@ -307,6 +348,10 @@ class Updater:
         batch = provider.fundamentals(item.target)
         written = self.store.write_fundamentals(batch, source=item.provider)
         return ItemResult(item, "updated" if written else "unchanged", rows=int(written or 0))
+
+
+def _note(result: ItemResult, text: str) -> None:
+    result.message = f"{result.message}; {text}" if result.message else text
 
 
 def _vintage_table(series_id: str) -> str:
