@@ -18,7 +18,7 @@ from hflite.cli_risk import LIVE_WITHIN_S, is_live
 from hflite.domain.signal import RiskVerdict, VerdictStatus
 from hflite.engine.replay import replay
 from hflite.engine.result import RunResult
-from hflite.execution.oms import RuntimeBeat, SqliteJournal
+from hflite.execution.oms import JournalBusyError, RuntimeBeat, SqliteJournal
 from tests.conftest import make_settings
 
 runner = CliRunner()
@@ -146,6 +146,23 @@ def test_status_tells_a_live_runtime_from_a_stopped_one(sample_store, tmp_path):
     assert "stopped at" in after.output and "live (pid" not in after.output
 
 
+def test_a_second_replay_on_a_live_journal_refuses_and_a_kill_stops_the_only_runtime(sample_store, tmp_path):
+    path = tmp_path / "journal.sqlite"
+    bg = Background(_settings(sample_store), sample_store, path, speed=86400 * 10)
+    _wait_live(path)
+
+    with pytest.raises(JournalBusyError, match=rf"run bg \(pid {os.getpid()}, started"):
+        asyncio.run(replay(_settings(sample_store), sample_store, run_id="second", journal_path=path))
+    cli = _risk("kill", "--journal", str(path), "--reason", "drill", "--yes")
+    bg.wait()
+    status = _risk("status", "--journal", str(path))
+
+    assert cli.exit_code == 0, cli.output
+    assert "for run bg" in cli.output
+    assert _read(path, lambda j: j.runtime()).status == "stopped"
+    assert "mode" in status.output and "killed" in status.output and "stopped at" in status.output
+
+
 # -- restarts on the same journal -----------------------------------------------------------------
 def test_a_command_queued_with_no_runtime_applies_at_the_first_bar_time_of_the_next_start(
     sample_store, tmp_path
@@ -157,7 +174,7 @@ def test_a_command_queued_with_no_runtime_applies_at_the_first_bar_time_of_the_n
     result = asyncio.run(replay(_settings(sample_store), sample_store, journal_path=path))
 
     assert cli.exit_code == 0, cli.output
-    assert "no runtime is live on this journal" in cli.output
+    assert "not running; the command will apply when it resumes" in cli.output
     (cmd,) = _read(path, lambda j: j.commands())
     assert _bar(cmd.applied_at) == result.equity.index[0]
     assert (_entries(result).status == "rejected").all()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from hflite import logs
 from hflite.config import Settings
 from hflite.data.store import Store
 from hflite.engine.core import Engine
-from hflite.engine.market import MarketData
+from hflite.engine.market import FREQ_NS, MarketData, available_at, build_market
 from hflite.engine.result import RunResult
 from hflite.engine.run import (
     Prepared,
@@ -22,7 +24,7 @@ from hflite.engine.run import (
     prepare,
 )
 from hflite.engine.runtime import LiveRuntime, RecordedFeed
-from hflite.execution.oms import Journal, MemoryJournal, SqliteJournal
+from hflite.execution.oms import Journal, JournalLock, MemoryJournal, SqliteJournal
 from hflite.strategy.ai import AIEnsemble
 from hflite.strategy.base import SignalSet
 
@@ -35,21 +37,39 @@ async def replay(
     run_id: str | None = None,
     journal_path: Path | None = None,
     progress: Progress | None = None,
+    config: str = "",
 ) -> RunResult:
-    """Replay the configured window bar by bar through the live runtime and return its result."""
+    """Replay the configured window bar by bar through the live runtime and return its result.
+
+    The runtime owns its journal for the whole run: another runtime on the same journal refuses to
+    start (JournalBusyError, before any data is loaded). ``config`` names the config file in the
+    owner's details that ``hflite risk`` lists."""
     say = progress or (lambda _msg, _frac: None)
-    store = store or open_store(settings)
-    say("loading data", 0.05)
-    prep = prepare(settings, store, progress=say)
     run_id = run_id or f"{new_run_id(settings)}-replay"
+    folder = settings.data.dir.parent / "journal"
+    path = journal_path if journal_path is not None else folder / f"{run_id}.sqlite"
+    lock = None if path == Path("-") else JournalLock(path)
+    if lock is not None:
+        lock.acquire(run_id, config, registry=folder)
+    try:
+        if lock is not None and path.exists():  # not a journal: say so now, not after loading the data
+            SqliteJournal(path).close()
+        store = store or open_store(settings)
+        say("loading data", 0.05)
+        prep = prepare(settings, store, progress=say)
+        journal: Journal = SqliteJournal(path, owner=lock) if lock is not None else MemoryJournal()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return await _run(prep, journal, run_id, speed, say)
+
+
+async def _run(
+    prep: Prepared, journal: Journal, run_id: str, speed: float | None, say: Progress
+) -> RunResult:
     if prep.llm is not None:
         prep.llm.run_id = run_id
-    path = (
-        journal_path
-        if journal_path is not None
-        else settings.data.dir.parent / "journal" / f"{run_id}.sqlite"
-    )
-    journal: Journal = SqliteJournal(path) if path != Path("-") else MemoryJournal()
 
     def engine_for(md: MarketData, signals: dict[str, SignalSet]) -> Engine:
         live = Prepared(
@@ -57,19 +77,24 @@ async def replay(
         )
         return make_engine(live, signals, journal, advisor=prep.advisor)
 
-    control = journal if isinstance(journal, SqliteJournal) else None
-    runtime = LiveRuntime(prep.md, prep.strategy, engine_for, control)
-    snap = journal.risk_state() if isinstance(journal, SqliteJournal) else None
-    if snap:  # a restart keeps a halt, pause or kill in force until a human resumes
-        runtime.engine.risk.restore(snap)
     log = logs.get("hflite.run").bind(run_id=run_id, mode="replay")
-    log.info("run.start", symbols=prep.md.traded, speed=speed or "max", journal=str(path))
-    say("replaying bars", 0.2)
-    try:
+    try:  # the journal is closed (and its ownership given up) whatever happens
+        control = journal if isinstance(journal, SqliteJournal) else None
+        runtime = LiveRuntime(prep.md, prep.strategy, engine_for, control)
+        snap = journal.risk_state() if isinstance(journal, SqliteJournal) else None
+        if snap:  # a restart keeps a halt, pause or kill in force until a human resumes
+            runtime.engine.risk.restore(snap)
+        where = str(journal.path) if isinstance(journal, SqliteJournal) else "-"
+        log.info("run.start", symbols=prep.md.traded, speed=speed or "max", journal=where)
+        say("replaying bars", 0.2)
         engine = await runtime.run(RecordedFeed(prep.md, speed))
     finally:
         journal.close()
     say("building results", 0.85)
+    end = prep.end
+    if engine.stopped:  # only the bars up to the kill were replayed: data warnings and benchmarks end there
+        runtime.md.warnings = covered_warnings(prep, int(runtime.md.timeline[-1]))
+        end = pd.Timestamp(int(runtime.md.timeline[-1]), unit="ns", tz="UTC")
     live_prep = Prepared(
         prep.settings,
         prep.store,
@@ -77,15 +102,14 @@ async def replay(
         prep.strategy,
         runtime.md,
         prep.start,
-        prep.end,
+        end,
         prep.brain,
         prep.llm,
         prep.advisor,
     )
     result = build_result(engine, live_prep, run_id)
     if engine.stopped:  # a kill stopped the runtime: the run ends at its last bar, not the config's end
-        result.end = result.equity.index[-1]
-        result.warnings.insert(0, f"risk: killed; the runtime stopped flat at {result.end}")
+        result.warnings.insert(0, killed_warning(engine, result.end))
     result.stats.update({"steps": float(engine.steps), "timeline_points": float(runtime.md.length)})
     if prep.brain is not None and isinstance(prep.strategy, AIEnsemble):
         result.ai = ai_result(live_prep, result)
@@ -100,3 +124,33 @@ async def replay(
     if isinstance(journal, SqliteJournal):
         result.stats["journal"] = str(journal.path)  # type: ignore[assignment]
     return result
+
+
+def killed_warning(engine: Engine, end: pd.Timestamp) -> str:
+    """When the kill took effect and why, and where the runtime stopped (the bars after it were not
+    replayed, so they are no data gap)."""
+    kills = [e for e in engine.risk.events if e.kind == "kill"]
+    if kills:
+        when = pd.Timestamp(kills[-1].ts, unit="ns", tz="UTC")
+        at = f"killed at {when} ({kills[-1].detail})"
+    else:  # restarted on a killed journal: the kill came from an earlier run
+        at = f"killed before this start ({engine.risk.state.mode_reason or 'no reason given'})"
+    return f"risk: {at}; the runtime stopped flat at {end}; the bars after it were not replayed"
+
+
+def covered_warnings(prep: Prepared, last_ns: int) -> list[str]:
+    """The data warnings of the window a killed run covered (its start to ``last_ns``, the bar-time
+    it stopped at): a gap after the kill is in data the run never reached, so it is not reported."""
+    freq = prep.settings.run.frequency
+    step = pd.Timedelta(FREQ_NS[freq], "ns")
+    frames: dict[str, pd.DataFrame] = {}
+    for sym, bars in prep.md.bars.items():  # the rows the run read: its first bar to the kill
+        pinned = prep.settings.data.pin.get(f"bars/{sym}/{freq}")
+        first = pd.Timestamp(int(bars.ts[0]), unit="ns", tz="UTC") - step
+        df = prep.store.read_bars(
+            sym, freq, first, pd.Timestamp(last_ns, unit="ns", tz="UTC"), version=pinned
+        )
+        known, _ = available_at(prep.instruments[sym], freq, pd.DatetimeIndex(df["ts"]))
+        frames[sym] = df[known <= last_ns]
+    md = build_market(frames, prep.instruments, list(prep.md.traded), freq, prep.start, prep.end)
+    return md.warnings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ class BarEvent:
 class RecordedFeed:
     """Replays the bars of a MarketData in the order they became known.
 
-    ``speed``: None = as fast as possible; otherwise a time multiplier (86400 = one day per second).
+    ``speed``: None = as fast as possible; otherwise a time multiplier (86400 = one day per second),
+    a positive finite number (a NaN wait would never end).
     """
 
     def __init__(
@@ -50,6 +52,8 @@ class RecordedFeed:
         speed: float | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
+        if speed is not None and not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed: expected None (no waiting) or a positive finite number, got {speed}")
         self.md = md
         self.speed = speed
         self._sleep = sleep

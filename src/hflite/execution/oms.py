@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -56,6 +59,217 @@ class RuntimeBeat(NamedTuple):
     beat: float  # wall-clock seconds of the last heartbeat
     status: str  # running | stopped
     bar_ts: int | None  # the last bar-time it stepped, ns UTC
+    run_id: str | None = None
+    config: str | None = None
+
+
+class JournalError(Exception):
+    """A journal that cannot be used; the message is one line that names the file."""
+
+
+class JournalBusyError(JournalError):
+    """Another live runtime owns the journal."""
+
+
+class Owner(NamedTuple):
+    """The runtime that owns a journal, as written in its lock file for the runtime's life."""
+
+    pid: int
+    run_id: str
+    config: str
+    started: float  # wall-clock seconds
+    journal: str  # absolute path
+
+    def describe(self) -> str:
+        """``run X (pid N, config C, started T)``: how messages name a runtime."""
+        config = f", config {self.config}" if self.config else ""
+        return f"run {self.run_id} (pid {self.pid}{config}, started {_utc(self.started)})"
+
+
+def _utc(seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def lock_path(journal: str | Path) -> Path:
+    """The lock file of a journal: ``<journal>.lock`` beside it."""
+    p = Path(journal)
+    return p.with_name(p.name + ".lock")
+
+
+if sys.platform == "win32":  # no flock: msvcrt locks a byte range (exclusive only)
+    import msvcrt
+
+    _LOCK_AT = 1 << 20  # lock a byte past the owner text, so other processes can still read it
+
+    def _try_lock(fd: int, shared: bool) -> bool:
+        os.lseek(fd, _LOCK_AT, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, _LOCK_AT, os.SEEK_SET)
+        with contextlib.suppress(OSError):
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int, shared: bool) -> bool:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another open file holds it
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_owner(fd: int) -> Owner | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        body = json.loads(os.read(fd, 65536).decode("utf-8"))
+        return Owner(
+            int(body["pid"]),
+            str(body["run_id"]),
+            str(body["config"]),
+            float(body["started"]),
+            str(body["journal"]),
+        )
+    except (ValueError, KeyError, TypeError):  # being written, or not ours
+        return None
+
+
+class JournalLock:
+    """One owner per journal: an OS lock (``flock``; ``msvcrt`` on Windows) on ``<journal>.lock``,
+    held for the runtime's life. The OS drops it when the process ends however it ends (kill -9
+    too), so a crash never leaves a journal owned. The file holds the owner, for messages; with a
+    ``registry`` folder the owner is also listed there, so ``hflite risk`` finds every live runtime
+    of a config, whatever journal it writes."""
+
+    def __init__(self, journal: str | Path) -> None:
+        self.journal = Path(journal)
+        self.path = lock_path(self.journal)
+        self.owner: Owner | None = None
+        self._fd: int | None = None
+        self._entry: Path | None = None
+
+    def acquire(
+        self, run_id: str, config: str = "", registry: Path | None = None, wait_s: float = 0.5
+    ) -> Owner:
+        """Take the journal or raise JournalBusyError naming its owner (a status probe may hold
+        the lock for a moment: it retries for ``wait_s``)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if _try_lock(fd, shared=False):
+                if _same_file(fd, self.path):
+                    break
+                os.close(fd)  # the previous owner removed the file as we opened it: take the new one
+                continue
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise JournalBusyError(self._busy())
+            time.sleep(0.05)
+        owner = Owner(os.getpid(), run_id, config, time.time(), str(self.journal.resolve()))
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(owner._asdict()).encode("utf-8"))
+        self._fd, self.owner = fd, owner
+        if registry is not None:
+            self._entry = _register(registry, owner)
+        return owner
+
+    def _busy(self) -> str:
+        owner = journal_owner(self.journal)
+        who = owner.describe() if owner is not None else "another runtime"
+        return (
+            f"journal {self.journal} is in use by {who}: one runtime per journal; stop it first "
+            f"(hflite risk kill --journal {self.journal}) or use another --journal"
+        )
+
+    def release(self) -> None:
+        """Give the journal up (idempotent); the lock file goes while still held, so no one waits on it."""
+        if self._entry is not None:
+            with contextlib.suppress(OSError):
+                self._entry.unlink()
+            self._entry = None
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):  # Windows cannot remove an open file: it stays, unlocked
+            self.path.unlink()
+        _unlock(self._fd)
+        os.close(self._fd)
+        self._fd, self.owner = None, None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Is ``fd`` still the file at ``path`` (a releasing owner unlinks it while holding the lock)?"""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def journal_owner(journal: str | Path) -> Owner | None:
+    """The live runtime that owns ``journal``, None when no process holds its lock."""
+    path = lock_path(journal)
+    try:
+        fd = os.open(path, os.O_RDWR if sys.platform == "win32" else os.O_RDONLY)
+    except OSError:  # no lock file: never owned, or released cleanly
+        return None
+    try:
+        if _try_lock(fd, shared=True):
+            _unlock(fd)
+            return None
+        for _ in range(10):  # the owner writes its details right after taking the lock
+            owner = _read_owner(fd)
+            if owner is not None:
+                return owner
+            time.sleep(0.02)
+        return Owner(0, "?", "", 0.0, str(Path(journal).resolve()))
+    finally:
+        os.close(fd)
+
+
+def left_by_a_crash(journal: str | Path) -> bool:
+    """A lock file that no process holds: its owner died without releasing it (kill -9, power loss)."""
+    return lock_path(journal).exists() and journal_owner(journal) is None
+
+
+#: Where an owning runtime lists itself, under its registry folder (``var/journal``).
+REGISTRY_DIR = "runtimes"
+
+
+def _register(registry: Path, owner: Owner) -> Path:
+    folder = registry / REGISTRY_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = folder / (hashlib.sha256(owner.journal.encode("utf-8")).hexdigest()[:16] + ".json")
+    tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"journal": owner.journal}), encoding="utf-8")
+    os.replace(tmp, entry)
+    return entry
+
+
+def live_runtimes(registry: Path) -> list[Owner]:
+    """The runtimes listed in ``registry`` that still own their journal, oldest first (an entry
+    left by a crash is ignored: its lock is free)."""
+    owners: dict[str, Owner] = {}
+    for entry in sorted((registry / REGISTRY_DIR).glob("*.json")):
+        try:
+            journal = str(json.loads(entry.read_text(encoding="utf-8"))["journal"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        owner = journal_owner(journal)
+        if owner is not None:
+            owners[owner.journal] = owner
+    return sorted(owners.values(), key=lambda o: o.started)
 
 
 class MemoryJournal:
@@ -83,13 +297,50 @@ class MemoryJournal:
         return None
 
 
-class SqliteJournal:
-    """An append-only SQLite journal (WAL, one transaction per event) for replay, paper and live."""
+#: The tables that make a SQLite file an hflite journal (the others are added when missing).
+JOURNAL_TABLES = ("orders", "events")
 
-    def __init__(self, path: str | Path) -> None:
+
+class SqliteJournal:
+    """An append-only SQLite journal (WAL, one transaction per event) for replay, paper and live.
+
+    ``create=False`` (the CLI) opens only an existing journal and never adds tables to a file that
+    is not one; ``owner`` is the runtime's lock on it, released by ``close``. Either way a file that
+    is not a journal raises JournalError naming it."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, owner: JournalLock | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = owner
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_file():
+            raise JournalError(f"no journal at {self.path}")
         self.db = sqlite3.connect(self.path, timeout=10.0)
+        try:
+            self._check(create)
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, disk full...: not about the file's kind
+                raise
+            notadb = exc.sqlite_errorname == "SQLITE_NOTADB"
+            what = "not a SQLite database" if notadb else f"unreadable: {exc}"
+            raise JournalError(f"{self.path} is not an hflite journal ({what})") from None
+        except JournalError:
+            self.db.close()
+            raise
+
+    def _check(self, create: bool) -> None:
+        """Refuse a SQLite file that holds other data (or, for ``create=False``, nothing at all)."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in JOURNAL_TABLES if t not in tables]
+        if missing and (tables or not create):
+            raise JournalError(
+                f"{self.path} is not an hflite journal (a SQLite database without the journal's "
+                f"{', '.join(missing)} tables)"
+            )
+
+    def _setup(self) -> None:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(
@@ -102,9 +353,14 @@ class SqliteJournal:
                                                  applied_at INTEGER);
             CREATE TABLE IF NOT EXISTS risk_state (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT);
             CREATE TABLE IF NOT EXISTS runtime (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER,
-                                                started REAL, beat REAL, status TEXT, bar_ts INTEGER);
+                                                started REAL, beat REAL, status TEXT, bar_ts INTEGER,
+                                                run_id TEXT, config TEXT);
             """
         )
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(runtime)")}
+        for column in ("run_id", "config"):  # journals written before runtimes named themselves
+            if column not in have:
+                self.db.execute(f"ALTER TABLE runtime ADD COLUMN {column} TEXT")
 
     def _event(self, kind: str, ref: str, body: dict[str, object]) -> None:
         self.db.execute(
@@ -192,21 +448,25 @@ class SqliteJournal:
         """The runtime is alive (``running``) or has ended (``stopped``); keeps the start time and the
         last bar-time when not given."""
         now = time.time()
+        owner = self.owner.owner if self.owner is not None else None
+        run_id, config = (owner.run_id, owner.config) if owner is not None else (None, None)
         with self.db:
             self.db.execute(
-                """INSERT INTO runtime(id, pid, started, beat, status, bar_ts) VALUES (1, ?, ?, ?, ?, ?)
+                """INSERT INTO runtime(id, pid, started, beat, status, bar_ts, run_id, config)
+                   VALUES (1, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET
                      started = CASE WHEN runtime.pid = excluded.pid AND runtime.status = 'running'
                                     THEN runtime.started ELSE excluded.started END,
                      pid = excluded.pid, beat = excluded.beat, status = excluded.status,
-                     bar_ts = COALESCE(excluded.bar_ts, runtime.bar_ts)""",
-                (os.getpid(), now, now, status, bar_ts),
+                     bar_ts = COALESCE(excluded.bar_ts, runtime.bar_ts),
+                     run_id = excluded.run_id, config = excluded.config""",
+                (os.getpid(), now, now, status, bar_ts, run_id, config),
             )
 
     def runtime(self) -> RuntimeBeat | None:
         """The last heartbeat written to this journal (None: no runtime ever ran on it)."""
         row = self.db.execute(
-            "SELECT pid, started, beat, status, bar_ts FROM runtime WHERE id = 1"
+            "SELECT pid, started, beat, status, bar_ts, run_id, config FROM runtime WHERE id = 1"
         ).fetchone()
         return RuntimeBeat(*row) if row else None
 
@@ -225,7 +485,10 @@ class SqliteJournal:
         return {str(status): int(n) for status, n in rows}
 
     def close(self) -> None:
+        """Close the database, then give up the ownership (if this runtime held it)."""
         self.db.close()
+        if self.owner is not None:
+            self.owner.release()
 
     def order_statuses(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT id, status FROM orders").fetchall())
