@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,15 @@ from hflite.analytics import write_report
 from hflite.cli import app
 from hflite.engine.result import RunResult
 from hflite.engine.run import backtest
-from hflite.explain import TrailError, latest_report, load_trail, report_dir, suggest_ids
+from hflite.explain import (
+    TrailError,
+    find_trail,
+    latest_report,
+    load_trail,
+    report_dir,
+    report_folders,
+    suggest_ids,
+)
 from tests.conftest import make_settings
 
 runner = CliRunner()
@@ -202,3 +211,70 @@ def test_a_report_written_before_the_audit_trail_still_explains_what_it_has(run,
     assert any("predates the audit trail" in n for n in trail.notes)
     out = runner.invoke(app, ["explain", v["intent_id"], "--report", str(old)], env=WIDE)
     assert out.exit_code == 0, out.output
+
+
+# -- without --report: every report under report.dir, newest first -----------------------------------
+
+
+def _reports_root(folder: Path, tmp_path: Path, names_oldest_first: list[str]) -> Path:
+    """A reports/ folder under ``tmp_path`` holding copies of the report ``folder``, each written one
+    minute after the one before."""
+    root = tmp_path / "reports"
+    for age, name in enumerate(reversed(names_oldest_first)):
+        copy = root / name
+        shutil.copytree(folder, copy)
+        stamp = 1_700_000_000 - 60 * age
+        os.utime(copy / "verdicts.csv", (stamp, stamp))
+    return root
+
+
+def _report_without_ids(root: Path, name: str, stamp: int) -> None:
+    """A newer report that holds no decision at all (a run that traded nothing)."""
+    (root / name).mkdir(parents=True)
+    (root / name / "verdicts.csv").write_text("intent_id,ts\n", encoding="utf-8")
+    os.utime(root / name / "verdicts.csv", (stamp, stamp))
+
+
+def test_without_report_explain_finds_the_id_in_an_older_report_and_names_it(run, tmp_path, monkeypatch):
+    result, folder = run
+    root = _reports_root(folder, tmp_path, ["trend-run"])
+    _report_without_ids(root, "ai-run", 1_800_000_000)  # the newest report does not hold the id
+    monkeypatch.setenv("HFLITE_REPORT__DIR", str(root))
+    v = _first(result, "resized")
+    out = runner.invoke(app, ["explain", v["intent_id"]], env=WIDE)
+    assert out.exit_code == 0, out.output
+    assert f"found in {root / 'trend-run'}" in " ".join(out.output.split())
+    assert f"Decision {v['intent_id']}" in out.output
+
+
+def test_an_id_in_several_reports_is_shown_from_the_newest_and_says_so(run, tmp_path, monkeypatch):
+    result, folder = run
+    root = _reports_root(folder, tmp_path, ["run-a", "run-b", "run-c"])
+    monkeypatch.setenv("HFLITE_REPORT__DIR", str(root))
+    v = _first(result, "approved")
+    out = runner.invoke(app, ["explain", v["order_id"]], env=WIDE)
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert f"found in 3 reports; showing the newest, {root / 'run-c'}; use --report to choose" in text
+
+
+def test_find_trail_searches_the_reports_newest_first(run, tmp_path):
+    result, folder = run
+    root = _reports_root(folder, tmp_path, ["old", "new"])
+    _report_without_ids(root, "newest", 1_800_000_000)
+    v = _first(result, "rejected")
+    found = find_trail(root, v["intent_id"])
+    assert [p.name for p in report_folders(root)] == ["newest", "new", "old"]
+    assert [p.name for p in found.folders] == ["new", "old"]
+    assert found.trail.folder == root / "new" and found.trail.intent.id == v["intent_id"]
+
+
+def test_an_id_in_no_report_fails_saying_how_many_reports_were_searched(run, tmp_path, monkeypatch):
+    _, folder = run
+    root = _reports_root(folder, tmp_path, ["run-a", "run-b"])
+    monkeypatch.setenv("HFLITE_REPORT__DIR", str(root))
+    out = runner.invoke(app, ["explain", "trend-SPY-d99999"], env=WIDE)
+    assert out.exit_code == 1
+    text = " ".join(out.output.split())
+    assert f"no decision or order 'trend-SPY-d99999' in the 2 reports under {root}" in text
+    assert "ids that share its prefix: trend-SPY-d" in text and "Traceback" not in out.output

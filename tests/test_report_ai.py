@@ -361,6 +361,26 @@ def test_equity_curves_are_thinned_to_at_most_2000_points() -> None:
     ]
 
 
+def test_the_calibration_plot_zooms_to_predictions_that_bunch_in_one_decile() -> None:
+    from hflite.ai.walkforward import calibration_table as bins
+    from hflite.analytics.report_ai import _calibration_figure
+
+    rng = np.random.default_rng(5)
+    prob = rng.uniform(0.50, 0.56, 1000)
+    table = bins(prob, rng.normal(0.0, 0.01, 1000))
+    cal = pd.DataFrame({"bin": "", "predicted": table["mean_prob"], "realised": table["up_rate"],
+                        "count": table["n"]})  # fmt: skip
+
+    fig = _calibration_figure(cal)
+
+    points = fig.data[2]
+    assert len(points.x) == 10  # quantile bins: one point per tenth of the predictions
+    lo, hi = fig.layout.xaxis.range
+    assert 0.45 <= lo < min(points.x) and max(points.x) < hi <= 0.61
+    assert fig.data[0].width < float(np.diff(np.sort(points.x)).min())  # bars do not overlap
+    assert list(fig.data[1].x) == [lo, hi]  # the diagonal spans the zoomed axis
+
+
 # -------------------------------------------------------------------------------------- no model
 
 

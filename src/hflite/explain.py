@@ -4,7 +4,11 @@ Two steps, kept apart so later sources (LLM reasoning, view scores) add fields t
 panels to the page without touching the lookup: ``load_trail`` reads the folder into a
 ``DecisionTrail`` (plain data, no terminal), ``render_trail`` turns it into rich renderables and
 ``trail_html`` into the same blocks as HTML (the report's trails.html). ``TrailSource`` reads a
-folder's files once for many trails (``load_trails``).
+folder's files once for many trails (``load_trails``). Without a folder, ``find_trail`` searches every
+report under report.dir, newest first, and says which one held the id (ids repeat across runs).
+
+A damaged report file (not UTF-8, empty, cut short, a column missing or unreadable) raises
+:class:`TrailError` naming the file and what is wrong, never a pandas or JSON exception.
 
 A decision is found by its intent id (``trend-SPY-d12``, verdicts.csv) or by the id of an order it
 produced (``trend-SPY-b252-3``, or its protective ``...-sl`` / ``...-tp`` children: orders.csv
@@ -16,6 +20,7 @@ untrusted text: they are shown as plain text, never as rich markup or HTML.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -43,14 +48,17 @@ __all__ = [
     "Block",
     "Column",
     "DecisionTrail",
+    "FoundTrail",
     "TrailError",
     "TrailIntent",
     "TrailSource",
     "TrailVerdict",
+    "find_trail",
     "latest_report",
     "load_trail",
     "load_trails",
     "report_dir",
+    "report_folders",
     "render_trail",
     "suggest_ids",
     "trail_blocks",
@@ -87,7 +95,8 @@ _MAX_SUGGESTIONS = 8
 
 
 class TrailError(LookupError):
-    """No report folder, or no decision with that id; the message says what to try instead."""
+    """No report folder, no decision with that id, or a damaged report file; the message says which
+    and what to try instead."""
 
 
 @dataclass(frozen=True)
@@ -163,8 +172,8 @@ def report_dir(config: Path | None = None) -> Path:
         raise TrailError(f"--config: cannot read report.dir from {config}: {exc}") from None
 
 
-def latest_report(root: Path) -> Path:
-    """The most recently written report folder under ``root`` (a folder holding verdicts.csv)."""
+def report_folders(root: Path) -> list[Path]:
+    """The report folders under ``root`` (folders holding verdicts.csv), the most recently written first."""
     root = Path(root)
     found = (
         [
@@ -175,11 +184,91 @@ def latest_report(root: Path) -> Path:
         if root.is_dir()
         else []
     )
+    return sorted(found, key=lambda p: ((p / _REPORT_MARKER).stat().st_mtime, p.name), reverse=True)
+
+
+def latest_report(root: Path) -> Path:
+    """The most recently written report folder under ``root`` (a folder holding verdicts.csv)."""
+    found = report_folders(root)
     if not found:
         raise TrailError(
             f"no report folder under {root}: run `hflite backtest` first, or name one with --report DIR"
         )
-    return max(found, key=lambda p: ((p / _REPORT_MARKER).stat().st_mtime, p.name))
+    return found[0]
+
+
+@dataclass(frozen=True)
+class FoundTrail:
+    """A decision found by searching every report under a folder: its trail, read from the newest report
+    that holds it, every report that holds it (newest first) and the damaged reports passed over."""
+
+    trail: DecisionTrail
+    folders: tuple[Path, ...]
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def note(self) -> str:
+        """Which report the trail came from, in one line."""
+        shown = self.folders[0]
+        text = (
+            f"found in {shown}"
+            if len(self.folders) == 1
+            else f"found in {len(self.folders)} reports; showing the newest, {shown}; use --report to choose"
+        )
+        if self.skipped:
+            text += f" (skipped {len(self.skipped)} damaged report(s): {self.skipped[0]})"
+        return text
+
+
+def find_trail(root: Path, ident: str) -> FoundTrail:
+    """The trail of ``ident`` (an intent or order id) from the newest report under ``root`` that holds it.
+
+    Report ids repeat across runs (``trend-SPY-d2`` is in every trend run on SPY), so the search says how
+    many reports hold it. Only each report's id columns are read; a damaged one is skipped and named."""
+    folders = report_folders(root)
+    if not folders:
+        latest_report(root)  # raises the "no report folder" error
+    ident = ident.strip()
+    holding: list[Path] = []
+    skipped: list[str] = []
+    pool: set[str] = set()
+    for folder in folders:
+        try:
+            ids = _ids_of(folder)
+        except TrailError as exc:
+            skipped.append(str(exc))
+            continue
+        if ident in ids:
+            holding.append(folder)
+        pool |= ids
+    if not holding:
+        ranked = sorted(pool, key=_natural)
+        hint = suggest_ids(ident, ranked)
+        more = len(suggest_ids(ident, ranked, n=len(ranked))) - len(hint)
+        also = f"; ids that share its prefix: {', '.join(hint)}" if hint else ""
+        also += f" and {more} more" if more > 0 else ""
+        damaged = f"; {len(skipped)} damaged report(s) skipped: {skipped[0]}" if skipped else ""
+        raise TrailError(
+            f"no decision or order {ident!r} in the {len(folders)} reports under {root}{also}{damaged}. "
+            "Name a report with --report DIR"
+        )
+    return FoundTrail(TrailSource(holding[0]).trail(ident), tuple(holding), tuple(skipped))
+
+
+def _ids_of(folder: Path) -> set[str]:
+    """Every intent id (verdicts.csv) and order id (orders.csv) of a report, read from those columns only."""
+    ids: set[str] = set()
+    for name, column in ((_REPORT_MARKER, "intent_id"), ("orders.csv", "order_id")):
+        path = folder / name
+        if not path.is_file():
+            continue
+        frame = _read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c in _ID_COLUMNS)
+        if column in frame:
+            ids.update(frame[column])
+    return ids
+
+
+_ID_COLUMNS = frozenset({"intent_id", "order_id"})
 
 
 def load_trail(folder: Path, ident: str) -> DecisionTrail:
@@ -211,6 +300,7 @@ class TrailSource:
         if not (self.folder / _REPORT_MARKER).is_file():
             raise TrailError(f"{self.folder} is not a report folder (no {_REPORT_MARKER} in it)")
         self.verdicts = _read(self.folder, "verdicts.csv", ["ts"])
+        _require(self.verdicts, self.folder / _REPORT_MARKER, ("intent_id",))
         self.orders = _read(self.folder, "orders.csv", ["created_ts", "closed_ts"])
 
     # -- indexes of verdicts.csv and orders.csv --------------------------------------------------
@@ -270,7 +360,15 @@ class TrailSource:
         path = self.folder / "risk_checks.csv"
         if not path.is_file():
             return None
-        frame = pd.read_csv(path, dtype={"intent_id": str, "name": str})
+        frame = _read_csv(path, dtype={"intent_id": str, "name": str})
+        _require(frame, path, ("intent_id", "name", "value", "limit", "passed"))
+        for col in ("value", "limit"):
+            numbers = pd.to_numeric(frame[col], errors="coerce")
+            bad = frame[col][numbers.isna() & frame[col].notna()]
+            if len(bad):
+                where = f"{bad.iloc[0]!r} on line {int(bad.index[0]) + 2}"
+                raise _damaged(path, f"column {col}: not a number ({where})")
+            frame[col] = numbers
         return [frame[c].tolist() for c in ("name", "value", "limit", "passed")], _positions(
             frame, "intent_id"
         )
@@ -290,7 +388,7 @@ class TrailSource:
         path = self.folder / "ai_decisions.csv"
         if not path.is_file():
             return None
-        rows = pd.read_csv(path)
+        rows = _read_csv(path)
         ids = [i if isinstance(i, str) else "" for i in rows["intent_id"]] if "intent_id" in rows else []
         summary = _json(self.folder / "ai_summary.json")
         return _rows(rows), _first_positions(ids), summary.get("summary", summary)
@@ -314,6 +412,7 @@ class TrailSource:
         """The trail of the decision ``ident`` (an intent id or an order id)."""
         ident = ident.strip()
         intent_id, matched_by = self._find(ident)
+        _require(self.verdicts, self.folder / _REPORT_MARKER, ("ts",))
         row = dict(self._verdict_rows[self._verdict_at[intent_id]])
         mine = [self._order_rows[p] for p in self._orders_of.get(intent_id, [])]
         _fill_legacy(row, mine)
@@ -456,7 +555,7 @@ class _LLMTable:
     asked for (:func:`_llm_record`); empty when the file is missing."""
 
     def __init__(self, path: Path) -> None:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else pd.DataFrame()
+        frame = _read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else pd.DataFrame()
         self._rows = _rows(frame) if "intent_id" in frame else []
         self._at = _first_positions([str(r["intent_id"]) for r in self._rows])
 
@@ -494,14 +593,56 @@ def _text_list(value: Any) -> list[str]:
 
 
 def _read(folder: Path, name: str, ts_columns: list[str]) -> pd.DataFrame:
+    """A report CSV as text columns with ``ts_columns`` parsed; empty when the file is missing."""
     path = folder / name
     if not path.is_file():
         return pd.DataFrame()
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = _read_csv(path, dtype=str, keep_default_na=False)
     for col in ts_columns:
         if col in frame:
-            frame[col] = pd.to_datetime(frame[col].where(frame[col] != ""), utc=True, format="ISO8601")
+            text = frame[col].where(frame[col] != "")
+            try:
+                frame[col] = pd.to_datetime(text, utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                bad = text[text.notna() & pd.to_datetime(text, utc=True, errors="coerce").isna()]
+                where = f"{bad.iloc[0]!r} on line {int(bad.index[0]) + 2}" if len(bad) else "unreadable"
+                raise _damaged(path, f"column {col}: not a time ({where})") from None
     return frame
+
+
+def _damaged(path: Path, what: str) -> TrailError:
+    return TrailError(f"damaged report file {path}: {what}")
+
+
+def _report_text(path: Path) -> str:
+    """A report file's text; a file that is unreadable, not UTF-8 or empty raises :class:`TrailError`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _damaged(path, f"unreadable ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _damaged(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    if not text.strip():
+        raise _damaged(path, "empty (not even a header row)" if path.suffix == ".csv" else "empty")
+    return text
+
+
+def _read_csv(path: Path, **options: Any) -> pd.DataFrame:
+    """``pd.read_csv`` of a report file; a damaged file raises :class:`TrailError` naming it and what is
+    wrong (not UTF-8, empty, not CSV)."""
+    try:
+        return pd.read_csv(io.StringIO(_report_text(path)), **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _damaged(path, f"not a valid CSV ({first})") from None
+
+
+def _require(frame: pd.DataFrame, path: Path, columns: Iterable[str]) -> None:
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise _damaged(path, f"no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}")
 
 
 def _fill_legacy(row: dict[str, Any], orders: list[dict[str, Any]]) -> None:
@@ -515,11 +656,16 @@ def _fill_legacy(row: dict[str, Any], orders: list[dict[str, Any]]) -> None:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """A report's JSON object; {} when the file is missing, :class:`TrailError` when it is damaged."""
+    if not path.is_file():
         return {}
-    return payload if isinstance(payload, dict) else {}
+    try:
+        payload = json.loads(_report_text(path))
+    except json.JSONDecodeError as exc:
+        raise _damaged(path, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(payload, dict):
+        raise _damaged(path, "not a JSON object")
+    return payload
 
 
 def _natural(text: str) -> list[Any]:

@@ -96,8 +96,8 @@ def oos_metrics(pred: pd.DataFrame) -> dict[str, float]:
 
 
 def calibration_table(pred: pd.DataFrame) -> pd.DataFrame:
-    """Predicted probability vs realised up-rate per probability bin (the walk-forward's bins),
-    non-empty bins only: columns bin, predicted, realised, count."""
+    """Predicted probability vs realised up-rate per probability bin (the walk-forward's quantile bins,
+    labelled by their lowest and highest prediction): columns bin, predicted, realised, count."""
     from hflite.ai.walkforward import calibration_table as bins
 
     known = pred.dropna(subset=["prob_up"])
@@ -105,7 +105,7 @@ def calibration_table(pred: pd.DataFrame) -> pd.DataFrame:
     table = table[table["n"] > 0]
     return pd.DataFrame(
         {
-            "bin": [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(table["bin_lo"], table["bin_hi"], strict=True)],
+            "bin": [f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(table["bin_lo"], table["bin_hi"], strict=True)],
             "predicted": table["mean_prob"].to_numpy(),
             "realised": table["up_rate"].to_numpy(),
             "count": table["n"].to_numpy(),

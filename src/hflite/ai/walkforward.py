@@ -419,20 +419,39 @@ def oos_metrics(prob_up: np.ndarray, exp_return: np.ndarray, fwd_return: np.ndar
     return out
 
 
-def calibration_table(prob_up: np.ndarray, fwd_return: np.ndarray) -> pd.DataFrame:
-    """Rows with a known label in ``CALIBRATION_BINS`` equal-width bins of predicted probability:
-    bin_lo, bin_hi, n, mean_prob (mean predicted) and up_rate (realised share of up moves)."""
-    known = np.isfinite(fwd_return)
-    p, y = prob_up[known], (fwd_return[known] > 0).astype(np.float64)
-    b = np.clip((p * CALIBRATION_BINS).astype(np.int64), 0, CALIBRATION_BINS - 1)
-    n = np.bincount(b, minlength=CALIBRATION_BINS)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_p = np.bincount(b, weights=p, minlength=CALIBRATION_BINS) / n
-        rate = np.bincount(b, weights=y, minlength=CALIBRATION_BINS) / n
-    edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
+def calibration_table(
+    prob_up: np.ndarray, fwd_return: np.ndarray, bins: int = CALIBRATION_BINS
+) -> pd.DataFrame:
+    """Rows with a known label in up to ``bins`` quantile bins of predicted probability: bin_lo and
+    bin_hi (the lowest and highest prediction in the bin), n, mean_prob (mean predicted) and up_rate
+    (realised share of up moves).
+
+    Bins hold equal counts, not equal widths: a model whose predictions bunch in 0.5-0.6 still gets
+    ``bins`` points on its curve rather than two or three. Equal predictions always share a bin (ties
+    can leave fewer bins)."""
+    known = np.isfinite(fwd_return) & np.isfinite(prob_up)
+    p, y = prob_up[known].astype(np.float64), (fwd_return[known] > 0).astype(np.float64)
+    if len(p) == 0:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _CALIBRATION_DTYPES.items()})
+    order = np.argsort(p, kind="stable")
+    p, y = p[order], y[order]
+    by_rank = np.arange(len(p)) * bins // len(p)
+    _, b = np.unique(by_rank[np.searchsorted(p, p, side="left")], return_inverse=True)  # ties: 1st rank's
+    n = np.bincount(b)
+    starts = np.concatenate(([0], np.cumsum(n)[:-1]))
     return pd.DataFrame(
-        {"bin_lo": edges[:-1], "bin_hi": edges[1:], "n": n, "mean_prob": mean_p, "up_rate": rate}
+        {
+            "bin_lo": p[starts],
+            "bin_hi": p[starts + n - 1],
+            "n": n,
+            "mean_prob": np.bincount(b, weights=p) / n,
+            "up_rate": np.bincount(b, weights=y) / n,
+        }
     )
+
+
+_CALIBRATION_DTYPES = {"bin_lo": "float64", "bin_hi": "float64", "n": "int64", "mean_prob": "float64",
+                       "up_rate": "float64"}  # fmt: skip
 
 
 def _summary(pred: pd.DataFrame, windows: pd.DataFrame, fwd: np.ndarray) -> dict[str, float]:
@@ -461,7 +480,7 @@ class WalkForwardResult:
 
     ``predictions``: ts, symbol, prob_up, exp_return, model_id (test rows only); ``windows``: one row
     per window (model_id, train/test bounds, n_train, n_test, n_scored and the OOS metrics);
-    ``importance``: window (model_id) x feature; ``calibration``: 10 bins of predicted probability
+    ``importance``: window (model_id) x feature; ``calibration``: 10 quantile bins of predicted probability
     with their count, mean prediction and realised up-rate over all scored rows; ``summary``: pooled
     metrics plus the per-window IC mean and IR.
     """

@@ -248,15 +248,18 @@ def _tail_metrics(rets: pd.Series) -> dict[str, float]:
     return {"var_95": 0.0 - q, "cvar_95": 0.0 - float(np.mean(r[r <= q]))}  # 0.0 - x: no "-0.0"
 
 
-def _information_ratio(rets: pd.Series, benchmark: pd.Series | None, ppy: float) -> float:
-    """mean(active) / stdev(active) * sqrt(ppy), active = strategy - benchmark daily return on common days."""
-    if benchmark is None or not math.isfinite(ppy):
+def _information_ratio(daily: pd.Series, benchmark: pd.Series | None) -> float:
+    """mean(active) / stdev(active) * sqrt(ppy), active = strategy - benchmark return from one common day
+    to the next, annualised with the common days' :func:`periods_per_year`. Both returns span the same
+    time even when the two calendars differ (a crypto run against a stock benchmark on its own days)."""
+    if benchmark is None:
         return _NAN
-    bench = daily_equity(benchmark).pct_change().dropna()
-    common = rets.index.intersection(bench.index)
-    if len(common) < 2:
+    bench = daily_equity(benchmark)
+    common = daily.index.intersection(bench.index)
+    ppy = periods_per_year(daily.loc[common])
+    if len(common) < 3 or not math.isfinite(ppy):
         return _NAN
-    active = (rets.loc[common] - bench.loc[common]).to_numpy()
+    active = (daily.loc[common].pct_change() - bench.loc[common].pct_change()).iloc[1:].to_numpy()
     return _ratio(float(np.mean(active)), float(np.std(active, ddof=1))) * math.sqrt(ppy)
 
 
@@ -369,7 +372,7 @@ def compute_metrics(
     out["max_drawdown"] = mdd
     out["max_drawdown_duration_days"] = _max_drawdown_duration_days(eq)
     out["calmar"] = out["cagr"] / abs(mdd) if mdd < 0 else _NAN
-    out["information_ratio"] = _information_ratio(rets, benchmark, ppy)
+    out["information_ratio"] = _information_ratio(daily, benchmark)
     out.update(_tail_metrics(rets))
     out.update(_trade_metrics(trades))
     out.update(_activity_metrics(daily, eq, gross_exposure, fills, years))
@@ -394,8 +397,14 @@ def run_metrics(result: RunResult) -> dict[str, float]:
 
 
 def benchmark_metrics(result: RunResult) -> dict[str, dict[str, float]]:
-    """:func:`compute_metrics` of each benchmark's buy-and-hold curve (no trades, same risk-free rate)."""
+    """:func:`compute_metrics` of each benchmark's buy-and-hold curve (no trades, the same risk-free rate
+    sampled on the benchmark's own calendar when the run recorded it)."""
     return {
-        name: compute_metrics(curve, None, risk_free=result.risk_free, initial_cash=result.initial_cash)
+        name: compute_metrics(
+            curve,
+            None,
+            risk_free=result.benchmark_risk_free.get(name, result.risk_free),
+            initial_cash=result.initial_cash,
+        )
         for name, curve in result.benchmarks.items()
     }

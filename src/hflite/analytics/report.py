@@ -9,6 +9,7 @@ or closed a trade; the trades table links each trade's entry and exit decisions 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -26,6 +27,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from hflite.analytics.metrics import (
+    _as_utc_series,
     _asof,
     _utc_index,
     benchmark_metrics,
@@ -33,7 +35,7 @@ from hflite.analytics.metrics import (
     monthly_returns,
     run_metrics,
 )
-from hflite.analytics.summary import Kind, format_metric
+from hflite.analytics.summary import Kind, benchmark_last_bar, format_metric
 from hflite.engine.result import (
     CHECK_COLUMNS,
     FILL_COLUMNS,
@@ -77,6 +79,11 @@ REPORT_FILES = (
     "metrics.json",
     "config.json",
 )
+
+
+class ReportError(OSError):
+    """The report folder could not be written (the message names the folder and the OS's reason)."""
+
 
 _MAX_CURVE_POINTS = 5000
 _PRICE_POINT_BUDGET = 100_000  # shared by all symbols' price lines
@@ -146,7 +153,11 @@ table{border-collapse:collapse;font-size:13px;margin:4px 0 8px}
 th,td{border-bottom:1px solid #eaeef2;padding:4px 10px;text-align:right;white-space:nowrap}
 th{background:#f6f8fa;font-weight:600}
 td:first-child,th:first-child{text-align:left}
-.scroll{overflow-x:auto}
+.scroll{overflow-x:auto;max-width:100%}
+td.wrap,th.wrap{white-space:normal;text-align:left;min-width:14em;overflow-wrap:break-word}
+.fit table{table-layout:auto;width:100%}
+.fit th,.fit td{padding:4px 6px;vertical-align:top}
+.fit td.wrap{min-width:12em}
 .note{color:#57606a;font-size:12.5px}
 .warn{color:#9a6700}
 pre{background:#f6f8fa;padding:10px;border-radius:6px;overflow-x:auto;font-size:12px}
@@ -174,11 +185,15 @@ def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) 
     """Write the report folder ``out_dir`` (see :data:`REPORT_FILES`) and return the path of report.html.
 
     ``metrics`` defaults to :func:`~hflite.analytics.metrics.run_metrics`. Files go to a temporary
-    sibling first; an existing ``out_dir`` is replaced only after everything succeeded.
+    sibling first; an existing ``out_dir`` is replaced only after everything succeeded. A failure of the
+    file system (the folder deleted meanwhile, a full disk, no permission) raises :class:`ReportError`.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise _report_error(out_dir, exc) from exc
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the finished report is an ordinary folder
         strategy = run_metrics(result) if metrics is None else dict(metrics)
@@ -199,10 +214,25 @@ def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) 
         (tmp / "trails.html").write_text(trails_html(result, tmp, trails, out_dir), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(result, strategy, benches, trails), encoding="utf-8")
         _move_into_place(tmp, out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _report_error(out_dir, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir / "report.html"
+
+
+def _report_error(out_dir: Path, exc: OSError) -> ReportError:
+    """``exc`` as a :class:`ReportError`: the folder, the OS's reason and the file it concerned."""
+    if isinstance(exc, ReportError):
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        name = Path(exc.filename)
+        reason += f" ({name.parent.name}/{name.name}" if name.parent.name.startswith(".") else f" ({name}"
+        reason += "; was the folder deleted meanwhile?)" if exc.errno == errno.ENOENT else ")"
+    return ReportError(f"cannot write the report folder {out_dir}: {reason}")
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:
@@ -304,7 +334,9 @@ def render_html(
     linked = set(trail_ids(result) if trails is None else trails)
     parts = {
         "Run": lambda: _run_html(result),
-        "Performance": lambda: _performance_html(metrics, bench_metrics),
+        "Performance": lambda: _performance_html(
+            metrics, bench_metrics, [benchmark_last_bar(result, name) for name in bench_metrics]
+        ),
         "Equity": lambda: _figure_html(_equity_figure(result), "equity"),
         "Drawdown": lambda: _figure_html(_drawdown_figure(result), "drawdown"),
         "Monthly returns": lambda: _monthly_html(result),
@@ -345,16 +377,16 @@ def _table(
     html_columns: Collection[int] = (),
     left: Collection[int] = (0,),
     wrap: Collection[int] = (),
+    fit: bool = False,
 ) -> str:
     """A plain HTML table of already formatted (unescaped) cells. Cells of ``html_columns`` are HTML
     already (the caller escaped them); columns in ``left`` align left (the first always does) and those
-    in ``wrap`` wrap long text."""
+    in ``wrap`` wrap long text (left-aligned). A ``fit`` table takes the card's width with tighter cells;
+    any table wider than its card scrolls inside it, never the page."""
 
     def attrs(i: int) -> str:
-        style = ("text-align:left;" if i in left and i else "") + (
-            "white-space:normal;min-width:18em" if i in wrap else ""
-        )
-        return f' style="{style}"' if style else ""
+        css = ' class="wrap"' if i in wrap else ""
+        return css + (' style="text-align:left;"' if i in left and i else "")
 
     styles = [attrs(i) for i in range(max([len(header), *(len(r) for r in rows)]))]
     head = "".join(f"<th{styles[i]}>{escape(h)}</th>" for i, h in enumerate(header))
@@ -364,7 +396,8 @@ def _table(
         + "</tr>"
         for row in rows
     )
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    box = "scroll fit" if fit else "scroll"
+    return f'<div class="{box}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _ts(value: Any) -> str:
@@ -380,7 +413,10 @@ def _run_html(result: RunResult) -> str:
         ["Symbols", ", ".join(result.symbols)],
         ["Window", f"{_ts(result.start)} → {_ts(result.end)}"],
         ["Initial cash (USD)", f"{result.initial_cash:,.2f}"],
-        ["Benchmarks", ", ".join(result.benchmarks) or "none"],
+        [
+            "Benchmarks",
+            ", ".join(f"{n} (last bar {benchmark_last_bar(result, n)})" for n in result.benchmarks) or "none",
+        ],
     ]
     if result.halted_at is not None:
         rows.append(["Trading halted at", _ts(result.halted_at)])
@@ -405,7 +441,9 @@ def _run_html(result: RunResult) -> str:
     return "".join(parts)
 
 
-def _performance_html(metrics: dict, bench_metrics: dict[str, dict]) -> str:
+def _performance_html(
+    metrics: dict, bench_metrics: dict[str, dict], last_bars: list[str] | None = None
+) -> str:
     header = ["Metric", "Strategy", *bench_metrics]
     rows = [
         [
@@ -415,12 +453,16 @@ def _performance_html(metrics: dict, bench_metrics: dict[str, dict]) -> str:
         ]
         for label, key, kind in _PERFORMANCE_ROWS
     ]
+    if bench_metrics and last_bars is not None:
+        rows.append(["Last bar", "—", *last_bars])
     trading = [[label, format_metric(metrics.get(key), kind)] for label, key, kind in _TRADING_ROWS]
     note = (
-        '<p class="note">Benchmarks are buy-and-hold from the first close in the window, same starting '
-        "cash, no fees. Open positions at the last bar are marked to market at the last close and "
-        "included in equity and total return; their estimated exit fee is shown separately and not "
-        "deducted. Hit rate, profit factor and average trade use closed trades only, net of fees.</p>"
+        '<p class="note">Benchmarks are buy-and-hold on their own calendar, whatever the run trades: from '
+        "their first daily close on or after the run's start to their last bar on or before its end (the "
+        "last bar row), same starting cash, no fees. Open positions at the last bar are marked to market "
+        "at the last close and included in equity and total return; their estimated exit fee is shown "
+        "separately and not deducted. Hit rate, profit factor and average trade use closed trades only, "
+        "net of fees.</p>"
     )
     return (
         _table(header, rows) + "<h3>Trading statistics</h3>" + _table(["Metric", "Strategy"], trading) + note
@@ -588,7 +630,7 @@ def _time_html(result: RunResult, spans: pd.DataFrame) -> str:
             ]
             for r in shown.itertuples(index=False)
         ]
-        parts.append(_table(["Restriction", "From", "To", "Days", "Why"], span_rows))
+        parts.append(_table(["Restriction", "From", "To", "Days", "Why"], span_rows, wrap=(4,)))
         if len(spans) > len(shown):
             parts.append(
                 f'<p class="note">First {len(shown)} of {len(spans)} spans; all are in risk_spans.csv.</p>'
@@ -654,6 +696,7 @@ def _events_html(events: pd.DataFrame) -> str:
                 [_ts(r.ts), str(r.kind), str(r.symbol or ""), str(r.detail)]
                 for r in shown.itertuples(index=False)
             ],
+            wrap=(3,),
         )
     )
     if len(ev) > len(shown):
@@ -688,6 +731,7 @@ def _breakers_html(events: pd.DataFrame) -> str:
         _table(
             ["Time", "Symbol", "Breaker", "Detail"],
             [[_ts(r.ts), str(r.symbol), str(r.kind), str(r.detail)] for r in shown.itertuples(index=False)],
+            wrap=(3,),
         ),
     ]
     if len(trips) > len(shown):
@@ -724,7 +768,7 @@ def _cuts_html(v: pd.DataFrame) -> str:
             f"{r.qty_approved:,.6g}",
             f"{r.cut_usd:,.0f}" if r.cut_usd == r.cut_usd else "",
             f"{r.kept:.1%}",
-            str(r.rules) if isinstance(r.rules, str) else "",
+            "; ".join(r.rules.split(";")) if isinstance(r.rules, str) else "",  # wraps between rules
             str(r.reason),
         ]
         for r in cuts.itertuples(index=False)
@@ -748,6 +792,8 @@ def _cuts_html(v: pd.DataFrame) -> str:
                 "Reason",
             ],
             rows,
+            wrap=(8, 9),
+            fit=True,
         )
         + note
     )
@@ -765,30 +811,71 @@ def _trade_cell(column: str, value: Any) -> str:
     return str(value)
 
 
+#: Columns of the report's trades table: few and narrow, so it fits the card at 1400 px (trades.csv has all).
+_TRADE_TABLE = ("Trade", "Decisions", "Symbol", "Position", "Entry (UTC)", "Exit (UTC)", "P&L USD", "Return",
+                "Fees USD", "Reasons")  # fmt: skip
+
+
 def _trades_html(result: RunResult, trails: Collection[str]) -> str:
     trades = result.trades
     if trades is None or trades.empty:
         return '<p class="note">No trades.</p>'
-    shown = _with_columns(trades, TRADE_COLUMNS)[TRADE_COLUMNS].head(_MAX_TRADE_ROWS)
+    shown = _with_columns(trades, TRADE_COLUMNS).head(_MAX_TRADE_ROWS)
     decisions = trade_decisions(result).head(len(shown))
     links = zip(decisions["entry_decision"], decisions["exit_decision"], decisions["exit_order"], strict=True)
     rows = [
-        [
-            _trade_cell(TRADE_COLUMNS[0], rec[0]),
-            _decision_link(entry, trails),
-            _decision_link(exit_, trails) + (_via(order) if exit_ and exit_ == entry else ""),
-            *(_trade_cell(c, v) for c, v in zip(TRADE_COLUMNS[1:], rec[1:], strict=True)),
-        ]
-        for rec, (entry, exit_, order) in zip(shown.itertuples(index=False), links, strict=True)
+        _trade_row(t, entry, exit_, order, trails)
+        for t, (entry, exit_, order) in zip(shown.to_dict("records"), links, strict=True)
     ]
     note = (
-        f'<p class="note">Showing the first {len(shown)} of {len(trades)} trades; all are in trades.csv. '
-        "Open trades are marked to market at the last close. The entry and exit decisions link to their "
-        "audit trails in trails.html (what <code>hflite explain &lt;id&gt;</code> prints); a trade closed "
-        "by a stop-loss or take-profit order leads to the entry decision that placed it.</p>"
+        f'<p class="note">Showing the first {len(shown)} of {len(trades)} trades; all are in trades.csv, '
+        "with the bars held, the P&amp;L in the quote currency and the estimated exit fee of open trades. "
+        "Open trades are marked to market at the last close. Each trade's entry and exit decisions link to "
+        "their audit trails in trails.html (what <code>hflite explain &lt;id&gt;</code> prints); a trade "
+        "closed by a stop-loss or take-profit order leads to the entry decision that placed it.</p>"
     )
-    header = [TRADE_COLUMNS[0], "entry_decision", "exit_decision", *TRADE_COLUMNS[1:]]
-    return note + _table(header, rows, html_columns=(1, 2), left=(0, 1, 2))
+    return note + _table(
+        list(_TRADE_TABLE), rows, html_columns=(1, 4, 5, 9), left=(0, 1, 2), wrap=(9,), fit=True
+    )
+
+
+def _trade_row(t: dict[str, Any], entry: str, exit_: str, order: str, trails: Collection[str]) -> list[str]:
+    """One row of the trades table; the decisions, entry, exit and reasons cells are HTML (escaped here)."""
+    still_open = str(t.get("is_open", "")).lower() in ("true", "1", "1.0")
+    # on its own line: "(by its stop-loss order)" after the id would widen the column past the card
+    exit_link = _decision_link(exit_, trails) + (
+        "<br>" + _via(order).strip() if exit_ and exit_ == entry else ""
+    )
+    reasons = f"in: {escape(_trade_cell('entry_reason', t.get('entry_reason')))}"
+    out = _trade_cell("exit_reason", t.get("exit_reason"))
+    reasons += f"<br>out: {escape(out)}" if out else ""
+    ret = _float_or_nan(t.get("return_pct"))
+    return [
+        _trade_cell("trade_id", t.get("trade_id")),
+        _decision_link(entry, trails) + (f"<br>{exit_link}" if exit_link else ""),
+        _trade_cell("symbol", t.get("symbol")),
+        f"{_direction(t.get('direction'))} {_trade_cell('qty', t.get('qty'))}",
+        _when_at(t.get("entry_ts"), t.get("entry_price")),
+        "open" if still_open else _when_at(t.get("exit_ts"), t.get("exit_price")),
+        _trade_cell("pnl_usd", t.get("pnl_usd")),
+        "" if math.isnan(ret) else f"{ret:+.2f}%",
+        _trade_cell("fees_usd", t.get("fees_usd")),
+        reasons,
+    ]
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _when_at(ts: Any, price: Any) -> str:
+    """A fill time over its price, as HTML: "2018-01-04 21:00<br>124.922"."""
+    when = "" if ts is None or pd.isna(ts) else f"{pd.Timestamp(ts):%Y-%m-%d %H:%M}"
+    at = _trade_cell("price", price)
+    return escape(when) + (f"<br>{escape(at)}" if at else "")
 
 
 def _decision_link(ident: str, trails: Collection[str]) -> str:
@@ -994,32 +1081,75 @@ def _figure_html(fig: go.Figure, name: str) -> str:
     )
 
 
+#: Above this ratio between a benchmark's final value and the strategy's, the equity chart opens in log
+#: scale: on a linear axis the larger curve flattens the other into a line.
+_LOG_SCALE_RATIO = 3.0
+_EQUITY_TITLE = {"linear": "Equity (USD)", "log": "Equity (USD, log scale)"}
+_EQUITY_DTICK = {"linear": None, "log": "D2"}  # log: ticks at 1, 2 and 5 x 10^n only (20k, 50k, 100k)
+
+
+def _benchmark_curves(result: RunResult) -> dict[str, pd.Series]:
+    """Each benchmark's curve on its own calendar (to its own last bar), thinned for plotting."""
+    return {name: _thin(_as_utc_series(c), _MAX_CURVE_POINTS) for name, c in result.benchmarks.items()}
+
+
+def _equity_scale(strategy_final: float, benchmark_finals: Collection[float]) -> str:
+    """The equity axis: "log" when a benchmark ends more than :data:`_LOG_SCALE_RATIO` times above or
+    below the strategy, else "linear" (also when a value is not positive: a log axis cannot show it)."""
+    finals = [float(v) for v in benchmark_finals]
+    values = [float(strategy_final), *finals]
+    if not finals or not all(math.isfinite(v) and v > 0 for v in values):
+        return "linear"
+    spread = max(max(v / strategy_final, strategy_final / v) for v in finals)
+    return "log" if spread > _LOG_SCALE_RATIO else "linear"
+
+
 def _equity_figure(result: RunResult) -> go.Figure:
-    frame = equity_frame(result)
     fig = go.Figure()
-    thin = _thin(frame["equity"], _MAX_CURVE_POINTS)
-    x = _x(thin.index)
-    fig.add_scatter(x=x, y=_y(thin), name="Strategy", line={"width": 2})
-    for name in result.benchmarks:
-        curve = frame[f"benchmark_{name}"].loc[thin.index]
-        fig.add_scatter(x=x, y=_y(curve), name=name, line={"width": 1.2})
+    thin = _thin(equity_frame(result)["equity"], _MAX_CURVE_POINTS)
+    fig.add_scatter(x=_x(thin.index), y=_y(thin), name="Strategy", line={"width": 2})
+    curves = _benchmark_curves(result)
+    for name, curve in curves.items():
+        fig.add_scatter(x=_x(curve.index), y=_y(curve), name=name, line={"width": 1.2})
+    finals = [float(c.iloc[-1]) for c in curves.values() if len(c)]
+    scale = _equity_scale(float(thin.iloc[-1]), finals) if len(thin) else "linear"
     buttons = [
-        {"label": "Linear", "method": "relayout", "args": [{"yaxis.type": "linear"}]},
-        {"label": "Log", "method": "relayout", "args": [{"yaxis.type": "log"}]},
+        {
+            "label": label,
+            "method": "relayout",
+            "args": [
+                {
+                    "yaxis.type": kind,
+                    "yaxis.title.text": _EQUITY_TITLE[kind],
+                    "yaxis.dtick": _EQUITY_DTICK[kind],
+                }
+            ],
+        }
+        for label, kind in (("Linear", "linear"), ("Log", "log"))
     ]
     fig.update_xaxes(type="date")
     fig.update_layout(
-        height=420,
-        yaxis_title="Equity (USD)",
+        height=440,
+        margin={"t": 78},
+        yaxis={
+            "type": scale,
+            "title": {"text": _EQUITY_TITLE[scale]},
+            "dtick": _EQUITY_DTICK[scale],
+            "tickformat": "~s",
+        },
+        # top left, above the legend: the top right belongs to plotly's toolbar
         updatemenus=[
             {
                 "type": "buttons",
                 "direction": "right",
                 "buttons": buttons,
-                "x": 1,
-                "xanchor": "right",
-                "y": 1.12,
+                "active": 1 if scale == "log" else 0,
+                "showactive": True,
+                "x": 0,
+                "xanchor": "left",
+                "y": 1.11,
                 "yanchor": "bottom",
+                "pad": {"l": 0, "r": 0, "t": 0, "b": 0},
             }
         ],
     )
@@ -1033,8 +1163,8 @@ def _drawdown_figure(result: RunResult) -> go.Figure:
     fig.add_scatter(
         x=_x(dd.index), y=_y(dd * 100), name="Strategy", fill="tozeroy", line={"width": 1, "color": "#cf222e"}
     )
-    for name in result.benchmarks:
-        bdd = _thin(drawdown(frame[f"benchmark_{name}"]), _MAX_CURVE_POINTS, how="min")
+    for name, curve in result.benchmarks.items():  # on its own calendar, to its own last bar
+        bdd = _thin(drawdown(curve), _MAX_CURVE_POINTS, how="min")
         fig.add_scatter(x=_x(bdd.index), y=_y(bdd * 100), name=name, line={"width": 1, "dash": "dot"})
     fig.update_layout(height=300, xaxis_type="date", yaxis_title="Drawdown (%)", yaxis_ticksuffix="%")
     return fig

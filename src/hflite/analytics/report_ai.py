@@ -487,10 +487,23 @@ def _calibration_html(cal: pd.DataFrame) -> str:
         _r._figure_html(_calibration_figure(cal), "ai-calibration")
         + _note(
             "Mean predicted P(up) per probability bin against the realised share of up moves; a calibrated "
-            "model sits on the diagonal. Bars: predictions per bin (right axis)."
+            "model sits on the diagonal. The bins are quantiles (each holds about the same number of "
+            "predictions, labelled by its lowest and highest), and the axes zoom to the predictions' range. "
+            "Bars: predictions per bin (right axis)."
         )
         + _table(["P(up) bin", "Mean predicted", "Realised up share", "Predictions"], rows)
     )
+
+
+def _calibration_range(predicted: np.ndarray) -> tuple[float, float]:
+    """The x range of the calibration plot: the predictions' span with a margin, within [0, 1]; bins of
+    predictions that bunch (0.50-0.56) get the whole width rather than a sliver of it."""
+    finite = predicted[np.isfinite(predicted)]
+    if len(finite) == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    pad = max(hi - lo, 0.02) * 0.15
+    return max(0.0, lo - pad), min(1.0, hi + pad)
 
 
 def _calibration_figure(cal: pd.DataFrame) -> go.Figure:
@@ -498,18 +511,25 @@ def _calibration_figure(cal: pd.DataFrame) -> go.Figure:
     realised = pd.to_numeric(cal["realised"], errors="coerce").to_numpy(dtype="float64")
     count = pd.to_numeric(cal["count"], errors="coerce").to_numpy(dtype="float64")
     top = float(np.nanmax(count)) if np.isfinite(count).any() else 1.0  # bars fill the lower third
+    x0, x1 = _calibration_range(predicted)
+    gaps = np.diff(np.sort(predicted[np.isfinite(predicted)]))
+    gaps = gaps[gaps > 0]
+    width = 0.7 * float(gaps.min()) if len(gaps) else 0.03 * (x1 - x0)  # bars never overlap
+    seen = realised[np.isfinite(realised)]
+    y0 = max(0.0, min(x0, float(seen.min()) - 0.05) if len(seen) else x0)
+    y1 = min(1.0, max(x1, float(seen.max()) + 0.05) if len(seen) else x1)
     fig = go.Figure()
     fig.add_bar(
         x=predicted,
         y=count,
         name="predictions",
-        width=0.03,
+        width=width,
         marker={"color": "#d0d7de"},
         hovertemplate="%{y:,.0f} predictions<extra></extra>",
     )
     fig.add_scatter(
-        x=[0, 1],
-        y=[0, 1],
+        x=[x0, x1],
+        y=[x0, x1],
         mode="lines",
         name="perfect calibration",
         yaxis="y2",
@@ -529,21 +549,26 @@ def _calibration_figure(cal: pd.DataFrame) -> go.Figure:
         height=360,
         hovermode="closest",
         margin={"r": 70},
-        xaxis={"title": "Mean predicted P(up)", "range": [0, 1], "tickformat": ".0%"},
+        xaxis={"title": "Mean predicted P(up)", "range": [x0, x1], "tickformat": _percent_format(x1 - x0)},
         yaxis={"title": "Predictions", "side": "right", "showgrid": False, "range": [0, top * 3]},
         yaxis2={
             "title": "Realised up share",
             "side": "left",
             "overlaying": "y",
-            "range": [0, 1],
-            "tickmode": "linear",
+            "range": [y0, y1],
+            "tickmode": "linear",  # its own round steps, not the bar axis's grid
             "tick0": 0,
-            "dtick": 0.2,
-            "tickformat": ".0%",
+            "dtick": 0.05 if y1 - y0 <= 0.3 else (0.1 if y1 - y0 <= 0.6 else 0.2),
+            "tickformat": _percent_format(y1 - y0),
             "showgrid": True,
         },
     )
     return fig
+
+
+def _percent_format(span: float) -> str:
+    """Whole percents, or one decimal on an axis spanning 4 points or less (its ticks are 0.5% apart)."""
+    return ".0%" if span > 0.04 else ".1%"
 
 
 # ------------------------------------------------------------------------------------- importance

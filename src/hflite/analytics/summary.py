@@ -37,6 +37,16 @@ SUMMARY_ROWS: tuple[tuple[str, str, Kind, bool], ...] = (
 MISSING = "—"
 
 
+def benchmark_last_bar(result: RunResult, name: str) -> str:
+    """The date (YYYY-MM-DD) of benchmark ``name``'s last bar; for a result that did not record it, the
+    date of its curve's last point."""
+    last = result.benchmark_last.get(name)
+    if last is None:
+        curve = result.benchmarks.get(name)
+        last = curve.index[-1] if curve is not None and len(curve) else None
+    return MISSING if last is None else f"{last:%Y-%m-%d}"
+
+
 def format_metric(value: float | None, kind: Kind) -> str:
     """A metric value as text: % and ratios with 2 decimals, USD with thousands separators; NaN as —."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -66,6 +76,8 @@ def summary_table(result: RunResult, metrics: dict, bench_metrics: dict[str, dic
             MISSING if strategy_only else format_metric(bm.get(key), kind) for bm in bench_metrics.values()
         ]
         table.add_row(label, *cells)
+    if bench_metrics:  # benchmarks run on their own calendars, to their last bar on or before the end
+        table.add_row("Last bar", MISSING, *(benchmark_last_bar(result, name) for name in bench_metrics))
     open_trades = metrics.get("open_trades") or 0
     if open_trades > 0:
         fee = format_metric(metrics.get("open_exit_fee_est_usd"), "usd")

@@ -104,7 +104,9 @@ class RunResult:
     ``equity``, ``cash``, ``gross_exposure`` and ``net_exposure`` are USD series on the run's
     timeline (one point per bar-time of any symbol). ``positions`` holds each symbol's market
     value in USD on the same index. ``benchmarks`` holds buy-and-hold equity curves (USD, same
-    start cash) of the benchmark symbols over the same window. ``risk_free`` is the annual rate in
+    start cash) of the benchmark symbols over the same window, each on its own calendar: from its first
+    daily bar dated on or after ``start`` to its last dated on or before ``end`` (``benchmark_last``),
+    whatever the run trades. ``risk_free`` is the annual rate in
     percent (FEDFUNDS, point-in-time) on the same index. The audit trail is ``verdicts`` (one row per
     intent), ``risk_checks`` (every check of every verdict), ``risk_events``, ``risk_spans`` and
     ``risk_limits``.
@@ -137,5 +139,7 @@ class RunResult:
     risk_events: pd.DataFrame = field(default_factory=_empty(RISK_EVENT_COLUMNS))
     risk_spans: pd.DataFrame = field(default_factory=_empty(RISK_SPAN_COLUMNS))
     risk_limits: pd.DataFrame = field(default_factory=_empty(RISK_LIMIT_COLUMNS))
+    benchmark_last: dict[str, pd.Timestamp] = field(default_factory=dict)  # each benchmark's last bar date
+    benchmark_risk_free: dict[str, pd.Series] = field(default_factory=dict)  # ``risk_free`` on its calendar
     ai: Any = None  # hflite.ai.evaluation.AIResult for the ai_ensemble strategy
     llm: Any = None  # hflite.ai.llm.passes.LLMRunResult when [llm] is on

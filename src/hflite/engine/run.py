@@ -761,8 +761,10 @@ def _prices(md: MarketData) -> dict[str, pd.DataFrame]:
 
 def _add_benchmarks(result: RunResult, prep: Prepared, index: pd.DatetimeIndex) -> None:
     from hflite.analytics.metrics import buy_and_hold, risk_free_daily
+    from hflite.engine.market import available_at
 
     store, s = prep.store, prep.settings
+    first, last = prep.start.normalize(), prep.end.normalize()
     for sym in s.run.benchmarks:
         try:
             df = store.read_bars(sym, "1d", prep.start - pd.Timedelta(days=10), s.run.end)
@@ -770,13 +772,22 @@ def _add_benchmarks(result: RunResult, prep: Prepared, index: pd.DatetimeIndex) 
         except (DataNotFoundError, UnknownInstrumentError):
             result.warnings.append(f"benchmark {sym}: no daily data in the store; skipped")
             continue
-        from hflite.engine.market import available_at
-
-        avail, _ = available_at(inst, "1d", pd.DatetimeIndex(df["ts"]))
-        close = pd.Series(df["close"].to_numpy(), index=pd.to_datetime(avail, utc=True))
-        result.benchmarks[f"{sym} buy & hold"] = buy_and_hold(close, result.initial_cash, index)
+        # the run's window on the benchmark's own calendar, not on the run's timeline: the same curve
+        # whatever the run trades (a stocks-only timeline ends before BTC's last midnight close)
+        day = pd.DatetimeIndex(pd.to_datetime(df["ts"], utc=True)).normalize()
+        inside = (day >= first) & (day <= last)
+        if not inside.any():
+            result.warnings.append(f"benchmark {sym}: no daily bar between {first.date()} and {last.date()}")
+            continue
+        window = df[inside]
+        avail, _ = available_at(inst, "1d", pd.DatetimeIndex(window["ts"]))
+        close = pd.Series(window["close"].to_numpy(), index=pd.to_datetime(avail, utc=True))
+        name = f"{sym} buy & hold"
+        result.benchmarks[name] = buy_and_hold(close, result.initial_cash, close.index)
+        result.benchmark_last[name] = day[inside][-1]
     try:
         fed = store.read_series("FEDFUNDS")
         result.risk_free = risk_free_daily(fed, index)
+        result.benchmark_risk_free = {n: risk_free_daily(fed, c.index) for n, c in result.benchmarks.items()}
     except DataNotFoundError:
         result.warnings.append("risk-free rate: FEDFUNDS not in the store; using 0%")
