@@ -132,3 +132,11 @@ def test_a_binary_config_on_the_command_line_gives_one_line(tmp_path):
     result = CliRunner().invoke(app, ["backtest", "--config", str(path)], env={"COLUMNS": "300"})
     assert result.exit_code == 2
     assert "not a UTF-8 text file" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_llm_check_refuses_a_timeout_that_is_not_a_positive_finite_number(value):
+    result = CliRunner().invoke(app, ["llm", "check", "--timeout", value], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "expected a positive number of seconds" in result.output
+    assert "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,13 @@ from rich.text import Text
 
 from hflite.cli_ai import WideOpt, _console, _fail
 from hflite.tables import Col, print_table
+
+
+def _seconds(value: float) -> float:
+    """A time limit: a positive, finite number of seconds (NaN would wait forever)."""
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"expected a positive number of seconds, got {value}")
+    return value
 
 llm_app = typer.Typer(
     help="LLM backends (in-process GGUF, Ollama, OpenAI-compatible), budgets and the call journal.\n\n"
@@ -164,7 +172,10 @@ def check(
     call: Annotated[
         bool, typer.Option("--call/--no-call", help="Also ask each reachable backend one question.")
     ] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for a backend's model list.")] = 5.0,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for a backend's model list.", callback=_seconds),
+    ] = 5.0,
     wide: WideOpt = False,
 ) -> None:
     """Which LLM backends answer (in-process GGUF, Ollama, OpenAI-compatible), with their model ids,
