@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hflite.cli_ai import WideOpt, _console, _fail
+from hflite.redact import sanitize_url
 from hflite.tables import Col, print_table
 
 
@@ -152,7 +153,7 @@ def _backend_row(cfg: Any, probed: dict[str, Any]) -> dict[str, Any]:
     return {
         "backend": name,
         "chain": "configured" if name == cfg.backend else ("fallback" if name in cfg.fallbacks else None),
-        "where": {"gguf": "in-process", "ollama": cfg.ollama.url, "openai": cfg.openai.url}[name],
+        "where": "in-process" if name == "gguf" else sanitize_url(getattr(cfg, name).url),
         "model": probed["model"],
         "status": Text(probed["status"], style=_STATUS_COLOUR[probed["status"]]),
         "offers": ", ".join(offered[:5]) + (" ..." if len(offered) > 5 else ""),

@@ -535,5 +535,15 @@ def load_llm_settings(path: str | Path | None = None, overrides: dict[str, Any] 
 
 def redacted(settings: Settings) -> dict[str, Any]:
     """The resolved configuration as plain data for reports: secrets (``SecretStr``, e.g. the
-    OpenAI-compatible API key) dump as "**********", never their value."""
-    return settings.model_dump(mode="json")
+    OpenAI-compatible API key) dump as "**********", never their value, and every text goes through
+    the redaction layer (a password in an LLM server's URL, a key in its query, a registered key)."""
+    from hflite.redact import redact
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return redact(node) if isinstance(node, str) else node
+
+    return clean(settings.model_dump(mode="json"))  # type: ignore[no-any-return]

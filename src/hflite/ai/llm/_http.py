@@ -10,11 +10,13 @@ one chunk interval.
 Failures map onto the ``LLMError`` family: httpx timeouts -> ``LLMTimeout``; connection refused, DNS,
 protocol errors, HTTP status >= 400 -> ``LLMUnavailable`` (naming the backend, the URL path, the status
 and the vendor's own error text, truncated); a body that is not JSON -> ``LLMBadReply``. Every message
-goes through ``redact`` first, so an API key a server echoes back never reaches an exception.
+goes through ``redact`` first (before any truncation), so an API key a server echoes back never reaches
+an exception; keys and URL passwords are registered with ``hflite.redact`` for the log lines too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -26,6 +28,7 @@ from typing import Any, Self
 
 import httpx
 
+from hflite import redact as redaction
 from hflite.ai.llm.base import LLMBadReply, LLMError, LLMTimeout, LLMUnavailable
 
 __all__ = ["HTTPBackend", "ResponseBody", "as_int", "as_obj", "redact", "vendor_error"]
@@ -40,11 +43,12 @@ _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every secret, and anything after a ``Bearer`` keyword, replaced by ``***``."""
+    """``text`` with every secret (however short), anything after a ``Bearer`` keyword, registered secrets
+    and key parameters (``hflite.redact``) replaced by ``***``."""
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "***")
-    return _BEARER.sub(r"\1***", text)
+            text = text.replace(secret, redaction.MASK)
+    return redaction.redact(_BEARER.sub(r"\1***", text))
 
 
 def vendor_error(raw: bytes) -> str:
@@ -147,6 +151,8 @@ class HTTPBackend:
     def __init__(self, base_url: str, model: str, *, client: httpx.Client | None = None) -> None:
         self.model = model
         self._base = base_url.rstrip("/")
+        with contextlib.suppress(httpx.InvalidURL):
+            redaction.register(httpx.URL(self._base).password)  # a proxy's password in the URL
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(verify=_tls_context())
 
@@ -175,12 +181,12 @@ class HTTPBackend:
         return f"{type(self).__name__}(url={self._origin()!r}, model={self.model!r})"
 
     def _origin(self) -> str:
-        """The base URL without any user:password part (safe to show)."""
+        """The base URL without any user:password part or key parameter (safe to show)."""
         try:
             url = httpx.URL(self._base)
         except httpx.InvalidURL:
             return "<invalid url>"
-        return str(url.copy_with(username=None, password=None))
+        return redaction.sanitize_url(str(url.copy_with(username=None, password=None)))
 
     # -- errors ----------------------------------------------------------------------------------
     def _say(self, text: str) -> str:
@@ -195,14 +201,14 @@ class HTTPBackend:
         head = f"{self.backend}: {where} at {self._origin()}"
         if status is not None:
             head += f": HTTP {status}"
-        err = LLMUnavailable(self._say(f"{head}: {_truncate(detail)}" if detail else head))
+        err = LLMUnavailable(self._say(f"{head}: {_truncate(self._say(detail))}" if detail else head))
         if status in _NOT_RETRYABLE:
             err.retryable = False
         return err
 
     def bad_reply(self, where: str, detail: str) -> LLMBadReply:
         """``LLMBadReply`` for ``where``."""
-        return LLMBadReply(self._say(f"{self.backend}: {where}: {_truncate(detail)}"))
+        return LLMBadReply(self._say(f"{self.backend}: {where}: {_truncate(self._say(detail))}"))
 
     def parse_json(self, raw: bytes | str, where: str) -> Any:
         """``raw`` parsed as JSON; ``LLMBadReply`` quoting its start when it is not."""
@@ -211,7 +217,8 @@ class HTTPBackend:
         except ValueError as exc:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
-            raise self.bad_reply(where, f"reply is not JSON ({detail}): {text[:120]!r}") from None
+            snippet = self._say(text[:1000])[:120]  # redacted before it is cut
+            raise self.bad_reply(where, f"reply is not JSON ({detail}): {snippet!r}") from None
 
     # -- calls -----------------------------------------------------------------------------------
     @contextmanager

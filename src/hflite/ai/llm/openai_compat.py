@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from hflite import redact as redaction
 from hflite.ai.llm._http import HTTPBackend, ResponseBody, as_int, as_obj
 from hflite.ai.llm.base import LLMReply, LLMRequest, ModelInfo
 from hflite.ai.llm.config import OpenAIConfig
@@ -47,6 +48,7 @@ class OpenAICompatLLM(HTTPBackend):
     def __init__(self, cfg: OpenAIConfig, *, client: httpx.Client | None = None) -> None:
         super().__init__(cfg.url, cfg.model, client=client)
         self._key = cfg.api_key
+        redaction.register(cfg.api_key)  # log lines and messages mask it from now on
         self.json_schema = cfg.json_schema
 
     def _headers(self) -> dict[str, str]:

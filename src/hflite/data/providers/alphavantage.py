@@ -44,6 +44,7 @@ from hflite.data.providers.base import (
     Retryable,
     TransientError,
     call_with_retries,
+    collapse_duplicates,
     empty,
 )
 
@@ -123,7 +124,7 @@ class AlphaVantageProvider(BaseProvider):
             tz = (payload.get("Meta Data") or {}).get("6. Time Zone") or "US/Eastern"
             frames.append(self._bar_frame(payload[key], tz=str(tz)))
         frame = pd.concat(frames, ignore_index=True) if frames else empty(BAR_COLUMNS)
-        frame = frame.drop_duplicates("ts", keep="last").sort_values("ts", ignore_index=True)
+        frame = collapse_duplicates(frame)
         keep = (frame["ts"] >= start) & (frame["ts"] <= end)
         return frame[keep].reset_index(drop=True)
 

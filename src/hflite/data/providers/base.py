@@ -9,7 +9,8 @@ or HTTP-library exception, and no message ever contains a key.
 
 Frames (all timestamps tz-aware UTC):
 - bars: ``ts, open, high, low, close, volume``; ``ts`` = session date at 00:00 for daily bars, the
-  bar's open time for intraday bars (as in the store).
+  bar's open time for intraday bars (as in the store). Exact copies of a bar are collapsed and
+  counted; bars sharing a time with different values are all returned (:func:`collapse_duplicates`).
 - series: ``date, value``; with ``vintage=True`` also ``realtime_start`` (when the value was published).
 - news: ``ts, source, tickers, headline, summary, url`` (``tickers`` comma-separated).
 - fundamentals: ``symbol, metric, period_end, known_at, value`` (``known_at``: when it became public).
@@ -30,6 +31,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import httpx
 import pandas as pd
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from hflite import redact as redaction
 
 BAR_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 SERIES_COLUMNS = ["date", "value"]
@@ -159,10 +162,11 @@ class HttpClient:
         self._client.close()
 
     def redact(self, text: str) -> str:
+        """``text`` without this client's keys (however short), registered secrets or key parameters."""
         for secret in self.secrets:
             if secret:
-                text = text.replace(secret, "***")
-        return text
+                text = text.replace(secret, redaction.MASK)
+        return redaction.redact(text)
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
         """One logical GET: retried on transient failures, translated on final ones."""
@@ -190,7 +194,7 @@ class HttpClient:
         try:
             return resp.json()
         except ValueError:
-            snippet = resp.text[:80].replace("\n", " ")
+            snippet = self.redact(resp.text[:1000])[:80].replace("\n", " ")  # redacted, then cut
             raise MalformedResponseError(
                 self.provider, self.redact(f"expected JSON from {path}, got {snippet!r}")
             ) from None
@@ -202,8 +206,8 @@ class HttpClient:
             except Exception:  # noqa: BLE001 - an unparsable error body is still an error
                 msg = None
             if msg:
-                return msg
-        return resp.text[:200].strip() or None
+                return self.redact(msg)
+        return self.redact(resp.text[:1000])[:200].strip() or None  # redacted before it is cut
 
 
 class Retryable(Exception):
@@ -295,6 +299,20 @@ def empty(columns: list[str]) -> pd.DataFrame:
     )
 
 
+#: ``frame.attrs`` key of a bar frame: how many exact copies of a row :func:`collapse_duplicates` removed.
+DUPLICATES_COLLAPSED = "duplicates_collapsed"
+
+
+def collapse_duplicates(frame: pd.DataFrame, on: str = "ts") -> pd.DataFrame:
+    """Sorted by ``on``, exact copies of a row collapsed to one and counted in
+    ``attrs[DUPLICATES_COLLAPSED]``. Rows sharing a time with different values are all kept: neither
+    can be trusted, so validation quarantines every version (rule ``duplicate_conflict``)."""
+    copies = frame.duplicated(keep="first").to_numpy()
+    out = frame[~copies].sort_values(on, kind="stable", ignore_index=True)
+    out.attrs[DUPLICATES_COLLAPSED] = int(copies.sum())
+    return out
+
+
 class Provider(Protocol):
     """One data vendor. Methods a vendor does not supply raise NotSupportedError."""
 
@@ -335,6 +353,7 @@ class BaseProvider:
         limiter: RateLimiter | None = None,
     ) -> None:
         self.key = env_key(self.name, self.key_env, key, required=self.key_required)
+        redaction.register(self.key)  # log lines and messages mask it from now on
         self.options = options or HttpOptions()
         self.limiter = limiter or RateLimiter(self.limits, self.options.clock, self.options.sleep)
         self.http = HttpClient(

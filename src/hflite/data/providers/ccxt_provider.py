@@ -42,8 +42,10 @@ from hflite.data.providers.base import (
     Retryable,
     base_url,
     call_with_retries,
+    collapse_duplicates,
     empty,
 )
+from hflite.redact import redact, register
 
 FREQS = {"1d": "1d", "1h": "1h", "1m": "1m"}
 MAX_LIMIT = 1000
@@ -94,6 +96,8 @@ class CcxtProvider:
                 "options": EXCHANGE_OPTIONS.get(exchange, {}),
             }
         )
+        for credential in (self.exchange.apiKey, self.exchange.secret, self.exchange.password):
+            register(credential)  # none for public OHLCV; a configured exchange's keys are masked
         override = base_url(self.name, "", url)
         if override:
             self.exchange.urls["api"] = _rehost(self.exchange.urls["api"], override)
@@ -175,7 +179,7 @@ class CcxtProvider:
         frame["ts"] = opened.dt.as_unit("ns")
         formed = opened + pd.Timedelta(milliseconds=step_ms) <= _utc(self.now())
         frame = frame[formed & (frame["ts"] >= lo) & (frame["ts"] <= end)]
-        return frame.drop_duplicates("ts", keep="last").sort_values("ts", ignore_index=True)[BAR_COLUMNS]
+        return collapse_duplicates(frame)[BAR_COLUMNS]
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One logical exchange call: retried on transient failures, translated on final ones."""
@@ -223,7 +227,8 @@ def _rehost(api: Any, root: str) -> Any:
 
 
 def _text(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:300]
+    """ccxt's message (method, URL, body), redacted before it is cut so no key is left half-masked."""
+    return redact(" ".join(str(exc).split()))[:300]
 
 
 def _ms(t: pd.Timestamp) -> int:

@@ -38,6 +38,7 @@ from hflite.data.providers.base import (
     MalformedResponseError,
     NotSupportedError,
     RateLimiter,
+    collapse_duplicates,
     empty,
     env_key,
 )
@@ -118,7 +119,7 @@ class CoinGeckoProvider(BaseProvider):
         frame = daily.reset_index(names="ts")
         frame["volume"] = frame["ts"].map(volume).astype(float)
         frame["ts"] = pd.DatetimeIndex(frame["ts"]).as_unit("ns")
-        return frame[BAR_COLUMNS]
+        return collapse_duplicates(frame[BAR_COLUMNS])
 
     def _daily(self, candles: Any) -> pd.DataFrame:
         """Whole UTC days from 4-hour candles ``[close_ms, open, high, low, close]``."""
@@ -138,13 +139,14 @@ class CoinGeckoProvider(BaseProvider):
         grid = close_at.round(CANDLE)
         on_grid = abs(close_at - grid) <= GRID_TOLERANCE
         frame = pd.DataFrame(arr[:, 1:], columns=["open", "high", "low", "close"], index=grid)[on_grid]
-        frame = frame[~frame.index.duplicated(keep="last")].sort_index()
-        day = (frame.index - CANDLE).floor("D")
-        grouped = frame.groupby(day)
-        out = grouped.agg(
-            open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last")
-        )
-        return out[grouped.size() == CANDLES_PER_DAY]
+        if not frame.index.duplicated().any():
+            return _whole_days(frame.sort_index())
+        # a candle answered twice: a day built from conflicting versions is returned once per version,
+        # so validation quarantines both (rule duplicate_conflict) instead of trusting either
+        first = _whole_days(frame[~frame.index.duplicated(keep="first")].sort_index())
+        last = _whole_days(frame[~frame.index.duplicated(keep="last")].sort_index())
+        differs = first.ne(last.reindex(first.index)).any(axis=1)
+        return pd.concat([first, last.reindex(first.index)[differs]]).sort_index(kind="stable")
 
     def _volume(self, coin: str, first: pd.Timestamp, last: pd.Timestamp) -> pd.Series:
         """Day -> 24-hour USD volume, read at 00:00 UTC of the following day."""
@@ -168,6 +170,16 @@ class CoinGeckoProvider(BaseProvider):
         keep = abs(at - midnight) <= slack
         series = pd.Series(arr[keep, 1], index=midnight[keep] - one_day)
         return series[~series.index.duplicated(keep="last")]
+
+
+def _whole_days(candles: pd.DataFrame) -> pd.DataFrame:
+    """Daily OHLC of the UTC days that all their 4-hour candles (sorted, unique) complete."""
+    day = (candles.index - CANDLE).floor("D")
+    grouped = candles.groupby(day)
+    out = grouped.agg(
+        open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last")
+    )
+    return out[grouped.size() == CANDLES_PER_DAY]
 
 
 def coin_id(symbol: str) -> str:

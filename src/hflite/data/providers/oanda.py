@@ -33,6 +33,7 @@ from hflite.data.providers.base import (
     MalformedResponseError,
     NotSupportedError,
     RateLimiter,
+    collapse_duplicates,
     empty,
 )
 
@@ -135,7 +136,7 @@ class OandaProvider(BaseProvider):
         frame = pd.DataFrame({"ts": self._stamp(done, freq).as_unit("ns"), **cols})
         lo = start.normalize() if freq == "1d" else start
         frame = frame[(frame["ts"] >= lo) & (frame["ts"] <= end)]
-        return frame.drop_duplicates("ts", keep="last").sort_values("ts", ignore_index=True)[BAR_COLUMNS]
+        return collapse_duplicates(frame)[BAR_COLUMNS]
 
 
 def instrument(symbol: str) -> str:

@@ -34,6 +34,7 @@ from hflite.data.providers.base import (
     NotSupportedError,
     RateLimiter,
     RejectedError,
+    collapse_duplicates,
     empty,
 )
 
@@ -141,7 +142,7 @@ class PolygonProvider(BaseProvider):
         frame = pd.DataFrame({"ts": ts.as_unit("ns"), **cols})
         lo = start.normalize() if freq == "1d" else start
         frame = frame[(frame["ts"] >= lo) & (frame["ts"] <= end)]
-        return frame.drop_duplicates("ts", keep="last").sort_values("ts", ignore_index=True)[BAR_COLUMNS]
+        return collapse_duplicates(frame)[BAR_COLUMNS]
 
 
 def _utc(t: pd.Timestamp) -> pd.Timestamp:

@@ -29,6 +29,7 @@ from hflite.data.providers.base import (
     MalformedResponseError,
     NotSupportedError,
     RejectedError,
+    collapse_duplicates,
     empty,
 )
 
@@ -77,7 +78,7 @@ class YahooProvider(BaseProvider):
         if not frames:
             return empty(BAR_COLUMNS)
         out = pd.concat(frames, ignore_index=True)
-        return out.drop_duplicates("ts", keep="last").sort_values("ts", ignore_index=True)
+        return collapse_duplicates(out)
 
     def _chart(self, symbol: str, freq: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         params = {
