@@ -12,6 +12,7 @@ from hflite.data.sample import read_sample_file, sample_catalog
 from hflite.data.store import (
     ArchivedPartition,
     Store,
+    StoreError,
     archive_cutoff,
     render_partitions_table,
 )
@@ -265,3 +266,16 @@ def test_the_cutoff_is_the_utc_midnight_before_now_minus_the_age(older_than, cut
 def test_a_bad_age_is_refused(bad):
     with pytest.raises(ValueError, match="older_than"):
         archive_cutoff(bad, NOW)
+
+
+def test_an_archive_root_that_cannot_be_created_is_one_store_error_and_writes_nothing(tmp_path, spy):
+    store = Store(tmp_path / "hot", archive_root="/proc/hflite-cold")
+    info = store.write_bars("SPY", "1d", spy)
+
+    with pytest.raises(
+        StoreError, match="^cannot create the folder /proc/hflite-cold: No such file or directory$"
+    ):
+        store.archive("3y", now=NOW)
+
+    assert [p.name for p in (store.root / info.path).parent.iterdir()] == [info.path.rsplit("/", 1)[1]]
+    assert store.verify() == {} and store.partitions()[0].archive_rows == 0

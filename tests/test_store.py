@@ -18,6 +18,7 @@ from hflite.data.store import (
     DataNotFoundError,
     PartitionInfo,
     Store,
+    StoreError,
     content_hash,
     render_partitions_table,
 )
@@ -699,3 +700,11 @@ def test_invalid_series_are_rejected(store):
         store.write_series("FEDFUNDS", series.iloc[:2].assign(value=[1.55, np.nan]))
     with pytest.raises(ValueError, match=r"columns must be exactly \['date', 'value'\]"):
         store.write_series("FEDFUNDS", series.rename(columns={"value": "rate"}))
+
+
+def test_a_manifest_that_is_not_json_is_a_store_error_naming_it(store, spy):
+    store.write_bars("SPY", "1d", spy)
+    store.manifest_path.write_text('{"partitions": ')
+
+    with pytest.raises(StoreError, match=f"^store manifest {store.manifest_path} is not valid JSON"):
+        store.partitions()

@@ -82,7 +82,7 @@ LLMOpt = Annotated[
     typer.Option(
         "--llm",
         help="off, replay (recorded replies only; never calls a model) or live (call the configured "
-        "model and record every reply). Default: the config's [llm] mode (replay).",
+        "model and record every reply). Default: the config's \\[llm] mode (replay).",
     ),
 ]
 
@@ -131,7 +131,7 @@ def backtest(
     --start 2015-01-01 --end 2024-12-06 --set strategy.fast=20 --out reports/my-run
 
     With an LLM: hflite backtest --config configs/ai.toml --llm replay (recorded replies only)
-    or --llm live (calls the model in [llm] and records every reply).
+    or --llm live (calls the model in \\[llm] and records every reply).
     """
     from hflite.engine.run import backtest as run_backtest
 
@@ -158,7 +158,8 @@ def replay(
         Path | None,
         typer.Option(
             help="SQLite journal (default var/journal/<run-id>.sqlite). An existing one resumes: its "
-            "pause, kill or halt stays in force and queued commands apply at the first bar-time."
+            "pause, kill or halt stays in force and queued commands apply at the first bar-time. One "
+            "runtime per journal: a second one on it refuses to start, naming the pid that holds it."
         ),
     ] = None,
     llm: LLMOpt = None,
@@ -169,20 +170,33 @@ def replay(
     `hflite risk pause|resume|close-all|kill|status` act on it while it runs.
     Example: hflite replay --config configs/demo.toml --speed max
     """
+    import math
+
+    from rich.markup import escape
+
     from hflite.engine.replay import replay as run_replay
+    from hflite.execution.oms import JournalError
 
     try:
         factor = None if speed == "max" else float(speed)
-        if factor is not None and factor <= 0:
-            raise ValueError
     except ValueError:
-        _fail(f"--speed: expected 'max' or a positive number, got {speed!r}")
-        return
+        factor = math.nan
+    if factor is not None and math.isinf(factor) and factor > 0:
+        _fail(f"--speed: {escape(repr(speed))} is infinite: use 'max' for no waiting")
+    if factor is not None and not (math.isfinite(factor) and factor > 0):
+        _fail(f"--speed: expected 'max' or a positive number such as 86400, got {escape(repr(speed))}")
     settings = _load(config, sets, llm=llm)
-    with _progress() as say:
-        result = _guard(
-            lambda: asyncio.run(run_replay(settings, speed=factor, journal_path=journal, progress=say))
-        )
+    name = str(config) if config is not None else ""
+    try:
+        with _progress() as say:
+            result = _guard(
+                lambda: asyncio.run(
+                    run_replay(settings, speed=factor, journal_path=journal, progress=say, config=name)
+                )
+            )
+    except JournalError as exc:  # not a journal, or another runtime owns it: one line, never wrapped
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     _finish(result, settings, out)
 
 
@@ -198,7 +212,9 @@ def explain(
     ],
     report: Annotated[
         Path | None,
-        typer.Option(help="Report folder (default: the newest one under report.dir, reports/)."),
+        typer.Option(
+            help="Report folder (default: the newest report under report.dir, reports/, that holds the id)."
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML config file (for its report.dir).")
@@ -209,20 +225,28 @@ def explain(
     LLM's explanation (or the rule-based one, and why) and the portfolio manager's advice with the
     model, backend, prompt hash, as-of time and tokens, the risk verdict (requested -> approved,
     reason, rules), every risk check with its value and limit, the orders, fills and trade it led
-    to, and the data versions of the run.
+    to, and the data versions of the run. Without --report, the reports under report.dir are searched
+    newest first, and the output says which one holds the id (and how many do).
 
     Example: hflite explain trend-SPY-d12 --report reports/demo-trend-20250101-120000
     """
     from rich.markup import escape
+    from rich.text import Text
 
-    from hflite.explain import TrailError, latest_report, load_trail, render_trail, report_dir
+    from hflite.explain import TrailError, find_trail, load_trail, render_trail, report_dir
 
+    note = ""
     try:
-        folder = report if report is not None else latest_report(report_dir(config))
-        trail = load_trail(folder, decision)
+        if report is not None:
+            trail = load_trail(report, decision)
+        else:  # ids repeat across runs: the newest report that holds it, and say which
+            found = find_trail(report_dir(config), decision)
+            trail, note = found.trail, found.note
     except TrailError as exc:
         _fail(escape(str(exc)), code=1)
         return
+    if note:
+        console.print(Text(note, style="dim"))
     console.print(render_trail(trail))
 
 
@@ -237,28 +261,43 @@ def _data_config(config: Path | None, data_dir: Path | None = None) -> Any:
     return data.model_copy(update={"dir": data_dir}) if data_dir is not None else data
 
 
-def _store(config: Path | None, data_dir: Path | None = None) -> Any:
+def _store(config: Path | None, data_dir: Path | None = None, create: bool = False) -> Any:
+    """The store of data.dir (created with the sample on first use), or of --data-dir: a folder that
+    holds no store there is refused unless ``create``, so a typo never makes a new store."""
+    from rich.markup import escape
+
     from hflite.data.sample import ensure_sample
-    from hflite.data.store import Store
+    from hflite.data.store import MANIFEST_NAME, Store, StoreError
 
     data = _data_config(config, data_dir)
-    store = Store(data.dir, archive_root=data.archive_dir)
-    ensure_sample(store)
+    if data_dir is not None and not create and not (Path(data.dir).expanduser() / MANIFEST_NAME).is_file():
+        hint = "check the path, or pass --create to make one"
+        _fail(escape(f"--data-dir {data_dir}: no data store there; {hint}"))
+    try:
+        store = Store(data.dir, archive_root=data.archive_dir)
+        ensure_sample(store)
+    except StoreError as exc:
+        _fail(escape(str(exc)))
+        raise
     return store
 
 
 DataDirOpt = Annotated[Path | None, typer.Option(help="Store folder (default from config: var/data).")]
+CreateOpt = Annotated[
+    bool, typer.Option("--create", help="Make a new store in --data-dir if it holds none (else an error).")
+]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column (for a wide terminal).")]
 
 
 @data_app.command("list")
-def data_list(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+def data_list(data_dir: DataDirOpt = None, config: ConfigOpt = None, create: CreateOpt = False) -> None:
     """Show what the local store holds: symbol, frequency, first, last, rows, data version.
 
     Imports the embedded sample data set on first use. Example: hflite data list
     """
     from hflite.data.store import render_partitions_table
 
-    console.print(render_partitions_table(_store(config, data_dir)))
+    console.print(render_partitions_table(_store(config, data_dir, create)))
 
 
 @data_app.command("update")
@@ -266,6 +305,8 @@ def data_update(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     only: Annotated[str | None, typer.Option(help="bars, series or news.")] = None,
+    wide: WideOpt = False,
+    create: CreateOpt = False,
 ) -> None:
     """Bring every configured symbol, series and news query up to date, incrementally.
 
@@ -278,11 +319,11 @@ def data_update(
 
     data = _data_config(config, data_dir)
     items = _update_items(data.update, only)
-    store = _store(config, data_dir)
+    store = _store(config, data_dir, create)
     updater = Updater(
         store, history_start=_utc_day(data.update.history_start), overlap_bars=data.update.overlap_bars
     )
-    _run_update(updater, items)
+    _run_update(updater, items, wide)
 
 
 def _update_items(cfg: Any, only: str | None) -> list[Any]:
@@ -308,26 +349,26 @@ def _update_items(cfg: Any, only: str | None) -> list[Any]:
     return items
 
 
-def _run_update(updater: Any, items: list[Any]) -> None:
+def _run_update(updater: Any, items: list[Any], wide: bool = False, title: str = "data update") -> None:
+    from rich.markup import escape
     from rich.progress import Progress
-    from rich.table import Table
 
-    from hflite.data.update import summary_rows
+    from hflite.data.store import StoreError
+    from hflite.tables import Col, print_table
 
     live = Console(stderr=True)  # one console for the whole live display
-    with Progress(console=live, transient=True, disable=not live.is_terminal) as bar:
-        task = bar.add_task("updating", total=len(items))
-        results = updater.run(
-            items, progress=lambda item, n: bar.update(task, completed=n, description=item.label)
-        )
-    table = Table(title="data update", show_lines=False)
-    for col in ("item", "status", "rows", "quarantined", "revisions", "gaps filled/recorded", "message"):
-        table.add_column(col, overflow="fold")
-    colours = {"updated": "green", "unchanged": "dim", "skipped": "yellow", "failed": "red"}
-    for row in summary_rows(results):
-        row[1] = f"[{colours[row[1]]}]{row[1]}[/]"
-        table.add_row(*row)
-    console.print(table)
+    try:
+        with Progress(console=live, transient=True, disable=not live.is_terminal) as bar:
+            task = bar.add_task("updating", total=len(items))
+            results = updater.run(
+                items, progress=lambda item, n: bar.update(task, completed=n, description=item.label)
+            )
+    except StoreError as exc:  # a damaged partition: never merge new data into it
+        _fail(escape(str(exc)))
+        raise
+    cols = [Col("item", "id"), Col("status", "id"), Col("rows", "count")]
+    cols += [Col(name.replace("_", " "), "count", default=False) for name in _COUNTS]
+    print_table(console, [*cols, Col("message")], _update_rows(results, wide), wide=wide, title=title)
     failed = [r for r in results if r.status == "failed"]
     skipped = [r for r in results if r.status == "skipped"]
     if skipped:
@@ -338,6 +379,27 @@ def _run_update(updater: Any, items: list[Any]) -> None:
     if failed:
         err.print(f"[red]{len(failed)} item(s) failed[/]: see the message column.")
         raise typer.Exit(1)
+
+
+_COUNTS = ("quarantined", "revisions", "gaps_filled", "gaps_recorded")
+
+
+def _update_rows(results: list[Any], wide: bool) -> list[dict[str, Any]]:
+    """The rows of the update table; without ``wide`` the counts other than rows, when not zero, lead
+    the message (their columns show only with --wide)."""
+    from rich.text import Text
+
+    colours = {"updated": "green", "unchanged": "dim", "skipped": "yellow", "failed": "red"}
+    rows = []
+    for r in results:
+        counts = {name.replace("_", " "): int(getattr(r, name)) for name in _COUNTS}
+        message = r.message
+        if not wide and any(counts.values()):
+            noted = ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+            message = f"{noted}; {message}" if message else noted
+        status = Text(r.status, style=colours[r.status])
+        rows.append({"item": r.item.label, "status": status, "rows": r.rows, **counts, "message": message})
+    return rows
 
 
 def _utc_day(d: Any) -> Any:
@@ -364,6 +426,8 @@ def data_fetch(
     ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    wide: WideOpt = False,
+    create: CreateOpt = False,
 ) -> None:
     """Fetch bars or macro series from one provider into the store (validated, incremental).
 
@@ -391,7 +455,8 @@ def data_fetch(
     items += [
         UpdateItem("vintage" if vintage else "series", provider, s) for s in (series or "").split(",") if s
     ]
-    _run_update(Updater(_store(config, data_dir), history_start=_utc_day(start)), items)
+    updater = Updater(_store(config, data_dir, create), history_start=_utc_day(start))
+    _run_update(updater, items, wide, "data fetch")
 
 
 @data_app.command("news")
@@ -401,6 +466,8 @@ def data_news(
     since: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    wide: WideOpt = False,
+    create: CreateOpt = False,
 ) -> None:
     """Fetch headlines for tickers into the news table (deduplicated).
 
@@ -409,7 +476,7 @@ def data_news(
     from hflite.data.update import UpdateItem, Updater
 
     item = UpdateItem("news", provider, symbols, since=since)
-    _run_update(Updater(_store(config, data_dir)), [item])
+    _run_update(Updater(_store(config, data_dir, create)), [item], wide, "data news")
 
 
 @data_app.command("check")
@@ -419,18 +486,153 @@ def data_check(
     html: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path(
         "reports/data-check.html"
     ),
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Restore damaged partitions: from a kept version, else fetched again (the embedded "
+            "sample, or the provider).",
+        ),
+    ] = False,
+    wide: WideOpt = False,
+    create: CreateOpt = False,
 ) -> None:
     """Quality report of the whole store, per symbol and rule (terminal table and HTML).
 
-    Example: hflite data check
+    First checks every file against the data version the manifest records: a damaged partition (a
+    file edited in place, overwritten or unreadable) stops the check until --repair restores it.
+    Example: hflite data check (then, if it says so: hflite data check --repair)
     """
-    from hflite.data.quality import check_store, render_quality_table, write_quality_html
+    import pandas as pd
+    from rich.markup import escape
 
-    report = check_store(_store(config, data_dir))
-    console.print(render_quality_table(report))
+    from hflite.data.quality import check_store, render_quality_table, write_quality_html
+    from hflite.data.store import StoreError
+
+    store = _store(config, data_dir, create)
+    if repair:
+        _repair(store, _data_config(config, data_dir))
+    else:
+        _refuse_damage(store)
+    try:
+        report = check_store(store, now=pd.Timestamp.now(tz="UTC"))
+    except StoreError as exc:
+        _fail(escape(str(exc)))
+        raise
+    console.print(render_quality_table(report, wide=wide))
     html.parent.mkdir(parents=True, exist_ok=True)
     write_quality_html(report, html)
     console.print(f"Report: [bold]{html}[/]", highlight=False)
+
+
+def _short_paths(store: Any, text: str) -> str:
+    """``text`` with partition files named without their folders (archive files as ``archive:...``): the
+    partition column says whose they are."""
+    import re
+
+    archive = store.archive_root
+    text = text.replace(f"{archive}/", "archive:") if archive is not None else text
+    return re.sub(r"[^\s:]*/(data[.\w]*\.parquet)", r"\1", text.replace(f"{store.root}/", ""))
+
+
+def _refuse_damage(store: Any) -> None:
+    """Stop with a table of the damaged partitions (exit 1) when any file differs from the manifest."""
+    from hflite.tables import Col, print_table
+
+    problems = store.verify()
+    if not problems:
+        return
+    rows = [{"partition": key, "problem": _short_paths(store, p)} for key, p in sorted(problems.items())]
+    print_table(console, [Col("partition", "id"), Col("problem")], rows, title="damaged partitions")
+    _fail(f"{len(problems)} damaged partition(s): run `hflite data check --repair`", code=1)
+
+
+def _repair(store: Any, data: Any) -> None:
+    """Repair the store and print what was done; exit 1 when something could not be repaired."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    from hflite.data.store import StoreError
+    from hflite.tables import Col, print_table
+
+    try:
+        done = store.repair(refetch=_refetcher(data))
+    except StoreError as exc:
+        _fail(escape(str(exc)))
+        return
+    if not done:
+        console.print("every file matches its data version: nothing to repair")
+        return
+    rows = [
+        {
+            "partition": r.key,
+            "problem": _short_paths(store, r.problem),
+            "action": Text(r.action, style="green" if r.repaired else "red"),
+        }
+        for r in done
+    ]
+    print_table(console, [Col("partition", "id"), Col("problem"), Col("action")], rows, title="data repair")
+    failed = [r for r in done if not r.repaired]
+    if failed:
+        _fail(f"{len(failed)} partition(s) could not be repaired: see the action column", code=1)
+
+
+def _refetcher(data: Any) -> Any:
+    """How --repair gets a partition again when no intact version is kept: from the embedded sample
+    for sample data, else from its provider through the Updater, into a scratch store."""
+
+    def refetch(info: Any) -> Any:
+        import tempfile
+
+        from hflite.data.sample import SAMPLE_SOURCE_PREFIX, read_sample_file, sample_catalog
+        from hflite.data.store import DataNotFoundError, Store
+        from hflite.data.update import Updater
+
+        if info.source.startswith(SAMPLE_SOURCE_PREFIX):
+            found = next((f for f in sample_catalog() if f.key == info.key), None)
+            if found is not None:
+                return read_sample_file(found)
+        item = _repair_item(data.update, info)
+        if item is None:
+            raise DataNotFoundError(f"no provider fetches {info.kind} partitions")
+        cfg = data.update
+        with tempfile.TemporaryDirectory() as scratch_dir:
+            scratch = Store(scratch_dir)
+            start = _utc_day(cfg.history_start)
+            updater = Updater(scratch, history_start=start, overlap_bars=cfg.overlap_bars)
+            (result,) = updater.run([item])
+            if result.status != "updated":
+                raise DataNotFoundError(result.message or f"{item.provider} returned no data")
+            if info.kind == "bars":
+                return scratch.read_bars(info.symbol, info.freq)
+            return scratch.read_series(info.symbol)
+
+    return refetch
+
+
+def _repair_item(cfg: Any, info: Any) -> Any:
+    """The update item that fetches a bar or macro partition again: from the provider that wrote it,
+    else the one configured in [data.update]; None for other kinds."""
+    from hflite.data.providers import REGISTRY
+    from hflite.data.update import UpdateItem
+
+    if info.kind == "macro":
+        provider = info.source if info.source in REGISTRY else cfg.series_provider
+        return UpdateItem("series", provider, info.symbol)
+    if info.kind != "bars":
+        return None
+    configured = [i for i in _update_items(cfg, "bars") if (i.target, i.freq) == (info.symbol, info.freq)]
+    if info.source in REGISTRY:
+        opts = next((i.options for i in configured if i.provider == info.source), ())
+        return UpdateItem("bars", info.source, info.symbol, info.freq, info.asset_class, opts)
+    if configured:
+        return configured[0]
+    if info.freq == "1d" and info.asset_class:
+        from hflite.domain.instrument import AssetClass
+
+        provider = cfg.providers[AssetClass(info.asset_class)]
+        return UpdateItem("bars", provider, info.symbol, "1d", info.asset_class)
+    return None
 
 
 @data_app.command("archive")
@@ -438,15 +640,28 @@ def data_archive(
     older_than: Annotated[str, typer.Option(help="Age threshold, e.g. 3y, 18m, 400d.")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    create: CreateOpt = False,
 ) -> None:
     """Move bars older than a threshold to the archive path (data.archive_dir); still readable.
 
     Example: hflite data archive --older-than 3y
     """
-    store = _store(config, data_dir)
+    from rich.markup import escape
+
+    from hflite.data.store import archive_cutoff
+
+    try:
+        archive_cutoff(older_than)
+    except ValueError:
+        _fail(escape(f"--older-than: expected a number with a unit y, m or d, e.g. 3y, got {older_than!r}"))
+    store = _store(config, data_dir, create)
     if store.archive_root is None:
         _fail("no archive path: set data.archive_dir in the config (or HFLITE_DATA__ARCHIVE_DIR)")
-    moved = store.archive(older_than)
+    try:
+        moved = store.archive(older_than)
+    except ValueError as exc:  # a damaged file, an archive folder it cannot create, another archive root
+        _fail(escape(str(exc)))
+        return
     console.print(f"archived {len(moved)} partition(s) to {store.archive_root}")
     for item in moved:
         console.print(f"  {item}", highlight=False)
@@ -458,6 +673,7 @@ def data_versions(
     freq: Annotated[str, typer.Option(help="Bar frequency.")] = "1d",
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    create: CreateOpt = False,
 ) -> None:
     """Content hashes of a partition over time (the data versions runs record).
 
@@ -467,7 +683,7 @@ def data_versions(
 
     from hflite.data.store import DataNotFoundError
 
-    store = _store(config, data_dir)
+    store = _store(config, data_dir, create)
     key = f"bars/{symbol}/{freq}" if store.has_bars(symbol, freq) else f"macro/{symbol}"
     try:
         current = store.version(key)
@@ -525,12 +741,17 @@ def _load(config: Path | None, sets: list[str] | None, **shortcuts: Any) -> Sett
 
 
 def _guard(fn: Any) -> Any:
+    from rich.markup import escape
+
+    from hflite.data.store import StoreError
     from hflite.engine.core import StrategyError
 
     try:
         return fn()
     except ConfigError as exc:
         _fail(str(exc))
+    except StoreError as exc:  # a damaged data file, a data.dir it cannot create
+        _fail(escape(str(exc)))
     except StrategyError as exc:
         _fail(str(exc), code=3)
     return None
@@ -540,14 +761,20 @@ _progress = ProgressBar  # a rich progress bar fed by (message, fraction) callba
 
 
 def _finish(result: Any, settings: Settings, out: Path | None) -> None:
+    from rich.markup import escape
+
     from hflite.analytics.metrics import benchmark_metrics, run_metrics
-    from hflite.analytics.report import write_report
+    from hflite.analytics.report import ReportError, write_report
     from hflite.analytics.summary import summary_table
 
     folder = out or settings.report.dir / result.run_id
     metrics = run_metrics(result)
     bench = benchmark_metrics(result)
-    report = write_report(result, folder, metrics)
+    try:
+        report = write_report(result, folder, metrics)
+    except ReportError as exc:  # the folder deleted meanwhile, a full disk, no permission
+        _fail(escape(str(exc)), code=1)
+        return
     console.print(summary_table(result, metrics, bench))
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)

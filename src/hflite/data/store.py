@@ -29,6 +29,7 @@ each part so :meth:`Store.verify` can check every file.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -111,10 +112,27 @@ _FUNDAMENTALS_SQL = (
     "ORDER BY symbol, metric, period_end, known_at"
 )
 _LIST_HINT = "`hflite data list` shows what is stored"
+_REPAIR_HINT = "run `hflite data check --repair`"
+_CHECKED_MAX = 100_000  # files whose hash this process checked (a cap, not a tuning knob)
 
 
 class DataNotFoundError(LookupError):
     """The store holds no partition (or no kept version) for the requested data."""
+
+
+class StoreError(ValueError):
+    """The store cannot be used as it is on disk (a folder it cannot create, a damaged file); the
+    message is one line naming the folder or file and what to do."""
+
+
+class DataIntegrityError(StoreError):
+    """A partition file that cannot be read or no longer holds the version the manifest records (it
+    was edited or overwritten after it was written): ``hflite data check --repair`` restores it."""
+
+    def __init__(self, message: str, key: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,18 @@ class ArchivedPartition:
             f"{self.key}: {self.moved_rows} rows before {self.cutoff:%Y-%m-%d} moved "
             f"(archive {self.archive_rows} rows, hot {self.hot_rows}) -> {self.path}"
         )
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What :meth:`Store.repair` did about one damaged partition (``key``) or kept version
+    (``key@<hash12>``): ``version`` is the partition's current version afterwards."""
+
+    key: str
+    problem: str
+    action: str
+    version: str
+    repaired: bool
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -729,8 +759,11 @@ def _make_dirs(folder: Path) -> None:
         missing.append(folder)
         folder = folder.parent
     for new in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            new.mkdir()
+        try:
+            with contextlib.suppress(FileExistsError):
+                new.mkdir()
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder {new}: {exc.strerror or exc}") from None
         _fsync_dir(new.parent)
 
 
@@ -898,6 +931,47 @@ def _with_symbols(table: pa.Table, params: dict[str, Any]) -> pd.DataFrame:
     return arrow_to_frame(out)
 
 
+# ---------------------------------------------------------------------------------------------------
+# content checks on read
+
+#: Files this process has hashed and found as the manifest records them, by (path, size, mtime_ns,
+#: inode): a file is hashed on its first read only, and again once it changes on disk.
+_CHECKED: dict[tuple[str, int, int, int], str] = {}
+
+
+def _file_mark(path: str) -> tuple[str, int, int, int]:
+    stat = os.stat(path)  # FileNotFoundError: a writer deleted it (the reader retries)
+    return path, stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _file_hash(path: str, key: str, entry: dict[str, Any], expected: str) -> str:
+    """Content hash of one partition file, as its kind is hashed on write; raises DataIntegrityError
+    for a file that is not readable Parquet."""
+    try:
+        frame = arrow_to_frame(pq.read_table(path))
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        reason = "not a readable Parquet file" if isinstance(exc, pa.ArrowInvalid) else f"unreadable ({exc})"
+        raise DataIntegrityError(f"{key}: {path} is {reason}; {_REPAIR_HINT}", key, path) from None
+    actual = content_hash(frame)
+    if actual == expected:
+        return actual
+    try:  # a file written by an older library may differ in dtypes only: hash it in canonical form
+        canonical = content_hash(_canonical(entry, frame))
+    except (TypeError, ValueError):  # e.g. a NaN or a duplicate time: not what the writer stored
+        return actual
+    return canonical if canonical == expected else actual
+
+
+def _duckdb_reason(exc: Exception, paths: list[str]) -> str:
+    """The first line of a DuckDB error without the file names it quotes."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for path in paths:
+        text = text.replace(f" '{path}'", "").replace(f'"{path}"', "").replace(path, "")
+    return text.strip()
+
+
 class Store:
     """Parquet partitions per asset class / symbol / frequency, per macro series, news year and
     fundamentals symbol, with a manifest of versions.
@@ -940,12 +1014,16 @@ class Store:
             text = self.manifest_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {"format": MANIFEST_FORMAT, "partitions": {}}
+        except OSError as exc:  # e.g. the root is a file, or not readable
+            raise StoreError(
+                f"cannot read the store manifest {self.manifest_path}: {exc.strerror or exc}"
+            ) from None
         try:
             manifest = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"store manifest {self.manifest_path} is not valid JSON: {exc}") from None
+            raise StoreError(f"store manifest {self.manifest_path} is not valid JSON: {exc}") from None
         if not isinstance(manifest, dict):
-            raise ValueError(f"store manifest {self.manifest_path} is not a JSON object")
+            raise StoreError(f"store manifest {self.manifest_path} is not a JSON object")
         manifest.setdefault("partitions", {})
         return manifest
 
@@ -968,8 +1046,15 @@ class Store:
                 finally:
                     self._lock_depth -= 1
                 return
-            self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / ".lock", "a+b") as fh:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                lock_file = open(self.root / ".lock", "a+b")  # closed by the with below
+            except OSError as exc:
+                verb = "write to" if self.root.is_dir() else "create"
+                raise StoreError(
+                    f"cannot {verb} the data store folder {self.root}: {exc.strerror or exc}"
+                ) from None
+            with lock_file as fh:
                 if fcntl is not None:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 self._lock_depth = 1
@@ -1260,7 +1345,9 @@ class Store:
         entry = manifest["partitions"].get(key)
         if entry is None or not self._files_present(manifest, entry):
             return None
-        tables = [pq.read_table(p) for p in self._record_paths(manifest, entry)]
+        paths = self._record_paths(manifest, entry)
+        self._check_files(manifest, [str(p) for p in paths])  # never merge a batch into damaged data
+        tables = [pq.read_table(p) for p in paths]
         return arrow_to_frame(pa.concat_tables(tables))
 
     def _merge_write(
@@ -1360,6 +1447,7 @@ class Store:
         with self._write_lock():
             manifest = self._load_manifest()
             base = self._claim_archive_root(manifest)
+            _make_dirs(base)  # a root it cannot create fails here, before any file is written
             for key in sorted(manifest["partitions"]):
                 if manifest["partitions"][key]["kind"] == "bars":
                     done = self._archive_one(manifest, base, key, cutoff)
@@ -1378,6 +1466,7 @@ class Store:
         if first is None or first >= cutoff:
             return None
         paths = self._record_paths(manifest, entry)
+        self._check_files(manifest, [str(p) for p in paths])
         hot = arrow_to_frame(pq.read_table(paths[-1]))
         moving = (hot["ts"] < cutoff).to_numpy()
         if not moving.any():
@@ -1386,7 +1475,9 @@ class Store:
         cold = pd.concat([*old_cold, hot[moving]], ignore_index=True)
         rest = hot[~moving].reset_index(drop=True)
         if content_hash(pd.concat([cold, rest], ignore_index=True)) != entry["hash"]:
-            raise RuntimeError(f"{key}: stored files do not hash to the manifest's version; run verify()")
+            raise DataIntegrityError(
+                f"{key}: stored files do not hash to the manifest's version; {_REPAIR_HINT}", key
+            )
         files = self._write_split(
             manifest, key, _folder(entry["path"]), rest, cold, cutoff, entry.get("archive")
         )
@@ -1426,8 +1517,14 @@ class Store:
             last = attempt == _READ_ATTEMPTS - 1
             if attempt:
                 time.sleep(min(0.001 * 2**attempt, 0.05))
-            sql, params = build(self._load_manifest())
+            manifest = self._load_manifest()
+            sql, params = build(manifest)
             missing = next((p for p in params["paths"] if not os.path.isfile(p)), None)
+            if missing is None:
+                try:
+                    self._check_files(manifest, params["paths"])
+                except FileNotFoundError as exc:  # deleted by a writer since the line above
+                    missing = exc.filename
             if missing is not None:
                 if last:
                     raise DataNotFoundError(
@@ -1436,12 +1533,67 @@ class Store:
                 continue
             try:
                 table = self._query(sql, params)
-            except duckdb.IOException:
-                if last:
-                    raise
+            except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+                if last or not isinstance(exc, duckdb.IOException):
+                    raise self._unreadable(manifest, params["paths"], exc) from None
                 continue
             return convert(table, params)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _file_index(self, manifest: dict[str, Any]) -> dict[str, tuple[str, str, str, dict[str, Any]]]:
+        """Every file the manifest names: path -> (key, expected hash, what the hash is, entry)."""
+        index: dict[str, tuple[str, str, str, dict[str, Any]]] = {}
+        for key, entry in manifest["partitions"].items():
+            for record in (entry, *entry.get("history", [])):
+                if "path" not in record:
+                    continue
+                try:
+                    paths = self._record_paths(manifest, record)
+                except DataNotFoundError:
+                    continue
+                archive = record.get("archive")
+                if archive:
+                    parts = [(archive["hash"], "archive part hash "), (record["hot_hash"], "hot part hash ")]
+                else:
+                    parts = [(record["hash"], "version ")]
+                for path, (expected, label) in zip(paths, parts, strict=True):
+                    index.setdefault(str(path), (key, expected, label, entry))
+        return index
+
+    def _check_files(self, manifest: dict[str, Any], paths: Iterable[str]) -> None:
+        """Refuse a file whose content does not hash to what the manifest records. Each file is
+        hashed once per process, and again when its size, mtime or inode changes."""
+        index = None
+        for path in paths:
+            mark = _file_mark(path)
+            if mark in _CHECKED:
+                continue
+            index = index if index is not None else self._file_index(manifest)
+            if path not in index:
+                continue
+            key, expected, label, entry = index[path]
+            actual = _file_hash(path, key, entry, expected)
+            if actual != expected:
+                raise DataIntegrityError(
+                    f"{key}: {path} was changed after it was written: the manifest records "
+                    f"{label}{expected[:12]}, the file hashes to {actual[:12]}; {_REPAIR_HINT}",
+                    key,
+                    path,
+                )
+            if len(_CHECKED) >= _CHECKED_MAX:
+                _CHECKED.clear()
+            _CHECKED[mark] = expected
+
+    def _unreadable(self, manifest: dict[str, Any], paths: list[str], exc: Exception) -> DataIntegrityError:
+        """A DuckDB read error as one line naming the partition and the file it failed on."""
+        index = self._file_index(manifest)
+        failed = [p for p in paths if p in str(exc)] or paths
+        keys = sorted({index[p][0] for p in failed if p in index}) or [str(self.root)]
+        where = failed[0] if len(failed) == 1 else f"{len(failed)} files"
+        reason = _duckdb_reason(exc, paths)
+        return DataIntegrityError(
+            f"{', '.join(keys)}: {where} cannot be read ({reason}); {_REPAIR_HINT}", keys[0], failed[0]
+        )
 
     def _window_paths(
         self, manifest: dict[str, Any], record: dict[str, Any], window: dict[str, datetime]
@@ -1651,15 +1803,162 @@ class Store:
             if not path.is_file():
                 return f"file missing: {path}"
             try:
-                frame = _canonical(entry, arrow_to_frame(pq.read_table(path)))
-            except (OSError, ValueError, pa.ArrowException) as exc:
-                return f"unreadable {path}: {exc}"
+                raw = arrow_to_frame(pq.read_table(path))
+            except (OSError, pa.ArrowException) as exc:
+                reason = "not a readable Parquet file" if isinstance(exc, pa.ArrowInvalid) else str(exc)
+                return f"unreadable {path}: {reason}"
+            try:
+                frame = _canonical(entry, raw)
+            except (TypeError, ValueError) as exc:  # e.g. a NaN or a duplicate time written into it
+                return f"invalid data in {path}: {exc}"
             if content_hash(frame) != want:
                 return f"content hash of {path} differs from the manifest"
             frames.append(frame)
         if archive and content_hash(pd.concat(frames, ignore_index=True)) != record["hash"]:
             return "archive + hot parts do not hash to the version"
         return None
+
+    # -- repair -------------------------------------------------------------------------------------
+
+    def repair(self, refetch: Callable[[PartitionInfo], pd.DataFrame] | None = None) -> list[Repair]:
+        """Repair what :meth:`verify` finds: a partition whose current files are missing, unreadable or
+        altered is restored from a kept version (one with the current hash keeps the version; else
+        the newest intact one becomes a new version, source "repair"), else from ``refetch(info)``
+        (e.g. a provider); a damaged kept version loses its data but keeps its hash in the history.
+        Returns one :class:`Repair` per problem, including those it could not repair."""
+        done: list[Repair] = []
+        with self._write_lock():
+            manifest = self._load_manifest()
+            records = [r for e in manifest["partitions"].values() for r in (e, *e.get("history", []))]
+            if self._archive_base(manifest) is None and any(r.get("archive") for r in records):
+                raise StoreError(
+                    f"store {self.root} has archived data but no archive root; set data.archive_dir"
+                )
+            for key in sorted(manifest["partitions"]):
+                done += self._repair_one(self._load_manifest(), key, refetch)
+        return done
+
+    def _repair_one(
+        self,
+        manifest: dict[str, Any],
+        key: str,
+        refetch: Callable[[PartitionInfo], pd.DataFrame] | None,
+    ) -> list[Repair]:
+        entry = manifest["partitions"][key]
+        old = copy.deepcopy(entry)
+        done: list[Repair] = []
+        for h in entry.get("history", []):
+            if "path" in h and (problem := self._verify_record(manifest, entry, h)):
+                for field in _FILE_FIELDS:
+                    h.pop(field, None)
+                action = "dropped the damaged data of this kept version; its hash stays in the history"
+                done.append(Repair(f"{key}@{h['hash'][:12]}", problem, action, entry["hash"], True))
+        problem = self._verify_record(manifest, entry, entry)
+        if problem is None:
+            if done:
+                self._commit(manifest, key, entry, old)
+            return done
+        kept = [h for h in reversed(entry.get("history", [])) if "path" in h]  # intact, newest first
+        if kept:
+            copy_of = next((h for h in kept if h["hash"] == entry["hash"]), kept[0])
+            version = self._restore(manifest, key, old, self._record_frame(manifest, entry, copy_of))
+            action = (
+                f"restored version {version[:12]} from a kept copy"
+                if version == old["hash"]
+                else f"restored kept version {version[:12]} as a new version (source repair)"
+            )
+            return [*done, Repair(key, problem, action, version, True)]
+        try:
+            frame = None if refetch is None else _canonical(entry, refetch(self._info(key, entry)))
+        except (DataNotFoundError, ValueError) as exc:
+            reason = f"no intact version retained and the re-fetch failed ({exc}); re-fetch with "
+            reason += _fetch_hint(entry)
+            return [*done, self._unrepaired(manifest, key, entry, old, problem, reason)]
+        if frame is None or frame.empty:
+            reason = "no intact version retained; re-fetch with " + _fetch_hint(entry)
+            if frame is not None:
+                reason = "no intact version retained and the re-fetch returned no rows"
+            return [*done, self._unrepaired(manifest, key, entry, old, problem, reason)]
+        version = self._restore(manifest, key, old, frame)
+        action = (
+            f"re-fetched version {version[:12]} (unchanged)"
+            if version == old["hash"]
+            else f"re-fetched as new version {version[:12]} (source repair)"
+        )
+        return [*done, Repair(key, problem, action, version, True)]
+
+    def _unrepaired(
+        self,
+        manifest: dict[str, Any],
+        key: str,
+        entry: dict[str, Any],
+        old: dict[str, Any],
+        problem: str,
+        reason: str,
+    ) -> Repair:
+        """Left as it was (still refused on read), bar the damaged kept versions already dropped."""
+        if entry != old:
+            self._commit(manifest, key, entry, old)
+        return Repair(key, problem, f"cannot repair {key}: {reason}", entry["hash"], False)
+
+    def _record_frame(
+        self, manifest: dict[str, Any], entry: dict[str, Any], record: dict[str, Any]
+    ) -> pd.DataFrame:
+        """The whole content of one (intact) version record: archive part, then hot part."""
+        frames = [
+            _canonical(entry, arrow_to_frame(pq.read_table(p))) for p in self._record_paths(manifest, record)
+        ]
+        frames = [f for f in frames if len(f)] or frames[:1]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def _restore(self, manifest: dict[str, Any], key: str, old: dict[str, Any], frame: pd.DataFrame) -> str:
+        """Write ``frame`` as partition ``key`` in place of its damaged files (which are not kept):
+        the same version when the content hashes to it, else a new version from source "repair"."""
+        entry = manifest["partitions"][key]
+        bare = {k: v for k, v in entry.items() if k not in _FILE_FIELDS}
+        version = content_hash(frame)
+        time_col = _time_column(entry["kind"], frame)
+        files = self._write_files(manifest, key, _folder(entry["path"]), frame, time_col, version, bare)
+        now = datetime.now(UTC).isoformat()
+        if version == entry["hash"]:
+            new = {**bare, **files, "repaired_at": now}
+        else:
+            new = {
+                **bare,
+                **files,
+                "first": _iso(frame[time_col].min()) if time_col else None,
+                "last": _iso(frame[time_col].max()) if time_col else None,
+                "rows": len(frame),
+                "hash": version,
+                "written_at": now,
+                "source": "repair",
+                "history": self._history_after(bare, version),
+            }
+        self._commit(manifest, key, new, old)
+        return version
+
+
+def _time_column(kind: str, frame: pd.DataFrame) -> str | None:
+    """The time column a partition of ``kind`` is split and ranged by (a table's date or ts, if any)."""
+    fixed = {"bars": "ts", "macro": "date", "news": "ts", "fundamentals": "known_at"}
+    if kind in fixed:
+        return fixed[kind]
+    return next(
+        (c for c in ("date", "ts") if c in frame.columns and isinstance(frame[c].dtype, pd.DatetimeTZDtype)),
+        None,
+    )
+
+
+def _fetch_hint(entry: dict[str, Any]) -> str:
+    """The command that fetches a partition again from its provider."""
+    source = entry.get("source") or ""
+    provider = source if re.fullmatch(r"[a-z]+", source) and source != "repair" else "PROVIDER"
+    fetch = f"hflite data fetch --provider {provider}"
+    if entry["kind"] == "bars":
+        return f"`{fetch} --symbols {entry['symbol']} --timeframe {entry['freq']}`"
+    if entry["kind"] == "macro":
+        return f"`{fetch} --series {entry['symbol']}`"
+    return "`hflite data update`"
 
 
 def _canonical(entry: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
