@@ -364,15 +364,36 @@ def test_check_passes_wide_to_the_quality_table(env: Path, monkeypatch, args, wi
     assert seen == {"wide": wide}
 
 
-def test_an_update_on_a_damaged_partition_stops_in_one_line(env: Path):
+def test_an_update_on_a_damaged_partition_fails_that_item_and_goes_on_with_the_others(env: Path):
     store = Store(env / "data")
     ensure_sample(store)
     spy = _file(store, "bars/SPY/1d")
     _damage(spy)
-    (env / "c.toml").write_text('[data.update]\nsymbols = ["SPY"]\nintraday = []\nseries = []\n')
+    (env / "c.toml").write_text('[data.update]\nsymbols = ["SPY", "TLT"]\nintraday = []\nseries = []\n')
 
     result = runner.invoke(app, ["data", "update", "--config", "c.toml"], env={"COLUMNS": "2000"})
 
-    assert (
-        _one_line_error(result) == f"error: bars/SPY/1d: {spy} is not a readable Parquet file; run `{REPAIR}`"
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
+    assert "failed" in rows["bars SPY 1d (yfinance)"]
+    assert f"bars/SPY/1d: {spy} is not a readable Parquet file; run `{REPAIR}`" in rows["bars SPY 1d (yfinance)"]
+    assert "skipped" in rows["bars TLT 1d (yfinance)"]
+
+
+@pytest.mark.parametrize("command", [["features", "build"], ["train", "--model", "linear"]])
+def test_the_ai_commands_on_a_damaged_partition_stop_in_one_line(env: Path, command):
+    store = Store(env / "data")
+    ensure_sample(store)
+    spy = _file(store, "bars/SPY/1d")
+    _damage(spy)
+    (env / "ai.toml").write_text(
+        '[run]\nsymbols = ["SPY"]\nstart = "2019-01-02"\nend = "2019-12-31"\n'
+        f'[ai]\nregistry_dir = "{env / "models"}"\n'
+    )
+
+    result = runner.invoke(app, [*command, "--config", "ai.toml"], env={"COLUMNS": "2000"})
+
+    assert _one_line_error(result) == (
+        f"error: bars/SPY/1d: {spy} is not a readable Parquet file; run `{REPAIR}`"
     )

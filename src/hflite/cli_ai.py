@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +49,17 @@ def _fail(message: str, code: int = 2) -> None:
     """Print ``message`` (rich markup) as one ``error:`` line on stderr and exit with ``code``."""
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """A damaged data file or a store folder it cannot create: one ``error:`` line, not a traceback."""
+    from hflite.data.store import StoreError
+
+    try:
+        yield
+    except StoreError as exc:
+        _fail(escape(str(exc)))
 
 
 def _settings(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | None = None) -> Any:
@@ -116,9 +129,9 @@ def features_build(config: ConfigOpt = None, sets: SetOpt = None) -> None:
 
     settings = _settings(config, sets)
     ai = settings.ai
-    store = open_store(settings)
     analyzer = Analyzer(order=ai.sentiment.order, model_path=ai.sentiment.model_path or None)
-    with ProgressBar() as say:
+    with _store_errors(), ProgressBar() as say:
+        store = open_store(settings)
         fs = build_features(
             store,
             list(settings.run.symbols),
@@ -177,10 +190,10 @@ def train(
         "end": ai.walkforward.end or settings.run.end,
     }
     wf_cfg = type(ai.walkforward).model_validate({**ai.walkforward.model_dump(), **bounds})
-    store = open_store(settings)
     symbols = list(settings.run.symbols)
     analyzer = Analyzer(order=ai.sentiment.order, model_path=ai.sentiment.model_path or None)
-    with ProgressBar() as say:
+    with _store_errors(), ProgressBar() as say:
+        store = open_store(settings)
         fs = build_features(
             store, symbols, ai.history_start, settings.run.end, ai.features, scorer=analyzer.scores
         )

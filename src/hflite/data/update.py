@@ -143,10 +143,15 @@ class Updater:
             return ItemResult(item, "failed", message=str(exc) + self._kept(item))
 
     def _kept(self, item: UpdateItem) -> str:
-        if item.kind != "bars" or not self.store.has_bars(item.target, item.freq):
+        """What the store keeps for a failed item, from the manifest: the partition's file is not read
+        again (it may be the very thing that failed, e.g. damaged on disk)."""
+        if item.kind != "bars":
             return ""
-        last = self.store.read_bars(item.target, item.freq).ts.iloc[-1]
-        return f"; the store keeps its data for {item.target} (last bar {last:%Y-%m-%d %H:%M})"
+        key = f"bars/{item.target}/{item.freq}"
+        info = next((p for p in self.store.partitions() if p.key == key), None)
+        if info is None or info.last is None:
+            return ""
+        return f"; the store keeps its data for {item.target} (last bar {info.last:%Y-%m-%d %H:%M})"
 
     def _provider(self, item: UpdateItem) -> Any:
         key = (item.provider, item.options)
