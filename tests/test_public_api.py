@@ -13,7 +13,6 @@ def test_the_top_level_names_are_pinned():
 
 def test_the_data_package_names_are_pinned():
     assert "Store" in data.__all__ and "ensure_sample" in data.__all__
-    assert {"StoreError", "DataIntegrityError", "Repair"} <= set(data.__all__)  # damaged data, repairs
 
 
 def test_the_analytics_package_names_are_pinned():
