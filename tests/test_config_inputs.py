@@ -114,7 +114,10 @@ def test_backtest_with_no_arguments_points_to_config():
     assert result.exit_code == 2
     out = result.output
     assert "Traceback" not in out
-    assert "error: config error: run: missing: pass --config FILE (e.g. configs/demo.toml)" in out
+    assert (
+        "error: config error: run: missing: pass --config FILE (e.g. configs/demo.toml), or give [run] "
+        "symbols, start and end\nconfig error: strategy: missing: add a [strategy] section" in out
+    )
 
 
 def test_backtest_with_cash_nan_is_refused_in_one_line():

@@ -12,6 +12,7 @@ from rich.console import Console
 from hflite.cli_ai import ProgressBar, features_app, models_app
 from hflite.cli_ai import sentiment as sentiment_command
 from hflite.cli_ai import train as train_command
+from hflite.cli_errors import fail
 from hflite.cli_llm import llm_app
 from hflite.cli_risk import risk_app
 from hflite.config import ConfigError, Settings, load_settings, parse_overrides
@@ -100,9 +101,7 @@ def _settings(config: Path | None, sets: list[str] | None, shortcuts: dict[str, 
     return load_settings(config, overrides)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    raise typer.Exit(code)
+_fail = fail  # one error line, plain text (hflite.cli_errors)
 
 
 @app.command()
@@ -172,8 +171,6 @@ def replay(
     """
     import math
 
-    from rich.markup import escape
-
     from hflite.engine.replay import replay as run_replay
     from hflite.execution.oms import JournalError
 
@@ -182,9 +179,9 @@ def replay(
     except ValueError:
         factor = math.nan
     if factor is not None and math.isinf(factor) and factor > 0:
-        _fail(f"--speed: {escape(repr(speed))} is infinite: use 'max' for no waiting")
+        _fail(f"--speed: {speed!r} is infinite: use 'max' for no waiting")
     if factor is not None and not (math.isfinite(factor) and factor > 0):
-        _fail(f"--speed: expected 'max' or a positive number such as 86400, got {escape(repr(speed))}")
+        _fail(f"--speed: expected 'max' or a positive number such as 86400, got {speed!r}")
     settings = _load(config, sets, llm=llm)
     name = str(config) if config is not None else ""
     try:
@@ -194,9 +191,8 @@ def replay(
                     run_replay(settings, speed=factor, journal_path=journal, progress=say, config=name)
                 )
             )
-    except JournalError as exc:  # not a journal, or another runtime owns it: one line, never wrapped
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    except JournalError as exc:  # not a journal, or another runtime owns it
+        _fail(str(exc))
     _finish(result, settings, out)
 
 
@@ -230,7 +226,6 @@ def explain(
 
     Example: hflite explain trend-SPY-d12 --report reports/demo-trend-20250101-120000
     """
-    from rich.markup import escape
     from rich.text import Text
 
     from hflite.explain import TrailError, find_trail, load_trail, render_trail, report_dir
@@ -243,7 +238,7 @@ def explain(
             found = find_trail(report_dir(config), decision)
             trail, note = found.trail, found.note
     except TrailError as exc:
-        _fail(escape(str(exc)), code=1)
+        _fail(str(exc), code=1)
         return
     if note:
         console.print(Text(note, style="dim"))
@@ -264,20 +259,18 @@ def _data_config(config: Path | None, data_dir: Path | None = None) -> Any:
 def _store(config: Path | None, data_dir: Path | None = None, create: bool = False) -> Any:
     """The store of data.dir (created with the sample on first use), or of --data-dir: a folder that
     holds no store there is refused unless ``create``, so a typo never makes a new store."""
-    from rich.markup import escape
-
     from hflite.data.sample import ensure_sample
     from hflite.data.store import MANIFEST_NAME, Store, StoreError
 
     data = _data_config(config, data_dir)
     if data_dir is not None and not create and not (Path(data.dir).expanduser() / MANIFEST_NAME).is_file():
         hint = "check the path, or pass --create to make one"
-        _fail(escape(f"--data-dir {data_dir}: no data store there; {hint}"))
+        _fail(f"--data-dir {data_dir}: no data store there; {hint}")
     try:
         store = Store(data.dir, archive_root=data.archive_dir)
         ensure_sample(store)
     except StoreError as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
         raise
     return store
 
@@ -350,7 +343,6 @@ def _update_items(cfg: Any, only: str | None) -> list[Any]:
 
 
 def _run_update(updater: Any, items: list[Any], wide: bool = False, title: str = "data update") -> None:
-    from rich.markup import escape
     from rich.progress import Progress
 
     from hflite.data.store import StoreError
@@ -364,7 +356,7 @@ def _run_update(updater: Any, items: list[Any], wide: bool = False, title: str =
                 items, progress=lambda item, n: bar.update(task, completed=n, description=item.label)
             )
     except StoreError as exc:  # a damaged partition: never merge new data into it
-        _fail(escape(str(exc)))
+        _fail(str(exc))
         raise
     cols = [Col("item", "id"), Col("status", "id"), Col("rows", "count")]
     cols += [Col(name.replace("_", " "), "count", default=False) for name in _COUNTS]
@@ -504,7 +496,6 @@ def data_check(
     Example: hflite data check (then, if it says so: hflite data check --repair)
     """
     import pandas as pd
-    from rich.markup import escape
 
     from hflite.data.quality import check_store, render_quality_table, write_quality_html
     from hflite.data.store import StoreError
@@ -517,7 +508,7 @@ def data_check(
     try:
         report = check_store(store, now=pd.Timestamp.now(tz="UTC"))
     except StoreError as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
         raise
     console.print(render_quality_table(report, wide=wide))
     html.parent.mkdir(parents=True, exist_ok=True)
@@ -549,7 +540,6 @@ def _refuse_damage(store: Any) -> None:
 
 def _repair(store: Any, data: Any) -> None:
     """Repair the store and print what was done; exit 1 when something could not be repaired."""
-    from rich.markup import escape
     from rich.text import Text
 
     from hflite.data.store import StoreError
@@ -558,7 +548,7 @@ def _repair(store: Any, data: Any) -> None:
     try:
         done = store.repair(refetch=_refetcher(data))
     except StoreError as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
         return
     if not done:
         console.print("every file matches its data version: nothing to repair")
@@ -646,21 +636,19 @@ def data_archive(
 
     Example: hflite data archive --older-than 3y
     """
-    from rich.markup import escape
-
     from hflite.data.store import archive_cutoff
 
     try:
         archive_cutoff(older_than)
     except ValueError:
-        _fail(escape(f"--older-than: expected a number with a unit y, m or d, e.g. 3y, got {older_than!r}"))
+        _fail(f"--older-than: expected a number with a unit y, m or d, e.g. 3y, got {older_than!r}")
     store = _store(config, data_dir, create)
     if store.archive_root is None:
         _fail("no archive path: set data.archive_dir in the config (or HFLITE_DATA__ARCHIVE_DIR)")
     try:
         moved = store.archive(older_than)
     except ValueError as exc:  # a damaged file, an archive folder it cannot create, another archive root
-        _fail(escape(str(exc)))
+        _fail(str(exc))
         return
     console.print(f"archived {len(moved)} partition(s) to {store.archive_root}")
     for item in moved:
@@ -741,8 +729,6 @@ def _load(config: Path | None, sets: list[str] | None, **shortcuts: Any) -> Sett
 
 
 def _guard(fn: Any) -> Any:
-    from rich.markup import escape
-
     from hflite.data.store import StoreError
     from hflite.engine.core import StrategyError
 
@@ -751,7 +737,7 @@ def _guard(fn: Any) -> Any:
     except ConfigError as exc:
         _fail(str(exc))
     except StoreError as exc:  # a damaged data file, a data.dir it cannot create
-        _fail(escape(str(exc)))
+        _fail(str(exc))
     except StrategyError as exc:
         _fail(str(exc), code=3)
     return None
@@ -761,8 +747,6 @@ _progress = ProgressBar  # a rich progress bar fed by (message, fraction) callba
 
 
 def _finish(result: Any, settings: Settings, out: Path | None) -> None:
-    from rich.markup import escape
-
     from hflite.analytics.metrics import benchmark_metrics, run_metrics
     from hflite.analytics.report import ReportError, write_report
     from hflite.analytics.summary import summary_table
@@ -773,7 +757,7 @@ def _finish(result: Any, settings: Settings, out: Path | None) -> None:
     try:
         report = write_report(result, folder, metrics)
     except ReportError as exc:  # the folder deleted meanwhile, a full disk, no permission
-        _fail(escape(str(exc)), code=1)
+        _fail(str(exc), code=1)
         return
     console.print(summary_table(result, metrics, bench))
     for w in result.warnings:

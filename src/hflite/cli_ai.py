@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from hflite.cli_errors import fail
 from hflite.tables import Col, cell, print_table
 
 features_app = typer.Typer(
@@ -45,10 +45,7 @@ def _console() -> Console:
     return Console()
 
 
-def _fail(message: str, code: int = 2) -> None:
-    """Print ``message`` (rich markup) as one ``error:`` line on stderr and exit with ``code``."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+_fail = fail  # one error line, plain text (hflite.cli_errors)
 
 
 @contextmanager
@@ -59,7 +56,7 @@ def _store_errors() -> Iterator[None]:
     try:
         yield
     except StoreError as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
 
 
 def _settings(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | None = None) -> Any:
@@ -211,7 +208,7 @@ def train(
                 seed=ai.model.seed,
             )
         except (ValueError, ImportError, RuntimeError) as exc:
-            _fail(escape(str(exc)))
+            _fail(str(exc))
             return
     _print_windows(res, ai.model.kind, wide, Path(ai.registry_dir))
 
@@ -296,7 +293,7 @@ def models_list(
     from hflite.ai.registry import ModelRegistry
 
     if kind is not None and kind not in MODEL_KINDS:
-        _fail(escape(f"unknown kind {kind!r}: expected one of {', '.join(MODEL_KINDS)}"))
+        _fail(f"unknown kind {kind!r}: expected one of {', '.join(MODEL_KINDS)}")
     frame = ModelRegistry(registry).list() if registry.is_dir() else None  # listing creates no folder
     if frame is not None and kind:
         frame = frame[frame["kind"] == kind]
@@ -320,14 +317,14 @@ def _analyzer(method: str | None, model_path: Path | None) -> Any:
     from hflite.ai.sentiment import DEFAULT_ORDER, METHODS, Analyzer, MethodUnavailable
 
     if method is not None and method not in METHODS:
-        _fail(escape(f"unknown sentiment method {method!r}: expected one of {', '.join(METHODS)}"))
+        _fail(f"unknown sentiment method {method!r}: expected one of {', '.join(METHODS)}")
     order = (method,) if method else DEFAULT_ORDER
     try:
         return Analyzer(order=order, model_path=str(model_path) if model_path else None)
     except MethodUnavailable as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
     except Exception as exc:
-        _fail(escape(f"{type(exc).__name__}: {exc}"))
+        _fail(f"{type(exc).__name__}: {exc}")
 
 
 def sentiment(

@@ -39,7 +39,7 @@ def _cfg(config: Path | None, overrides: dict[str, Any] | None = None) -> Any:
     try:
         return load_llm_settings(config, overrides)
     except ConfigError as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
 
 
 def _sample_decision() -> Any:
@@ -194,7 +194,7 @@ def check(
     names = [backend] if backend else list(dict.fromkeys([cfg.backend, *cfg.fallbacks, *BACKENDS]))
     for n in names:
         if n not in BACKENDS:
-            _fail(escape(f"--backend: expected one of {', '.join(BACKENDS)}, got {n!r}"))
+            _fail(f"--backend: expected one of {', '.join(BACKENDS)}, got {n!r}")
     out = _console()
     rows = [probe(cfg, n, call=call, timeout_s=timeout) for n in names]
     print_table(out, BACKEND_COLUMNS, [_backend_row(cfg, r) for r in rows], wide=wide, title="LLM backends")
@@ -280,7 +280,7 @@ def calls(
 
     cfg = _cfg(config)
     if not Path(cfg.journal).is_file():
-        _fail(escape(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first"), code=1)
+        _fail(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first", code=1)
     journal = LLMJournal(cfg.journal)
     records = journal.records(role=role, run_id=run_id, limit=limit, newest_first=True)
     journal.close()
@@ -317,7 +317,7 @@ def export(
 
     cfg = _cfg(config)
     if not Path(cfg.journal).is_file():
-        _fail(escape(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first"), code=1)
+        _fail(f"no LLM journal at {cfg.journal}: run a backtest with --llm live first", code=1)
     journal = LLMJournal(cfg.journal)
     n = write_tape(journal.records(run_id=run_id, valid_only=True), out)
     journal.close()

@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from hflite.cli_errors import print_error
+
 if TYPE_CHECKING:
     from hflite.execution.oms import Owner, RuntimeBeat, SqliteJournal
 
@@ -69,8 +71,8 @@ def _out() -> Console:
 
 def _fail(message: str, code: int = 2, owners: list[Owner] | None = None) -> None:
     """One error line (never wrapped), then one line per runtime in ``owners``."""
+    print_error(message)
     err = Console(stderr=True)
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     for o in owners or []:
         config = f"  config {o.config}" if o.config else ""
         err.print(
@@ -153,7 +155,7 @@ def find_target(journal: Path | None, run: str | None, config: Path | None) -> T
         hits = [o for o in live if o.run_id == run]
         if len(hits) > 1:
             _fail(
-                f"{len(hits)} live runtimes have run id {escape(repr(run))}: name one with --journal PATH",
+                f"{len(hits)} live runtimes have run id {run!r}: name one with --journal PATH",
                 owners=hits,
             )
         if hits:
@@ -162,7 +164,7 @@ def find_target(journal: Path | None, run: str | None, config: Path | None) -> T
         if stopped.is_file():
             return Target(stopped, journal_owner(stopped))
         alive = f"; live runtimes: {len(live)}" + (":" if live else " (start one with hflite replay)")
-        _fail(escape(f"no runtime with run id {run!r} in {folder}{alive}"), owners=live)
+        _fail(f"no runtime with run id {run!r} in {folder}{alive}", owners=live)
     if len(live) > 1:
         _fail(f"{len(live)} runtimes are live: name one with --run RUN_ID or --journal PATH", owners=live)
     if live:
@@ -178,7 +180,7 @@ def _open(path: Path) -> SqliteJournal:
     try:
         return SqliteJournal(path, create=False)
     except JournalError as exc:
-        _fail(escape(str(exc)))
+        _fail(str(exc))
         raise
 
 
