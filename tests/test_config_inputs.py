@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import REPO
+from tests.test_config import GOOD
 from typer.testing import CliRunner
 
 from hflite.cli import app
 from hflite.config import ConfigError, load_data_settings, load_llm_settings, load_settings
-
-GOOD = """
-[run]
-symbols = ["SPY"]
-start = "2015-01-02"
-end = "2016-12-30"
-
-[strategy]
-name = "trend"
-"""
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "c.toml") -> Path:
@@ -40,7 +31,7 @@ def test_a_binary_config_file_is_named_in_one_line(tmp_path, loader):
 
 
 def test_a_latin1_config_file_names_the_offending_byte(tmp_path):
-    path = write(tmp_path, GOOD.encode() + b'# caf\xe9\n')
+    path = write(tmp_path, GOOD.encode() + b"# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"not a UTF-8 text file \(byte 0xe9 at offset \d+\)"):
         load_settings(path)
 
@@ -77,8 +68,10 @@ def test_a_set_override_of_1e400_is_refused():
     ],
 )
 def test_every_non_finite_number_anywhere_in_the_config_is_refused(tmp_path, section, key, value):
-    text = GOOD.replace('name = "trend"', f'name = "trend"\n{key} = {value}') if section == "strategy" else (
-        GOOD + f"\n[{section}]\n{key} = {value}\n"
+    text = (
+        GOOD.replace('name = "trend"', f'name = "trend"\n{key} = {value}')
+        if section == "strategy"
+        else (GOOD + f"\n[{section}]\n{key} = {value}\n")
     )
     with pytest.raises(ConfigError, match=rf"config error: {section}.{key}: .*finite"):
         load_settings(write(tmp_path, text))
@@ -86,7 +79,11 @@ def test_every_non_finite_number_anywhere_in_the_config_is_refused(tmp_path, sec
 
 @pytest.mark.parametrize(
     ("section", "key", "value"),
-    [("risk", "max_order_usd", "1e15"), ("risk", "min_adv_usd", "1e20"), ("risk", "max_orders_per_minute", "10000000")],
+    [
+        ("risk", "max_order_usd", "1e15"),
+        ("risk", "min_adv_usd", "1e20"),
+        ("risk", "max_orders_per_minute", "10000000"),
+    ],
 )
 def test_absurd_money_and_counts_are_refused(tmp_path, section, key, value):
     with pytest.raises(ConfigError, match=rf"config error: {section}.{key}: Input should be less than"):
@@ -122,7 +119,8 @@ def test_backtest_with_no_arguments_points_to_config():
 
 def test_backtest_with_cash_nan_is_refused_in_one_line():
     result = CliRunner().invoke(
-        app, ["backtest", "--config", str(REPO / "configs" / "demo.toml"), "--cash", "nan"],
+        app,
+        ["backtest", "--config", str(REPO / "configs" / "demo.toml"), "--cash", "nan"],
         env={"COLUMNS": "300"},
     )
     assert result.exit_code == 2
