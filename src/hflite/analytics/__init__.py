@@ -1,4 +1,10 @@
-"""Analytics: performance metrics, benchmarks, the HTML report folder and the terminal summary."""
+"""Analytics: performance metrics, benchmarks, the HTML report folder and the terminal summary.
+
+The report writer (plotly and the HTML sections) is imported on first use, so a run that writes no
+report does not pay for it.
+"""
+
+from typing import Any
 
 from hflite.analytics.metrics import (
     METRIC_KEYS,
@@ -12,7 +18,6 @@ from hflite.analytics.metrics import (
     risk_free_daily,
     run_metrics,
 )
-from hflite.analytics.report import REPORT_FILES, SECTIONS, write_report
 from hflite.analytics.summary import format_metric, summary_table
 
 __all__ = [
@@ -32,3 +37,14 @@ __all__ = [
     "summary_table",
     "write_report",
 ]
+
+
+_REPORT_NAMES = ("REPORT_FILES", "SECTIONS", "write_report")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REPORT_NAMES:
+        from hflite.analytics import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module 'hflite.analytics' has no attribute {name!r}")

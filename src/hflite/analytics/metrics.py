@@ -8,6 +8,7 @@ written out in ``docs/metrics.md`` and in each docstring.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -101,7 +102,12 @@ def periods_per_year(daily: pd.Series) -> float:
     return (len(daily) - 1) / years if years > 0 else _NAN
 
 
-_FED_BUSINESS_DAY = CustomBusinessDay(calendar=USFederalHolidayCalendar())
+@lru_cache(maxsize=8)
+def _fed_business_day(first_year: int, last_year: int) -> CustomBusinessDay:
+    """Federal business days with the holidays of these years only (building 1970-2200 at import cost
+    more than a whole daily run's metrics)."""
+    holidays = USFederalHolidayCalendar().holidays(f"{first_year}-01-01", f"{last_year}-12-31")
+    return CustomBusinessDay(holidays=holidays)
 
 
 def risk_free_daily(fedfunds: pd.DataFrame, index: pd.DatetimeIndex) -> pd.Series:
@@ -117,7 +123,8 @@ def risk_free_daily(fedfunds: pd.DataFrame, index: pd.DatetimeIndex) -> pd.Serie
         return pd.Series(0.0, index=idx, name="risk_free")
     month_start = pd.to_datetime(frame["date"], utc=True).dt.normalize()
     next_month = month_start.dt.tz_localize(None) + DateOffset(months=1)
-    known = pd.DatetimeIndex([_FED_BUSINESS_DAY.rollforward(ts) for ts in next_month]).tz_localize("UTC")
+    bday = _fed_business_day(int(next_month.min().year), int(next_month.max().year) + 1)
+    known = pd.DatetimeIndex([bday.rollforward(ts) for ts in next_month]).tz_localize("UTC")
     rates = pd.Series(frame["value"].to_numpy(dtype="float64"), index=known).sort_index(kind="stable")
     rates = rates[~rates.index.duplicated(keep="last")]
     pos = rates.index.searchsorted(idx, side="right") - 1
