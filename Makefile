@@ -32,7 +32,18 @@ demo: $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
-bench: $(STAMP)
+# The benchmarks also run the peers side by side (backtesting.py, vectorbt): the `bench` extra. Where
+# vectorbt does not install (numba has no wheel for the interpreter), backtesting.py alone is installed
+# and bench/peers.py says why vectorbt is skipped.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]" || \
+		{ echo "the bench extra did not install; installing backtesting.py alone"; \
+		  $(BIN)/python -m pip install --quiet "backtesting>=0.6"; }
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
 lint: $(STAMP)

@@ -30,6 +30,37 @@ def process_seconds() -> float:
         return time.time() - psutil.Process(os.getpid()).create_time()
 
 
+def baseline_s(rounds: int = 5) -> float:
+    """Seconds of a fixed workload like the engine's (a plain-Python loop over floats, a dict and an
+    object's attributes, then numpy on small arrays), best of ``rounds``: the yardstick ``make bench``
+    measures before and after each benchmark, so a figure can be read against the machine's speed at
+    that moment (a shared machine varies by ±30%; figures in baselines vary much less)."""
+
+    class Book:
+        __slots__ = ("cash", "qty")
+
+        def __init__(self) -> None:
+            self.cash, self.qty = 1e6, 0.0
+
+    prices = np.linspace(90.0, 110.0, 256)
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        book, seen = Book(), {}
+        for i in range(120_000):
+            p = float(prices[i & 255])
+            if i % 7 == 0:
+                q = book.cash * 0.01 / p
+                book.qty += q
+                book.cash -= q * p * 1.0001
+            seen[i & 1023] = p
+        for _ in range(300):
+            x = np.cumsum(prices) / np.arange(1, 257)
+            x.sort()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 

@@ -511,12 +511,18 @@ def _length_prefixed(col: pd.Series) -> bytes:
     return out.tobytes()
 
 
-def content_hash(df: pd.DataFrame) -> str:
+def content_hash(df: pd.DataFrame | pa.Table) -> str:
     """sha256 of a normalised frame's content: column names, dtypes and values, in row order.
 
     Independent of Parquet encoding and library versions, so re-importing the same data gives the
-    same hash and any change of a value, a row or a column changes it.
+    same hash and any change of a value, a row or a column changes it. An Arrow table (a file read
+    back) hashes as ``arrow_to_frame(table)`` does, without the pandas round trip when it can.
     """
+    if isinstance(df, pa.Table):
+        fast = _arrow_hash(df)
+        if fast is not None:
+            return fast
+        df = arrow_to_frame(df)
     h = hashlib.sha256(_HASH_TAG)
     h.update(f"rows={len(df)}\n".encode())
     for name in df.columns:
@@ -944,24 +950,78 @@ def _file_mark(path: str) -> tuple[str, int, int, int]:
     return path, stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
+def _arrow_hash(table: pa.Table) -> str | None:
+    """:func:`content_hash` of ``arrow_to_frame(table)`` straight from Arrow, for tables whose every
+    column converts to pandas one way (UTC timestamps, float64, and int64 or bool without nulls);
+    None for any other table (the caller then goes through pandas)."""
+    names = table.column_names
+    if (table.schema.metadata and b"pandas" in table.schema.metadata) or len(set(names)) != len(names):
+        return None
+    h = hashlib.sha256(_HASH_TAG)
+    h.update(f"rows={table.num_rows}\n".encode())
+    for name, col in zip(names, table.columns, strict=True):
+        kind = col.type
+        if pa.types.is_timestamp(kind) and kind.tz is not None and col.null_count == 0:
+            tag, values = "ts_ns_utc", col.cast(pa.timestamp("ns", tz=kind.tz)).to_numpy().view("<i8")
+        elif pa.types.is_float64(kind):
+            tag, values = "f8", col.to_numpy() + 0.0  # nulls -> NaN as in pandas; -0.0 -> 0.0
+        elif pa.types.is_int64(kind) and col.null_count == 0:
+            tag, values = "i8", col.to_numpy().astype("<i8", copy=False)
+        elif pa.types.is_boolean(kind) and col.null_count == 0:
+            tag, values = "bool", col.to_numpy(zero_copy_only=False).astype("u1")
+        else:
+            return None
+        h.update(f"{name}:{tag}\n".encode())
+        h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()
+
+
 def _file_hash(path: str, key: str, entry: dict[str, Any], expected: str) -> str:
     """Content hash of one partition file, as its kind is hashed on write; raises DataIntegrityError
     for a file that is not readable Parquet."""
     try:
-        frame = arrow_to_frame(pq.read_table(path))
+        with pq.ParquetFile(path) as parquet:  # one file: half the cost of pq.read_table's dataset scan
+            table = parquet.read(use_threads=False)
+        actual = content_hash(table)
+        if actual == expected:
+            return actual
+        frame = arrow_to_frame(table)
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as exc:
         reason = "not a readable Parquet file" if isinstance(exc, pa.ArrowInvalid) else f"unreadable ({exc})"
         raise DataIntegrityError(f"{key}: {path} is {reason}; {_REPAIR_HINT}", key, path) from None
-    actual = content_hash(frame)
-    if actual == expected:
-        return actual
     try:  # a file written by an older library may differ in dtypes only: hash it in canonical form
         canonical = content_hash(_canonical(entry, frame))
     except (TypeError, ValueError):  # e.g. a NaN or a duplicate time: not what the writer stored
         return actual
     return canonical if canonical == expected else actual
+
+
+#: From this many files on, a first read hashes them on threads (Parquet decoding and sha256 release
+#: the GIL: ~1.6x faster on 2 cores for the 25 daily sample files).
+_HASH_THREADS_FROM = 4
+
+
+def _hash_files(
+    jobs: list[tuple[str, str, str, str, dict[str, Any]]],
+) -> list[tuple[str | None, Exception | None]]:
+    """:func:`_file_hash` of each (path, key, expected, label, entry): (hash, None) or (None, the
+    error it raised), in the given order."""
+
+    def one(job: tuple[str, str, str, str, dict[str, Any]]) -> tuple[str | None, Exception | None]:
+        path, key, expected, _label, entry = job
+        try:
+            return _file_hash(path, key, entry, expected), None
+        except (OSError, DataIntegrityError) as exc:  # FileNotFoundError: a writer deleted it
+            return None, exc
+
+    if len(jobs) < _HASH_THREADS_FROM:
+        return [one(job) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(one, jobs))
 
 
 def _duckdb_reason(exc: Exception, paths: list[str]) -> str:
@@ -1564,15 +1624,23 @@ class Store:
         """Refuse a file whose content does not hash to what the manifest records. Each file is
         hashed once per process, and again when its size, mtime or inode changes."""
         index = None
+        pending: list[tuple[str, tuple[str, int, int, int]]] = []
         for path in paths:
             mark = _file_mark(path)
             if mark in _CHECKED:
                 continue
             index = index if index is not None else self._file_index(manifest)
-            if path not in index:
-                continue
-            key, expected, label, entry = index[path]
-            actual = _file_hash(path, key, entry, expected)
+            if path in index:
+                pending.append((path, mark))
+        if not pending:
+            return
+        assert index is not None
+        hashes = _hash_files([(path, *index[path]) for path, _ in pending])
+        for (path, mark), (actual, error) in zip(pending, hashes, strict=True):
+            key, expected, label, _entry = index[path]
+            if error is not None:  # the first problem in the given order, as a one-by-one check finds it
+                raise error
+            assert actual is not None
             if actual != expected:
                 raise DataIntegrityError(
                     f"{key}: {path} was changed after it was written: the manifest records "

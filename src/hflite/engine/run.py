@@ -119,25 +119,14 @@ def prepare(settings: Settings, store: Store, progress: Progress | None = None) 
     delta = pd.Timedelta(FREQ_NS[run.frequency], "ns")
     lookback = delta * warmup * (1.6 if run.frequency == "1d" else 1.0) + pd.Timedelta(days=14)
     frames: dict[str, pd.DataFrame] = {}
-    for sym in instruments:
-        key = f"bars/{sym}/{run.frequency}"
-        pinned = settings.data.pin.get(key)
-        try:
-            df = store.read_bars(sym, run.frequency, start - lookback, run.end, version=pinned)
-        except DataNotFoundError as exc:
-            if sym in optional:  # the risk manager warns and switches the rule off
-                del instruments[sym]
-                continue
-            if pinned:
-                raise ConfigError(
-                    f"config error: data.pin: {key} version {pinned[:12]} is not in the store "
-                    f"any more ({exc})"
-                ) from None
-            field = "run.symbols" if sym in run.symbols else f"run.symbols (FX for {sym})"
-            raise ConfigError(
-                f"config error: {field}: no {run.frequency} bars for {sym} in the store "
-                f"at {store.root} (`hflite data list` shows what is stored)"
-            ) from None
+    current = _read_current(store, settings, list(instruments), start - lookback)
+    for sym in list(instruments):
+        df = current.get(sym)
+        if df is None:
+            df = _read_symbol(store, settings, sym, start - lookback, required=sym not in optional)
+        if df is None:  # an optional index: the risk manager warns and switches the rule off
+            del instruments[sym]
+            continue
         if sym not in optional:
             _check_coverage(sym, df, start, end, run.frequency)
         frames[sym] = df
@@ -154,6 +143,53 @@ def prepare(settings: Settings, store: Store, progress: Progress | None = None) 
 
         advisor = LLMAdvisor(llm, settings.llm.advise_bounds, brain)
     return Prepared(settings, store, instruments, strategy, md, start, end, brain, llm, advisor)
+
+
+def _read_symbol(
+    store: Store, settings: Settings, sym: str, since: pd.Timestamp, *, required: bool = False
+) -> pd.DataFrame | None:
+    """One symbol's bars (its pinned version when ``data.pin`` names one); None when they are not
+    stored, or with ``required`` a ConfigError naming the field to fix."""
+    run = settings.run
+    key = f"bars/{sym}/{run.frequency}"
+    pinned = settings.data.pin.get(key)
+    try:
+        return store.read_bars(sym, run.frequency, since, run.end, version=pinned)
+    except DataNotFoundError as exc:
+        if not required:
+            return None
+        if pinned:
+            raise ConfigError(
+                f"config error: data.pin: {key} version {pinned[:12]} is not in the store any more ({exc})"
+            ) from None
+        field = "run.symbols" if sym in run.symbols else f"run.symbols (FX for {sym})"
+        raise ConfigError(
+            f"config error: {field}: no {run.frequency} bars for {sym} in the store "
+            f"at {store.root} (`hflite data list` shows what is stored)"
+        ) from None
+
+
+def _read_current(
+    store: Store, settings: Settings, symbols: list[str], since: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """The current (unpinned) bars of ``symbols`` in one DuckDB query, each frame as ``read_bars``
+    returns it. Empty when any of them is not stored: the caller then reads symbol by symbol and
+    names what is missing."""
+    run = settings.run
+    wanted = [s for s in symbols if f"bars/{s}/{run.frequency}" not in settings.data.pin]
+    if len(wanted) < 2:
+        return {}
+    try:
+        many = store.read_bars_many(wanted, run.frequency, since, run.end)
+    except DataNotFoundError:
+        return {}
+    owner = many["symbol"].to_numpy(dtype=object)  # sorted by symbol, then ts
+    bars = many.drop(columns="symbol")
+    out = {}
+    for sym in wanted:
+        lo, hi = owner.searchsorted(sym, "left"), owner.searchsorted(sym, "right")
+        out[sym] = bars.iloc[lo:hi].reset_index(drop=True)
+    return out
 
 
 def _llm_service(settings: Settings) -> LLMService | None:
@@ -234,10 +270,11 @@ def _add_risk_instruments(settings: Settings, instruments: dict[str, Instrument]
 
 
 def _check_coverage(sym: str, df: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, freq: str) -> None:
-    live = df[df["ts"] >= start]
-    if live.empty:
+    ts = df["ts"]  # sorted, as the store returns it
+    k = int(ts.searchsorted(start))
+    if k == len(ts):
         raise ConfigError(f"config error: run.start: {sym} has no {freq} bars on or after {start.date()}")
-    first, last = live["ts"].iloc[0], df["ts"].iloc[-1]
+    first, last = ts.iloc[k], ts.iloc[-1]
     if first - start > COVERAGE_SLACK:
         raise ConfigError(
             f"config error: run.start: {sym} {freq} data starts {first.date()}, after the run's "
@@ -506,10 +543,15 @@ def _to_ts(ns: int | float | None) -> pd.Timestamp | None:
     return None if ns is None else pd.Timestamp(int(ns), tz="UTC")
 
 
+def _utc_index(ns: np.ndarray, name: str | None = None) -> pd.DatetimeIndex:
+    """Int64 ns UTC as a DatetimeIndex: what ``pd.to_datetime(ns, utc=True)`` gives, 40x faster."""
+    return pd.DatetimeIndex(np.array(ns, dtype=np.int64).view("M8[ns]"), name=name).tz_localize("UTC")
+
+
 def build_result(engine: Engine, prep: Prepared, run_id: str) -> RunResult:
     """Turn the engine's state into pandas objects; checks equity = cash + market value."""
     md, pf = prep.md, engine.portfolio
-    index = pd.DatetimeIndex(pd.to_datetime(md.timeline, utc=True))
+    index = _utc_index(md.timeline)
     cash_usd = np.zeros(md.length)
     for ccy in set(pf.cash) | {"USD"}:
         initial = engine.initial_cash if ccy == "USD" else 0.0
@@ -754,7 +796,7 @@ def _prices(md: MarketData) -> dict[str, pd.DataFrame]:
                 "close": b.close[: b.n][live],
                 "volume": b.volume[: b.n][live],
             },
-            index=pd.DatetimeIndex(pd.to_datetime(b.ts[: b.n][live], utc=True), name="ts"),
+            index=_utc_index(b.ts[: b.n][live], name="ts"),
         )
     return out
 
@@ -781,7 +823,7 @@ def _add_benchmarks(result: RunResult, prep: Prepared, index: pd.DatetimeIndex) 
             continue
         window = df[inside]
         avail, _ = available_at(inst, "1d", pd.DatetimeIndex(window["ts"]))
-        close = pd.Series(window["close"].to_numpy(), index=pd.to_datetime(avail, utc=True))
+        close = pd.Series(window["close"].to_numpy(), index=_utc_index(avail))
         name = f"{sym} buy & hold"
         result.benchmarks[name] = buy_and_hold(close, result.initial_cash, close.index)
         result.benchmark_last[name] = day[inside][-1]
