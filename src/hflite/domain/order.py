@@ -134,24 +134,16 @@ class Order:
         target: OrderStatus | None = None,
     ) -> OrderStatus:
         """Move the order by one event; raises IllegalTransitionError on an illegal one."""
-        if event is OrderEvent.RECONCILE:
-            if self.status is not OrderStatus.UNKNOWN or target not in RECONCILABLE:
-                raise IllegalTransitionError(f"order {self.id}: cannot reconcile {self.status} to {target}")
-            if fill_qty:  # the venue's record of what filled while we did not know
-                if not 0.0 < fill_qty <= self.qty + 1e-9 or not fill_price > 0.0:
-                    raise IllegalTransitionError(
-                        f"order {self.id}: bad reconciled fill {fill_qty} @ {fill_price}"
-                    )
-                self.filled_qty, self.avg_fill_price = fill_qty, fill_price
-            self.status = target
-            if target in TERMINAL:
-                self.closed_ts = ts
-            return self.status
+        if event is _RECONCILE:
+            return self._reconcile(fill_qty, fill_price, ts, target)
         nxt = TRANSITIONS.get((self.status, event))
         if nxt is None:
             raise IllegalTransitionError(f"order {self.id}: {event} not allowed when {self.status}")
-        if event is OrderEvent.FILL:
-            if not 0.0 < fill_qty <= self.remaining + 1e-9:
+        if event is _FILL:
+            remaining = self.qty - self.filled_qty
+            if remaining < 0.0:
+                remaining = 0.0
+            if not 0.0 < fill_qty <= remaining + 1e-9:
                 raise IllegalTransitionError(
                     f"order {self.id}: fill of {fill_qty} with {self.remaining} remaining"
                 )
@@ -160,11 +152,31 @@ class Order:
             total = self.filled_qty + fill_qty
             self.avg_fill_price = (self.avg_fill_price * self.filled_qty + fill_price * fill_qty) / total
             self.filled_qty = total
-            nxt = OrderStatus.FILLED if self.remaining <= 1e-9 else OrderStatus.PARTIALLY_FILLED
+            nxt = _FILLED if self.remaining <= 1e-9 else _PARTIALLY_FILLED
         self.status = nxt
         if nxt in TERMINAL:
             self.closed_ts = ts
         return nxt
+
+    def _reconcile(
+        self, fill_qty: float, fill_price: float, ts: int | None, target: OrderStatus | None
+    ) -> OrderStatus:
+        if self.status is not OrderStatus.UNKNOWN or target not in RECONCILABLE:
+            raise IllegalTransitionError(f"order {self.id}: cannot reconcile {self.status} to {target}")
+        if fill_qty:  # the venue's record of what filled while we did not know
+            if not 0.0 < fill_qty <= self.qty + 1e-9 or not fill_price > 0.0:
+                raise IllegalTransitionError(
+                    f"order {self.id}: bad reconciled fill {fill_qty} @ {fill_price}"
+                )
+            self.filled_qty, self.avg_fill_price = fill_qty, fill_price
+        self.status = target
+        if target in TERMINAL:
+            self.closed_ts = ts
+        return self.status
+
+
+_RECONCILE, _FILL = OrderEvent.RECONCILE, OrderEvent.FILL
+_FILLED, _PARTIALLY_FILLED = OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED
 
 
 class Fill(NamedTuple):

@@ -255,8 +255,7 @@ def market_from_arrays(
         if len(ts) > 1 and not (np.diff(ts) > 0).all():
             raise ValueError(f"{sym}: bar times must be strictly increasing")
         cols = {c: np.asarray(a[c], dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
-        prices = np.stack([cols[c] for c in ("open", "high", "low", "close")])
-        if not (prices > 0).all():  # also false for NaN
+        if not all(bool((cols[c] > 0).all()) for c in ("open", "high", "low", "close")):  # also NaN
             raise ValueError(f"{sym}: NaN or non-positive prices")
         columns[sym] = (cols, ts, ts >= start_ns)
     return assemble(columns, instruments, traded, [], None)
@@ -299,7 +298,10 @@ def assemble(
             n=len(avail),
         )
         if sym in traded:
-            slots[tl[live], traded.index(sym)] = np.flatnonzero(live)
+            if same and live.all():  # bar k at timeline index k
+                slots[:, traded.index(sym)] = np.arange(T)
+            else:
+                slots[tl[live], traded.index(sym)] = np.flatnonzero(live)
         # last close known at each timeline time (as-of, including warm-up history)
         if same and live.all():
             close_tl[sym] = arr["close"]  # this symbol alone makes the timeline
@@ -321,6 +323,8 @@ def _sorted_unique(arrays: list[np.ndarray]) -> np.ndarray:
     """Sorted distinct values (np.unique hashes, which is slow on a million timestamps)."""
     if not arrays:
         return np.empty(0, np.int64)
+    if len(arrays) == 1 and (len(arrays[0]) < 2 or bool((arrays[0][1:] > arrays[0][:-1]).all())):
+        return arrays[0].copy()  # one strictly increasing series: already its own timeline
     t = np.sort(np.concatenate(arrays), kind="stable")
     if len(t) == 0:
         return t

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from hflite.domain.order import Fill, Order
+from hflite.domain.order import Fill, Order, OrderStatus
 from hflite.domain.signal import RiskVerdict
 
 
@@ -272,6 +272,10 @@ def live_runtimes(registry: Path) -> list[Owner]:
     return sorted(owners.values(), key=lambda o: o.started)
 
 
+#: order status -> the event name a journal gives its update
+_UPDATED = {status: f"order_{status.value}" for status in OrderStatus}
+
+
 class MemoryJournal:
     """Keeps events in memory (backtests: the run's own lists are the record)."""
 
@@ -282,7 +286,7 @@ class MemoryJournal:
         self.events.append(("order_created", order.id))
 
     def order_updated(self, order: Order) -> None:
-        self.events.append((f"order_{order.status.value}", order.id))
+        self.events.append((_UPDATED[order.status], order.id))
 
     def fill(self, fill: Fill) -> None:
         self.events.append(("fill", fill.order_id))

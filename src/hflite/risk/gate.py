@@ -101,6 +101,59 @@ def size_entry(limits: RiskLimits, equity: float, intent: OrderIntent, fx: float
 
 NEUTRAL = MarketContext()
 
+_new = tuple.__new__  # Check(...) without the NamedTuple's Python-level __new__: the same tuple
+
+
+class _Plan:
+    """What one ``RiskLimits`` asks of every entry, worked out once (limits are frozen)."""
+
+    __slots__ = ("how", "losses")
+
+    def __init__(self, limits: RiskLimits) -> None:
+        self.losses = tuple(
+            (period, f"{period}_loss_pct", limit)
+            for period, limit in (
+                ("daily", limits.daily_loss_pct),
+                ("weekly", limits.weekly_loss_pct),
+                ("monthly", limits.monthly_loss_pct),
+            )
+            if limit
+        )
+        self.how: dict[float, str] = {}  # stop distance in ATRs (-1: a share of equity) -> how sized
+
+
+_PLANS: dict[int, tuple[RiskLimits, _Plan]] = {}
+
+
+def _plan(limits: RiskLimits) -> _Plan:
+    got = _PLANS.get(id(limits))
+    if got is not None and got[0] is limits:
+        return got[1]
+    if len(_PLANS) >= 64:
+        _PLANS.clear()
+    plan = _Plan(limits)
+    _PLANS[id(limits)] = (limits, plan)  # holding the limits keeps their id from being reused
+    return plan
+
+
+def _sized(
+    plan: _Plan, limits: RiskLimits, equity: float, intent: OrderIntent, fx: float
+) -> tuple[float, str]:
+    """``size_entry``, with its wording kept per stop distance rather than formatted every time."""
+    if limits.sizing == "percent_equity":
+        how = plan.how.get(-1.0)
+        if how is None:
+            how = plan.how[-1.0] = f"{limits.percent_equity:g}% of equity"
+        return equity * limits.percent_equity / 100 / (intent.price * fx), how
+    stop_atr = intent.exits.stop_atr or limits.stop_atr
+    if not intent.atr > 0:
+        return 0.0, "ATR unavailable"
+    per_unit_risk = stop_atr * intent.atr * fx
+    how = plan.how.get(stop_atr)
+    if how is None:
+        how = plan.how[stop_atr] = f"risk {limits.risk_pct:g}% of equity over a {stop_atr:g} ATR stop"
+    return equity * limits.risk_pct / 100 / per_unit_risk, how
+
 
 def evaluate(
     limits: RiskLimits,
@@ -117,43 +170,44 @@ def evaluate(
         return RiskVerdict(
             intent.id, intent.symbol, intent.ts, VerdictStatus.APPROVED, qty, qty, "exit: always allowed"
         )
+    plan = _plan(limits)
     checks: list[Check] = []
-    fails = _gates(limits, state, intent, instrument, ctx, checks)
+    fails = _gates(plan, limits, state, intent, instrument, ctx, checks)
     if fails:
         return _reject(intent, 0.0, fails, checks)
-    wanted, how = size_entry(limits, state.equity, intent, ctx.fx)
+    wanted, how = _sized(plan, limits, state.equity, intent, ctx.fx)
     if not intent.size >= 1.0:  # conviction only ever shrinks what risk allows (NaN: nothing)
         conviction = max(intent.size, 0.0) if intent.size == intent.size else 0.0
         wanted *= conviction
         how = f"{how} x{conviction:.2f} conviction"
     if not wanted > 0 or math.isinf(wanted):
         return _reject(intent, 0.0, [("sizing", f"cannot size: {how}")], checks)
-    cut = _Cuts(wanted, intent.price * ctx.fx, checks)
-    if not _scale(cut, limits, state, ctx):
+    cuts: list[tuple[str, str]] = []
+    scaled = _scale(wanted, limits, state, ctx, checks, cuts)
+    if scaled is None:
         why = f"correlation {ctx.max_corr:.2f} with {ctx.corr_with}"
         return _reject(intent, wanted, [("correlation", why)], checks)
-    _caps(cut, limits, state, intent, instrument, ctx)
-    qty = instrument.round_qty(cut.qty)
-    cuts = cut.cuts
+    qty = instrument.round_qty(
+        _caps(scaled, intent.price * ctx.fx, limits, state, intent, instrument, ctx, checks, cuts)
+    )
     if qty <= 0:
-        why = "; ".join(c[1] for c in cuts) if cuts else "size below one lot"
+        why = "; ".join([c[1] for c in cuts]) if cuts else "size below one lot"
         rules = [c[0] for c in cuts] or ["lot_size"]
         return _reject(intent, wanted, [(rules[0], f"{why}: nothing left to trade")], checks, tuple(rules))
     if cuts:
-        return RiskVerdict(
+        return _new(RiskVerdict, (
             intent.id,
             intent.symbol,
             intent.ts,
-            VerdictStatus.RESIZED,
+            _RESIZED,
             wanted,
             qty,
-            f"{how}; cut by " + "; ".join(c[1] for c in cuts),
+            f"{how}; cut by " + "; ".join([c[1] for c in cuts]),
             tuple(checks),
-            tuple(c[0] for c in cuts),
-        )
-    return RiskVerdict(
-        intent.id, intent.symbol, intent.ts, VerdictStatus.APPROVED, wanted, qty, how, tuple(checks)
-    )
+            tuple([c[0] for c in cuts]),
+        ))  # fmt: skip
+    return _new(RiskVerdict, (intent.id, intent.symbol, intent.ts, _APPROVED, wanted, qty, how,
+                              tuple(checks), ()))  # fmt: skip
 
 
 def shrink(verdict: RiskVerdict, scale: float, rule: str, why: str, instrument: Instrument) -> RiskVerdict:
@@ -171,7 +225,8 @@ def shrink(verdict: RiskVerdict, scale: float, rule: str, why: str, instrument: 
     return verdict._replace(status=VerdictStatus.RESIZED, qty_approved=qty, reason=reason, rules=rules)
 
 
-def _gates(  # noqa: C901 - a flat list of independent rules reads best as one list
+def _gates(  # noqa: C901, PLR0912 - a flat list of independent rules reads best as one list
+    plan: _Plan,
     limits: RiskLimits,
     state: RiskState,
     intent: OrderIntent,
@@ -186,19 +241,17 @@ def _gates(  # noqa: C901 - a flat list of independent rules reads best as one l
     elif state.mode == "paused":
         fails.append(("pause", f"paused by a human: {state.mode_reason or 'no reason given'}"))
     dd = (1 - state.equity / state.peak_equity) * 100 if state.peak_equity > 0 else 0.0
-    checks.append(Check("drawdown_pct", dd, limits.max_drawdown_pct, not state.halted))
+    checks.append(_new(Check, ("drawdown_pct", dd, limits.max_drawdown_pct, not state.halted)))
     if state.halted:
         fails.append(("drawdown_halt", f"halted: {state.halt_reason}"))
-    for period, limit in (
-        ("daily", limits.daily_loss_pct),
-        ("weekly", limits.weekly_loss_pct),
-        ("monthly", limits.monthly_loss_pct),
-    ):
-        if limit:
-            loss = state.period_loss.get(period, 0.0)
-            checks.append(Check(f"{period}_loss_pct", loss, limit, period not in state.locks))
-    for period, why in state.locks.items():
-        fails.append((f"{period}_loss", why))
+    locks = state.locks
+    if plan.losses:
+        period_loss = state.period_loss
+        for period, name, limit in plan.losses:
+            checks.append(_new(Check, (name, period_loss.get(period, 0.0), limit, period not in locks)))
+    if locks:
+        for period, why in locks.items():
+            fails.append((f"{period}_loss", why))
     if ctx.market_breaker:
         fails.append(("market_breaker", ctx.market_breaker))
     if ctx.breaker:
@@ -207,33 +260,35 @@ def _gates(  # noqa: C901 - a flat list of independent rules reads best as one l
         fails.append(("protection", state.global_pause))
     if ctx.symbol_pause:
         fails.append(("protection", ctx.symbol_pause))
-    if intent.side is Side.SELL and not instrument.shortable:
+    if intent.side is _SELL and not instrument.shortable:
         fails.append(("shorting", f"{intent.symbol} cannot be sold short"))
-    elif intent.side is Side.SELL and not limits.allow_short:
+    elif intent.side is _SELL and not limits.allow_short:
         fails.append(("shorting", "the account may not sell short (risk.allow_short = false)"))
-    if limits.max_orders_per_minute:
+    limit = limits.max_orders_per_minute
+    if limit:
         n = ctx.orders_last_minute
-        checks.append(
-            Check("orders_per_minute", n, limits.max_orders_per_minute, n < limits.max_orders_per_minute)
-        )
-        if not checks[-1].passed:
+        checks.append(_new(Check, ("orders_per_minute", n, limit, n < limit)))
+        if not n < limit:
             fails.append(("order_rate", f"{n} orders in the last minute"))
-    if limits.collar_pct and ctx.last_price > 0:
+    collar = limits.collar_pct
+    if collar and ctx.last_price > 0:
         off = abs(intent.price / ctx.last_price - 1) * 100
-        checks.append(Check("collar_pct", off, limits.collar_pct, off <= limits.collar_pct))
-        if not checks[-1].passed:
+        checks.append(_new(Check, ("collar_pct", off, collar, off <= collar)))
+        if not off <= collar:
             why = f"price {intent.price:g} is {off:.1f}% from the last price {ctx.last_price:g}"
             fails.append(("collar", why))
-    if _liquid(instrument, ctx) and limits.min_adv_usd:
-        checks.append(Check("adv_usd", ctx.adv_usd, limits.min_adv_usd, ctx.adv_usd >= limits.min_adv_usd))
-        if not checks[-1].passed:
-            fails.append(("liquidity", f"average dollar volume {ctx.adv_usd:,.0f} USD"))
+    if limits.min_adv_usd and _liquid(instrument, ctx):
+        adv, limit_usd = ctx.adv_usd, limits.min_adv_usd
+        checks.append(_new(Check, ("adv_usd", adv, limit_usd, adv >= limit_usd)))
+        if not adv >= limit_usd:
+            fails.append(("liquidity", f"average dollar volume {adv:,.0f} USD"))
     if not state.equity > 0:
         fails.append(("equity", "equity is not positive"))
-    if limits.max_open_positions:
+    limit = limits.max_open_positions
+    if limit:
         n = state.open_positions
-        checks.append(Check("open_positions", n, limits.max_open_positions, n < limits.max_open_positions))
-        if not checks[-1].passed:
+        checks.append(_new(Check, ("open_positions", n, limit, n < limit)))
+        if not n < limit:
             fails.append(("open_positions", f"{n} positions open"))
     if not ctx.fx > 0 or not intent.price > 0:
         fails.append(("price", f"no usable price ({intent.price:g}, FX {ctx.fx:g})"))
@@ -244,129 +299,144 @@ def _liquid(instrument: Instrument, ctx: MarketContext) -> bool:
     return instrument.volume_unit is not VolumeUnit.NONE and not math.isnan(ctx.adv_usd)
 
 
-class _Cuts:
-    """The size as it is cut, with the checks and (rule, reason) of every cut."""
-
-    __slots__ = ("checks", "cuts", "qty", "unit")
-
-    def __init__(self, qty: float, unit: float, checks: list[Check]) -> None:
-        self.qty, self.unit, self.checks = qty, unit, checks
-        self.cuts: list[tuple[str, str]] = []
-
-    def scale(self, rule: str, factor: float, check: Check, why: str) -> None:
-        self.qty *= factor
-        self.checks.append(check)
-        self.cuts.append((rule, why))
-
-    def cap(
-        self,
-        rule: str,
-        name: str,
-        room_usd: float,
-        used: float,
-        limit: float,
-        per: float,
-        why: str,
-        *args: object,
-    ) -> None:
-        """Cut to the USD room left; the check records what the uncut order would reach. The reason
-        is ``why.format(*args)``, formatted only when the cap binds."""
-        room = max(room_usd, 0.0) / self.unit
-        self.checks.append(Check(name, (used + self.qty * self.unit) / per, limit, self.qty <= room))
-        if self.qty > room:
-            self.qty = room
-            self.cuts.append((rule, why.format(*args)))
-
-
-def _scale(cut: _Cuts, limits: RiskLimits, state: RiskState, ctx: MarketContext) -> bool:
-    """Drawdown, regime, volatility and correlation multipliers; False = correlation rejects."""
-    dd = (1 - state.equity / state.peak_equity) * 100 if state.peak_equity > 0 else 0.0
-    # Each multiplier records its check whether it cuts or not (a passing one: nothing to cut).
+def _scale(
+    qty: float,
+    limits: RiskLimits,
+    state: RiskState,
+    ctx: MarketContext,
+    checks: list[Check],
+    cuts: list[tuple[str, str]],
+) -> float | None:
+    """Drawdown, regime, volatility and correlation multipliers: the size after them, or None
+    when correlation rejects. Each multiplier records its check whether it cuts or not."""
     if limits.drawdown_reduce_pct:
-        f = limits.drawdown_reduce_factor
-        check = Check("drawdown_reduce_pct", dd, limits.drawdown_reduce_pct, dd < limits.drawdown_reduce_pct)
-        if check.passed:
-            cut.checks.append(check)
-        else:
-            cut.scale("drawdown_reduce", f, check, f"drawdown {dd:.1f}%: size x{f:g}")
-    scale = _regime_scale(limits, ctx)
-    if ctx.regime:
-        check = Check("regime_scale", scale, 1.0, scale >= 1.0)
-        if check.passed:
-            cut.checks.append(check)
-        else:
-            cut.scale("regime", scale, check, f"{ctx.regime} regime: size x{scale:g}")
-    if limits.vol_adjust and ctx.vol_ratio == ctx.vol_ratio:
-        check = Check("vol_ratio", ctx.vol_ratio, 1.0, ctx.vol_mult >= 1.0)
-        if check.passed:
-            cut.checks.append(check)
-        else:
-            cut.scale("volatility", ctx.vol_mult, check,
-                      f"volatility {ctx.vol_ratio:.2f}x its median: size x{ctx.vol_mult:.2f}")  # fmt: skip
-    if limits.max_correlation < 1.0 and ctx.max_corr == ctx.max_corr:
-        ok = ctx.max_corr <= limits.max_correlation
-        cut.checks.append(Check("correlation", ctx.max_corr, limits.max_correlation, ok))
+        dd = (1 - state.equity / state.peak_equity) * 100 if state.peak_equity > 0 else 0.0
+        f, lim = limits.drawdown_reduce_factor, limits.drawdown_reduce_pct
+        checks.append(_new(Check, ("drawdown_reduce_pct", dd, lim, dd < lim)))
+        if not dd < lim:
+            qty *= f
+            cuts.append(("drawdown_reduce", f"drawdown {dd:.1f}%: size x{f:g}"))
+    regime = ctx.regime
+    if regime:
+        scale = limits.regime.scale.get(regime, 1.0)
+        checks.append(_new(Check, ("regime_scale", scale, 1.0, scale >= 1.0)))
+        if not scale >= 1.0:
+            qty *= scale
+            cuts.append(("regime", f"{regime} regime: size x{scale:g}"))
+    vol_ratio = ctx.vol_ratio
+    if limits.vol_adjust and vol_ratio == vol_ratio:
+        vol_mult = ctx.vol_mult
+        checks.append(_new(Check, ("vol_ratio", vol_ratio, 1.0, vol_mult >= 1.0)))
+        if not vol_mult >= 1.0:
+            qty *= vol_mult
+            cuts.append(("volatility", f"volatility {vol_ratio:.2f}x its median: size x{vol_mult:.2f}"))
+    corr, max_corr = ctx.max_corr, limits.max_correlation
+    if max_corr < 1.0 and corr == corr:
+        ok = corr <= max_corr
+        checks.append(_new(Check, ("correlation", corr, max_corr, ok)))
         if not ok:
             if limits.correlation_action == "reject":
-                return False
-            f = limits.max_correlation / ctx.max_corr
-            cut.qty *= f
-            cut.cuts.append(
-                ("correlation", f"correlation {ctx.max_corr:.2f} with {ctx.corr_with}: size x{f:.2f}")
-            )
-    return True
+                return None
+            f = max_corr / corr
+            qty *= f
+            cuts.append(("correlation", f"correlation {corr:.2f} with {ctx.corr_with}: size x{f:.2f}"))
+    return qty
 
 
 def _regime_scale(limits: RiskLimits, ctx: MarketContext) -> float:
     return limits.regime.scale.get(ctx.regime, 1.0) if ctx.regime else 1.0
 
 
-def _caps(
-    cut: _Cuts,
+def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one cap after another
+    qty: float,
+    unit: float,
     limits: RiskLimits,
     state: RiskState,
     intent: OrderIntent,
     instrument: Instrument,
     ctx: MarketContext,
-) -> None:
-    """Each cap leaves exactly the room that is left (USD), in a fixed order."""
+    checks: list[Check],
+    cuts: list[tuple[str, str]],
+) -> float:
+    """Each cap leaves exactly the room that is left (USD), in a fixed order. Its check records
+    what the uncut order would reach, ``(used + qty * unit) / per`` against the limit; when it binds
+    the size becomes the room, ``max(room_usd, 0) / unit``, and the reason is formatted."""
     eq = state.equity
     pct = eq / 100
     lim = limits.max_position_pct
-    cut.cap("position_cap", "position_pct", lim * pct, 0.0, lim, pct, "position cap {:g}% of equity", lim)
+    room = max(lim * pct, 0.0) / unit
+    checks.append(_new(Check, ("position_pct", (0.0 + qty * unit) / pct, lim, qty <= room)))
+    if qty > room:
+        qty = room
+        cuts.append(("position_cap", f"position cap {lim:g}% of equity"))
     sector = instrument.sector
     if sector and limits.max_sector_pct < 100:
         used, lim = state.sector_exposure.get(sector, 0.0), limits.max_sector_pct
-        cut.cap("sector_cap", "sector_pct:" + sector, lim * pct - used, used, lim, pct,
-                "sector {} cap {:g}% of equity", sector, lim)  # fmt: skip
+        room = max(lim * pct - used, 0.0) / unit
+        checks.append(_new(Check, ("sector_pct:" + sector, (used + qty * unit) / pct, lim, qty <= room)))
+        if qty > room:
+            qty = room
+            cuts.append(("sector_cap", f"sector {sector} cap {lim:g}% of equity"))
     cls = instrument.asset_class.value
     cls_limit = limits.max_asset_class_pct.get(cls)
     if cls_limit is not None:
-        used = state.class_exposure.get(cls, 0.0)
-        cut.cap("asset_class_cap", "class_pct:" + cls, cls_limit * pct - used, used, cls_limit, pct,
-                "{} cap {:g}% of equity", cls, cls_limit)  # fmt: skip
-    scale = _regime_scale(limits, ctx)
-    gross = limits.max_gross_exposure * scale
-    cut.cap("gross_cap", "gross_exposure", gross * eq - state.gross_exposure, state.gross_exposure, gross, eq,
-            "gross exposure cap {:g}x equity", gross)  # fmt: skip
-    net = limits.max_net_exposure * scale
-    buy = intent.side is Side.BUY
+        lim, used = cls_limit, state.class_exposure.get(cls, 0.0)
+        room = max(lim * pct - used, 0.0) / unit
+        checks.append(_new(Check, ("class_pct:" + cls, (used + qty * unit) / pct, lim, qty <= room)))
+        if qty > room:
+            qty = room
+            cuts.append(("asset_class_cap", f"{cls} cap {lim:g}% of equity"))
+    scale = limits.regime.scale.get(ctx.regime, 1.0) if ctx.regime else 1.0
+    lim, used = limits.max_gross_exposure * scale, state.gross_exposure
+    room = max(lim * eq - used, 0.0) / unit
+    checks.append(_new(Check, ("gross_exposure", (used + qty * unit) / eq, lim, qty <= room)))
+    if qty > room:
+        qty = room
+        cuts.append(("gross_cap", f"gross exposure cap {lim:g}x equity"))
+    buy = intent.side is _BUY
+    lim = limits.max_net_exposure * scale
     used = state.net_exposure if buy else -state.net_exposure  # exposure already on this order's side
-    cut.cap("net_cap", "net_exposure", net * eq - used, used, net, eq, "net exposure cap {:g}x equity", net)
-    if buy and state.cash == state.cash:
+    room = max(lim * eq - used, 0.0) / unit
+    checks.append(_new(Check, ("net_exposure", (used + qty * unit) / eq, lim, qty <= room)))
+    if qty > room:
+        qty = room
+        cuts.append(("net_cap", f"net exposure cap {lim:g}x equity"))
+    cash = state.cash
+    if buy and cash == cash:
         # Borrowing = cash that would go below zero; leverage = (equity + borrowing) / equity.
-        lev = limits.max_leverage
-        cut.cap("leverage_cap", "leverage", (lev - 1) * eq + state.cash, eq - state.cash, lev, eq,
-                "leverage cap {:g}x (cash {:,.0f} USD)", lev, state.cash)  # fmt: skip
-    if _liquid(instrument, ctx) and limits.max_adv_share and ctx.avg_units > 0:
+        lim, used = limits.max_leverage, eq - cash
+        room = max((lim - 1) * eq + cash, 0.0) / unit
+        checks.append(_new(Check, ("leverage", (used + qty * unit) / eq, lim, qty <= room)))
+        if qty > room:
+            qty = room
+            cuts.append(("leverage_cap", f"leverage cap {lim:g}x (cash {cash:,.0f} USD)"))
+    share = limits.max_adv_share
+    if (
+        share
+        and instrument.volume_unit is not _NO_VOLUME
+        and ctx.adv_usd == ctx.adv_usd
+        and ctx.avg_units > 0
+    ):
         # USD of average volume; a volume so small that it underflows to 0 USD leaves no room (the
         # check then reads inf rather than dividing by zero)
-        share, adv = limits.max_adv_share, max(ctx.avg_units * cut.unit, math.ulp(0.0))
-        cut.cap("adv_share_cap", "adv_share", share * adv, 0.0, share, adv,
-                "{:.2%} of average volume ({:,.0f} units)", share, ctx.avg_units)  # fmt: skip
-    if limits.max_order_usd:
-        lim = limits.max_order_usd
-        cut.cap("order_notional_cap", "order_usd", lim, 0.0, lim, 1.0, "max order notional {:,.0f} USD", lim)
+        adv = max(ctx.avg_units * unit, _TINY)
+        room = max(share * adv, 0.0) / unit
+        checks.append(_new(Check, ("adv_share", (0.0 + qty * unit) / adv, share, qty <= room)))
+        if qty > room:
+            qty = room
+            cuts.append(("adv_share_cap", f"{share:.2%} of average volume ({ctx.avg_units:,.0f} units)"))
+    lim = limits.max_order_usd
+    if lim:
+        room = max(lim, 0.0) / unit
+        checks.append(_new(Check, ("order_usd", (0.0 + qty * unit) / 1.0, lim, qty <= room)))
+        if qty > room:
+            qty = room
+            cuts.append(("order_notional_cap", f"max order notional {lim:,.0f} USD"))
+    return qty
+
+
+_BUY, _SELL, _NO_VOLUME, _TINY = Side.BUY, Side.SELL, VolumeUnit.NONE, math.ulp(0.0)
+_APPROVED, _RESIZED = VerdictStatus.APPROVED, VerdictStatus.RESIZED
 
 
 def _reject(

@@ -17,6 +17,7 @@ Time rules (documented in docs/risk.md):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,18 +26,19 @@ from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 
 from hflite.domain.instrument import Instrument
 from hflite.domain.signal import OrderIntent, RiskVerdict
-from hflite.risk.features import BLOCK, SymbolFeatures, breaker_reason, market_reason, rule_regime
+from hflite.risk.features import SymbolFeatures, breaker_reason, market_reason, precompute, trips_on
 from hflite.risk.gate import MarketContext, RiskState, evaluate
 from hflite.risk.limits import Regime, RiskLimits
+from hflite.risk.periods import PeriodKeys, period_keys
 
 if TYPE_CHECKING:
     from hflite.engine.market import MarketData
 
 PERIODS = ("daily", "weekly", "monthly")
+_new = tuple.__new__  # a NamedTuple from positional values, without its Python-level __new__
 ACTIONS = ("pause", "resume", "close_all", "kill")
 
 #: A pluggable regime source: (market data, timeline index) -> regime or None when unknown.
@@ -78,12 +80,17 @@ class RiskManager:
         self.bars_per_year = bars_per_year
         self._features: dict[str, SymbolFeatures] = {}
         self.tz = ZoneInfo(limits.period_tz)
+        self._periods = PeriodKeys(self.tz)
+        self._cal: np.ndarray | None = None  # [3, T] period keys of the timeline, once prepared
+        self._cal_starts: list[list[int]] = []  # per period: indices whose key differs from the last
         self._loss_limits = {
             "daily": limits.daily_loss_pct,
             "weekly": limits.weekly_loss_pct,
             "monthly": limits.monthly_loss_pct,
         }
         self._key: dict[str, int | None] = dict.fromkeys(PERIODS)
+        #: (period, limit) of the loss limits in force
+        self._losses = [(p, lim) for p, lim in self._loss_limits.items() if lim]
         self._anchor: dict[str, float] = dict.fromkeys(PERIODS, initial_equity)
         self.last_equity = initial_equity
         self.events: list[RiskEvent] = []
@@ -102,9 +109,22 @@ class RiskManager:
         self._logc_flat = self._logc.ravel()
         self._logc_done = 0
         self._held_cache: tuple[int, list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._windows: dict[bytes, list] = {}  # see ``_window``
+        self._held_last: tuple[list[str], list[bool], tuple] | None = None  # the last ``_held_cache``
+        self._win: np.ndarray | None = None  # [start, row, slot]: ``_window`` of every run of points
+        self._win_norms: np.ndarray | None = None
         self._index_at: tuple[int, str, str] = (-1, "", "")  # (i, market breaker, regime) at i
         self._bar_memo: tuple[int, str, int] = (-1, "", -1)  # the last _bar_at: (i, symbol, k)
         self._slot = {s: j for j, s in enumerate(md.traded)}  # traded symbol -> column of md.slots
+        self._complete = False  # every bar known in advance (``prepare``)
+        self._dirty = False  # the book changed since the exposures in ``state`` were summed
+        #: symbol -> (sector or None, asset class): what the exposures are summed by
+        self._kind = {s: (b.instrument.sector, b.instrument.asset_class.value) for s, b in md.bars.items()}
+        #: which market-context fields a verdict can read under these limits (others stay neutral)
+        self._reads_liquidity = bool(limits.min_adv_usd or limits.max_adv_share)
+        self._reads_vol = bool(limits.vol_adjust)
+        self._reads_corr = limits.max_correlation < 1.0
+        self._trips: dict[str, bool] = {}  # symbol -> can a per-symbol breaker trip on its bars
         self.warnings: list[str] = []
         idx = limits.breakers.index
         self.index = idx if idx and limits.breakers.index_move_pct and idx in md.bars else ""
@@ -123,16 +143,9 @@ class RiskManager:
     def features(self, sym: str) -> SymbolFeatures:
         f = self._features.get(sym)
         if f is None:
-            f = self._features[sym] = SymbolFeatures(self.limits, self.md.bars[sym], self.bars_per_year)
-        return f
-
-    def _features_at(self, sym: str, k: int) -> SymbolFeatures:
-        """The symbol's features computed at least through bar k: through the end of k's block
-        when those bars are already there (a backtest). Values never depend on later bars, so this
-        changes no number; it computes each block once instead of again at every new bar."""
-        f = self.features(sym)
-        if k >= f.done:
-            f.ensure(min(f.bars.n, (k // BLOCK + 1) * BLOCK) - 1)
+            f = self._features[sym] = SymbolFeatures(
+                self.limits, self.md.bars[sym], self.bars_per_year, complete=self._complete
+            )
         return f
 
     def _bar_at(self, sym: str, i: int) -> int:
@@ -155,17 +168,63 @@ class RiskManager:
         k = self._bar_at(sym, i)
         if k < 0:
             return None
-        return rule_regime(self._features_at(sym, k), k)
+        return self.features(sym).regime(k)
 
     def regime_at(self, i: int) -> Regime | None:
         return self.regime_source(self.md, i) if self.regime_source is not None else None
 
     # -- equity marks: drawdown halt and loss limits ---------------------------------------------
-    def _period_keys(self, ts: int) -> tuple[int, int, int]:
-        # whole seconds, floored: ``ts / 1e9`` rounds a point just before midnight into the next day
-        d = datetime.fromtimestamp(ts // 1_000_000_000, UTC).astimezone(self.tz).date()
-        day = d.toordinal()
-        return day, day - d.weekday(), d.year * 12 + d.month - 1
+    def prepare(self) -> None:
+        """The whole timeline and every bar are known in advance (a backtest): precompute the
+        period keys of the timeline, and let features be computed over all bars at once and read
+        per bar. The numbers are those ``observe`` and a growing history give point by point:
+        nothing changes but the cost. A live runtime, whose timeline grows, does without."""
+        self._complete = True
+        self._features.clear()
+        brk = self.limits.breakers
+        groups = ["returns"]
+        if self._reads_vol or brk.vol_ratio:
+            groups.append("vol")
+        if brk.sigma or brk.volume_spike:
+            groups.append("spikes")
+        if self._reads_liquidity:
+            groups.append("liquidity")
+        traded = [self.features(s) for s in self.md.traded]
+        if len(groups) > 1 and traded:
+            # every traded symbol's features in one pass per statistic; the volatility ratio of
+            # every bar too unless the history is long (then only at the bars a verdict reads)
+            bars = sum(f.bars.n for f in traded)
+            precompute(traded, tuple(groups), medians=bars <= 250_000)
+        self._prepare_windows()
+        if self._losses:  # days, weeks and months matter only to the loss limits
+            keys = self._periods.of(self.md.timeline[: self.md.length])
+            self._cal = keys
+            self._cal_starts = [(np.flatnonzero(k[1:] != k[:-1]) + 1).tolist() for k in keys]
+
+    def _prepare_windows(self) -> None:
+        """``_window`` of every run of ``correlation_window + 1`` consecutive timeline points at
+        once, when they fit in about 32 MB: the same operations, each window's rows alike."""
+        w, length, n = self.limits.correlation_window, self.md.length, len(self._rows)
+        if self.limits.max_correlation >= 1.0 or len(self.md.traded) < 2 or length <= w:
+            return
+        if n * (length - w) * (w + 1) > 4_000_000:
+            return
+        self._log_close(length)
+        logc = self._logc[:, :length]
+        ret = np.diff(np.lib.stride_tricks.sliding_window_view(logc, w + 1, axis=1), axis=2)
+        mean = np.add.reduce(ret, axis=2, keepdims=True)
+        mean /= ret.shape[2]
+        ret -= mean
+        norms = np.sqrt(np.add.reduce(ret * ret, axis=2))
+        win = np.empty((length - w, n, w + 1))
+        win[:, :, :w] = ret.transpose(1, 0, 2)
+        self._win, self._win_norms = win, np.ascontiguousarray(norms.T)
+
+    def _period_keys(self, i: int) -> tuple[int, int, int]:
+        cal = self._cal
+        if cal is not None and i < cal.shape[1]:
+            return cal.item(0, i), cal.item(1, i), cal.item(2, i)
+        return period_keys(int(self.md.timeline[i]), self.tz)
 
     def observe(self, i: int, eq: float) -> None:
         """Mark one timeline point's equity."""
@@ -178,7 +237,25 @@ class RiskManager:
             dd = (1 - eq / st.peak_equity) * 100
             if dd >= lim:
                 self._halt(i, dd)
-        keys = self._period_keys(int(self.md.timeline[i]))
+        if self._losses:  # no loss limit: no period to follow (nothing reads it)
+            self._mark_periods(i, eq)
+        self.last_equity = eq
+
+    def _mark_periods(self, i: int, eq: float) -> None:
+        """The periods point i starts, and the loss limits it reaches (each period in turn)."""
+        st = self.state
+        cal = self._cal
+        if cal is not None and i < cal.shape[1] and cal.item(0, i) == self._key["daily"]:
+            # the local day of the last point: no period starts here (weeks and months begin
+            # on a new day); only the loss limits in force are measured
+            for p, limit in self._losses:
+                anchor = self._anchor[p]
+                if p not in st.locks and anchor > 0:
+                    loss = (1 - eq / anchor) * 100
+                    if loss >= limit:
+                        self._lock(p, i, loss)
+            return
+        keys = self._period_keys(i)
         for p, key in zip(PERIODS, keys, strict=True):
             if key != self._key[p]:
                 self._new_period(p, key, i)
@@ -187,10 +264,13 @@ class RiskManager:
                 loss = (1 - eq / self._anchor[p]) * 100
                 if loss >= limit:
                     self._lock(p, i, loss)
-        self.last_equity = eq
 
     def observe_range(self, a: int, eq: np.ndarray) -> None:
-        """Mark the points [a, a + len(eq)) at once (quiet stretches: same rules as ``observe``)."""
+        """Mark the points [a, a + len(eq)) at once (quiet stretches: same rules as ``observe``).
+
+        The measures are those of ``observe``, element by element; a stretch is searched for the
+        first point past a limit only when its lowest equity is past it (a loss, and a drawdown
+        from a peak no higher than the stretch's highest, only grow as equity falls)."""
         n = len(eq)
         if n == 0:
             return
@@ -201,51 +281,109 @@ class RiskManager:
         # What the stretch sets off, applied in time order as ``observe`` would: at one point the
         # halt first, then each period's start and lock (daily, weekly, monthly).
         todo: list[tuple[int, int, Callable[[], None]]] = []
-        peaks = np.maximum.accumulate(np.maximum(eq, st.peak_equity))
+        lo = float(np.minimum.reduce(eq))  # NaN when any point is NaN: then every test runs point by point
+        hi = float(np.maximum.reduce(eq))
+        exact = not lo > 0.0  # (also NaN) the bounds below assume positive equity
         lim = self.limits.max_drawdown_pct
-        if not st.halted and lim and st.peak_equity > 0:
+        peak0 = st.peak_equity
+        if not st.halted and lim and peak0 > 0 and (exact or (1 - lo / max(peak0, hi)) * 100 >= lim):
+            peaks = np.maximum.accumulate(np.maximum(eq, peak0))
             dd = (1 - eq / peaks) * 100
             hit = np.flatnonzero(dd >= lim)
             if len(hit):
                 j = int(hit[0])
                 todo.append((j, 0, partial(self._halt, a + j, float(dd[j]))))
-        st.peak_equity = max(st.peak_equity, float(peaks[-1]))
-        ts = self.md.timeline[a : a + n]
-        local = pd.DatetimeIndex(pd.to_datetime(ts, utc=True)).tz_convert(self.tz)
-        # the local date from the wall-clock time (``normalize`` fails where a day has no 00:00)
-        day = local.tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64) + 719163
-        keys = {
-            "daily": day,
-            "weekly": day - local.day_of_week.to_numpy(),
-            "monthly": local.year.to_numpy() * 12 + local.month.to_numpy() - 1,
-        }
-        prev_eq = np.empty(n)
-        prev_eq[0] = self.last_equity
-        prev_eq[1:] = eq[:-1]
-        for rank, p in enumerate(PERIODS):
-            k = keys[p]
-            starts = np.flatnonzero(np.concatenate(([k[0] != self._key[p]], k[1:] != k[:-1]))).tolist()
+        st.peak_equity = max(peak0, hi)  # as max(peak, maximum.accumulate(...)[-1]): NaN keeps the peak
+        if not self._losses:  # no loss limit: no period to follow (nothing reads it)
+            pass
+        elif self._same_day(a, n):  # no period starts in the stretch: only the limits in force
+            for p, limit in self._losses:
+                anchor = self._anchor[p]
+                if p in st.locks or anchor <= 0 or (lo == lo and (1 - lo / anchor) * 100 < limit):
+                    continue
+                loss = (1 - eq / anchor) * 100
+                hit = np.flatnonzero(loss >= limit)
+                if len(hit):
+                    rank = PERIODS.index(p)
+                    todo.append(
+                        (
+                            int(hit[0]),
+                            2 * rank + 2,
+                            partial(self._lock, p, a + int(hit[0]), float(loss[hit[0]])),
+                        )
+                    )
+        else:
+            self._stretch_periods(a, eq, lo, todo)
+        if todo:
+            todo.sort(key=lambda t: t[:2])
+            for _, _, act in todo:
+                act()
+        st.equity = self.last_equity = float(eq.item(-1))
+
+    def _same_day(self, a: int, n: int) -> bool:
+        """Whether the points [a, a + n) all fall on the local day of the last point marked."""
+        cal = self._cal
+        if cal is None or a + n > cal.shape[1] or cal.item(0, a) != self._key["daily"]:
+            return False
+        changes = self._cal_starts[0]
+        return bisect_right(changes, a) == bisect_left(changes, a + n)
+
+    def _stretch_periods(
+        self, a: int, eq: np.ndarray, lo: float, todo: list[tuple[int, int, Callable[[], None]]]
+    ) -> None:
+        """Each period's starts and locks in the stretch [a, a + len(eq)), added to ``todo``."""
+        st, n = self.state, len(eq)
+        prev_eq: np.ndarray | None = None
+        for rank, (p, k, starts) in enumerate(self._stretch_starts(a, n)):
+            limit = self._loss_limits[p]
+            if not starts and (not limit or p in st.locks):  # the common case: nothing to do
+                continue
             new = set(starts)
             bounds = sorted({0, *starts, n})
-            limit = self._loss_limits[p]
             locked, anchor = p in st.locks, self._anchor[p]
             for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
                 if r0 in new:
+                    if prev_eq is None:
+                        prev_eq = np.empty(n)
+                        prev_eq[0] = self.last_equity
+                        prev_eq[1:] = eq[:-1]
                     locked, anchor = False, float(prev_eq[r0])
-                    todo.append((r0, 2 * rank + 1, partial(self._new_period, p, int(k[r0]), a + r0, anchor)))
+                    todo.append((r0, 2 * rank + 1, partial(self._new_period, p, k(r0), a + r0, anchor)))
                 if not limit or locked or anchor <= 0:
                     continue
-                loss = (1 - eq[r0:r1] / anchor) * 100
+                seg = eq[r0:r1]
+                low = lo if r1 - r0 == n else float(seg.min())
+                if low == low and (1 - low / anchor) * 100 < limit:
+                    continue  # not even its lowest equity reaches the limit
+                loss = (1 - seg / anchor) * 100
                 hit = np.flatnonzero(loss >= limit)
                 if len(hit):
                     locked = True
                     j = r0 + int(hit[0])
                     todo.append((j, 2 * rank + 2, partial(self._lock, p, a + j, float(loss[hit[0]]))))
-        todo.sort(key=lambda t: t[:2])
-        for _, _, act in todo:
-            act()
-        st.equity = float(eq[-1])
-        self.last_equity = float(eq[-1])
+
+    def _stretch_starts(self, a: int, n: int) -> list[tuple[str, Callable[[int], int], list[int]]]:
+        """Per period: its key at offset r of the stretch [a, a + n), and the offsets where a new
+        period starts (the key differs from the point before, or from the last one marked)."""
+        out: list[tuple[str, Callable[[int], int], list[int]]] = []
+        cal = self._cal
+        if cal is not None and a + n <= cal.shape[1]:
+            for row, p in enumerate(PERIODS):
+                changes = self._cal_starts[row]
+                j0, j1 = bisect_right(changes, a), bisect_left(changes, a + n)
+                starts = [c - a for c in changes[j0:j1]]
+                if cal.item(row, a) != self._key[p]:
+                    starts.insert(0, 0)
+                out.append((p, partial(_key_at, cal, row, a), starts))
+            return out
+        keys = self._periods.of(self.md.timeline[a : a + n])
+        for row, p in enumerate(PERIODS):
+            k = keys[row]
+            starts = (np.flatnonzero(k[1:] != k[:-1]) + 1).tolist()
+            if int(k[0]) != self._key[p]:
+                starts.insert(0, 0)
+            out.append((p, partial(_key_at, keys, row, 0), starts))
+        return out
 
     def _new_period(self, p: str, key: int, i: int, prev: float | None = None) -> None:
         """Point i opens a new period: its anchor is the equity marked just before it."""
@@ -286,75 +424,130 @@ class RiskManager:
         working entries) and the USD cash left once working buy entries are paid."""
         self.held = held
         self.state.cash = cash
-        self._aggregate()
+        self._held_cache = None
+        self._dirty = True
 
     def commit(self, sym: str, usd: float) -> None:
         """An approved entry's working order (signed USD) counts from now on."""
+        new = sym not in self.held
         self.held[sym] = self.held.get(sym, 0.0) + usd
         if usd > 0:
             self.state.cash -= usd
-        self._aggregate()
+        if new and not self._dirty:
+            self._add_last(sym, usd)
+        else:
+            self._held_cache = None
+            self._dirty = True
+
+    def _add_last(self, sym: str, usd: float) -> None:
+        """The sums of ``_aggregate`` with ``sym`` added as the book's last entry: the same
+        additions in the same order, so the same numbers, without summing the book again."""
+        st = self.state
+        sector, cls = self._kind[sym]
+        st.gross_exposure += abs(usd)
+        st.net_exposure += usd
+        if sector:
+            st.sector_exposure[sector] = st.sector_exposure.get(sector, 0.0) + abs(usd)
+        st.class_exposure[cls] = st.class_exposure.get(cls, 0.0) + abs(usd)
+        if usd:
+            st.open_positions += 1
+        cache = self._held_cache
+        if cache is not None and usd:
+            cap, names, rows, signs, neg = cache
+            sign = 1.0 if usd > 0 else -1.0
+            self._held_cache = (
+                cap,
+                [*names, sym],
+                np.append(rows, self._rows[sym]),
+                np.append(signs, sign),
+                np.append(neg, -sign),
+            )
 
     def release(self, sym: str) -> None:
         """A position is being exited: its exposure no longer counts against new entries."""
         if self.held.pop(sym, None) is not None:
-            self._aggregate()
+            self._held_cache = None
+            self._dirty = True
 
     def _aggregate(self) -> None:
-        self._held_cache = None
-        st, bars = self.state, self.md.bars
+        """The exposures in ``state`` from the book (when the gate next reads them)."""
+        self._dirty = False
+        st, kind = self.state, self._kind
         gross = net = 0.0
         sectors: dict[str, float] = {}
         classes: dict[str, float] = {}
+        open_positions = 0
         for sym, usd in self.held.items():
-            gross += abs(usd)
+            size = abs(usd)
+            gross += size
             net += usd
-            inst = bars[sym].instrument
-            if inst.sector:
-                sectors[inst.sector] = sectors.get(inst.sector, 0.0) + abs(usd)
-            cls = inst.asset_class.value
-            classes[cls] = classes.get(cls, 0.0) + abs(usd)
+            sector, cls = kind[sym]
+            if sector:
+                sectors[sector] = sectors.get(sector, 0.0) + size
+            classes[cls] = classes.get(cls, 0.0) + size
+            if usd:
+                open_positions += 1
         st.gross_exposure, st.net_exposure = gross, net
         st.sector_exposure, st.class_exposure = sectors, classes
-        st.open_positions = sum(1 for v in self.held.values() if v)
+        st.open_positions = open_positions
 
     # -- the gate -------------------------------------------------------------------------------
     def check(self, intent: OrderIntent, inst: Instrument, k: int, i: int, fx: float) -> RiskVerdict:
         """The gate's verdict on one intent at the symbol's bar k (timeline index i)."""
         ctx = self.context(intent, k, i, fx)
+        if self._dirty:
+            self._aggregate()
         st = self.state
         gp_until, gp_why = self._global_pause
         st.global_pause = gp_why if i <= gp_until else ""
-        eq, anchor = st.equity, self._anchor
-        st.period_loss = {p: (1 - eq / anchor[p]) * 100 if anchor[p] > 0 else 0.0 for p in PERIODS}
+        if self._losses:  # the gate reads the periods with a limit
+            eq = st.equity
+            st.period_loss = {p: (1 - eq / a) * 100 if a > 0 else 0.0 for p, a in self._anchor.items()}
         return evaluate(self.limits, st, intent, inst, ctx)
 
     def context(self, intent: OrderIntent, k: int, i: int, fx: float) -> MarketContext:
+        """What the market says about the intent's symbol at its bar k (timeline index i). Fields
+        no rule reads under these limits keep their neutral value (they cannot change a verdict)."""
         sym = intent.symbol
-        f = self._features_at(sym, k)
-        cols = f.cols
         at, market, regime = self._index_at
-        if at != i:
+        if at != i and (self.index or self.regime_source is not None):
             market, regime = self._index_context(i)
-        pause_until, pause_why = self._sym_pause.get(sym, (-1, ""))
-        while self._orders and self._orders[0] <= intent.ts - 60_000_000_000:
-            self._orders.popleft()
-        corr, corr_with = self._correlation(sym, k, intent.side.sign)
-        return MarketContext(
-            fx=fx,
-            last_price=float(self.md.bars[sym].close[k]),
-            adv_usd=float(cols["adv_quote"][k]) * fx,
-            avg_units=float(cols["avg_units"][k]),
-            vol_mult=float(cols["vol_mult"][k]),
-            vol_ratio=float(cols["vol_ratio"][k]),
-            breaker=breaker_reason(f, k),
-            market_breaker=market,
-            regime=regime,
-            symbol_pause=pause_why if k <= pause_until else "",
-            orders_last_minute=len(self._orders),
-            max_corr=corr,
-            corr_with=corr_with,
-        )
+        pause = self._sym_pause.get(sym)
+        orders = self._orders
+        if orders:
+            cutoff = intent.ts - 60_000_000_000
+            while orders and orders[0] <= cutoff:
+                orders.popleft()
+        corr, corr_with = self._correlation(sym, k, intent.side.sign) if self._reads_corr else (math.nan, "")
+        adv = units = vol_ratio = math.nan
+        vol_mult, breaker = 1.0, ""
+        trips = self._trips.get(sym)
+        if trips is None:
+            trips = self._trips[sym] = trips_on(self.limits, self.md.bars[sym].instrument)
+        if trips or self._reads_liquidity or self._reads_vol:
+            f = self.features(sym)
+            if trips:
+                breaker = breaker_reason(f, k)
+            if self._reads_liquidity:
+                adv, units = f.liquidity(k)
+                adv *= fx
+            if self._reads_vol:
+                vol_ratio, vol_mult = f.volatility(k)
+        return _new(MarketContext, (
+            fx,
+            self.md.bars[sym].close.item(k),
+            adv,
+            units,
+            vol_mult,
+            vol_ratio,
+            breaker,
+            market,
+            regime,
+            pause[1] if pause is not None and k <= pause[0] else "",
+            len(orders),
+            corr,
+            corr_with,
+        ))  # fmt: skip
 
     def _index_context(self, i: int) -> tuple[str, str]:
         """The market-wide breaker and the regime at timeline index i: the same for every intent
@@ -363,7 +556,7 @@ class RiskManager:
         if self.index:
             ki = self._bar_at(self.index, i)
             if ki >= 0:
-                market = market_reason(self._features_at(self.index, ki), ki)
+                market = market_reason(self.features(self.index), ki)
         found = self.regime_at(i)
         regime = found.value if found is not None else ""
         self._index_at = (i, market, regime)
@@ -385,43 +578,78 @@ class RiskManager:
         names, rows, signs = self._held_rows(sym, cap, sign)
         if not names:
             return math.nan, ""
-        # one gather of the symbol's row and the held rows over the window (flat indices)
-        rows[0, 0] = self._rows[sym] * cap
-        m = self._logc_flat.take(rows + idx).ravel()
-        # log returns, as np.diff(axis=1), in one flat subtraction; the slot after each row's last
-        # return (the next row's first value minus this row's last) is left out of the view
-        flat = np.empty(len(m))
-        np.subtract(m[1:], m[:-1], out=flat[:-1])
-        r = flat.reshape(len(rows), len(idx))[:, :-1]
-        # as ``r - r.mean(axis=1, keepdims=True)`` and ``(y * y).sum(axis=1)``, without their
-        # Python wrappers (the same reductions, so the same numbers)
-        mean = np.add.reduce(r, axis=1, keepdims=True)
-        mean /= r.shape[1]
-        r -= mean
-        x, y = r[0], r[1:]
-        den = np.sqrt(np.add.reduce(y * y, axis=1))
-        den *= math.sqrt(float(x @ x))
-        # a flat series has no correlation (NaN), without entering np.errstate on every call
-        corr = np.divide(y @ x, den, out=np.full(len(den), math.nan), where=den > 0)
-        eff = corr * signs
-        top = np.maximum.reduce(eff)
-        if top == top:  # no NaN: the first maximum, as nanargmax
-            j = int(eff.argmax())
-        elif np.isnan(eff).all():
-            return math.nan, ""
+        # The symbol's and the held rows' demeaned returns over the window, each computed once per
+        # window (entries decided at one bar-time share it), gathered in the order and layout the
+        # products below have always read: row 0 the symbol's, then the held rows, ``len(idx)``
+        # slots a row (the last unused).
+        sel = rows
+        sel[0] = self._rows[sym]
+        at = int(idx[0])
+        if (
+            self._win is not None
+            and self._win_norms is not None
+            and len(idx) == w + 1
+            and int(idx[-1]) - at == w
+        ):
+            buf, norms = self._win[at], self._win_norms[at]  # a window of consecutive points
         else:
-            j = int(np.nanargmax(eff))
-        return float(eff[j]), names[j]
+            key = idx.tobytes()
+            win = self._windows.get(key)
+            if win is None:  # the window's first entry: its rows, worked as they are read, then kept
+                part, r = _demeaned(
+                    self._logc_flat.take((sel * cap)[:, None] + idx).ravel(), len(sel), len(idx)
+                )
+                norms = np.sqrt(np.add.reduce(r * r, axis=1))
+                self._keep_window(key, sel, part, norms)
+                return _best(r, norms[1:].copy(), signs, names)
+            buf, norms = self._window(win, idx, cap, sel)
+        return _best(buf.take(sel, axis=0)[:, :-1], norms.take(sel[1:]), signs, names)
+
+    def _keep_window(self, key: bytes, sel: np.ndarray, part: np.ndarray, norms: np.ndarray) -> None:
+        """Keep a window's rows (see ``_window``) for the next entries decided on it."""
+        n, width = len(self._rows), part.shape[1]
+        if len(self._windows) >= max(4, 2_000_000 // (n * width)):  # at most ~16 MB
+            del self._windows[next(iter(self._windows))]
+        buf, kept, known = np.empty((n, width)), np.empty(n), np.zeros(n, dtype=bool)
+        buf[sel], kept[sel], known[sel] = part, norms, True
+        self._windows[key] = [buf, kept, known, self._held_cache]
+
+    def _window(self, win: list, idx: np.ndarray, cap: int, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A kept window with the rows ``sel`` in it: per row of ``_logc``, its log returns over the
+        timeline points ``idx`` less their mean (``len(idx)`` slots, the last unused) and the root
+        of their sum of squares. A missing row is computed by the same operations as the others,
+        whatever rows it is computed with."""
+        buf, norms, known, book = win
+        if book is self._held_cache:  # the held rows are there: only the symbol's own may be missing
+            # a second entry on the window: more will come, so every row still missing at once
+            todo = None if known.item(sel[0]) else np.flatnonzero(~known)
+        else:
+            todo = sel[~known.take(sel)]
+            win[3] = self._held_cache
+        if todo is not None and len(todo):
+            part, r = _demeaned(
+                self._logc_flat.take((todo * cap)[:, None] + idx).ravel(), len(todo), len(idx)
+            )
+            buf[todo] = part
+            norms[todo] = np.sqrt(np.add.reduce(r * r, axis=1))
+            known[todo] = True
+        return buf, norms
 
     def _held_rows(self, sym: str, cap: int, sign: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Held symbols other than ``sym`` with a non-zero value, their rows' flat offsets into
-        ``_logc`` (``cap`` columns; a column vector with a free first slot for ``sym``'s own),
-        and their signs times ``sign``. Cached until the book changes or ``_logc`` grows."""
+        """Held symbols other than ``sym`` with a non-zero value, their rows of ``_logc`` (after a
+        free first slot for ``sym``'s own), and their signs times ``sign``. Cached until the book
+        changes or ``_logc`` grows."""
         if self._held_cache is None or self._held_cache[0] != cap:
             names = [s for s, v in self.held.items() if v]
-            rows = np.array([0] + [self._rows[s] * cap for s in names], dtype=np.int64)[:, None]
-            signs = np.array([1.0 if self.held[s] > 0 else -1.0 for s in names])
-            self._held_cache = (cap, names, rows, signs, -signs)
+            ups = [v > 0 for v in self.held.values() if v]
+            old = self._held_last
+            if old is not None and old[0] == names and old[1] == ups and old[2][0] == cap:
+                self._held_cache = old[2]  # a new mark, the same positions the same ways
+            else:
+                rows = np.array([0] + [self._rows[s] for s in names], dtype=np.int64)
+                signs = np.array([1.0 if up else -1.0 for up in ups])
+                self._held_cache = (cap, names, rows, signs, -signs)
+            self._held_last = (names, ups, self._held_cache)
         _, names, rows, long_signs, short_signs = self._held_cache
         signs = long_signs if sign > 0 else short_signs
         if self.held.get(sym):  # the engine releases a symbol before it enters again: rare
@@ -439,6 +667,8 @@ class RiskManager:
         index (columns), to ``end`` columns (each computed once); returns its capacity."""
         done = self._logc_done
         if end > done:
+            if self._complete:  # every column is final already: extend in large steps
+                end = min(self.md.length, max(end, 2 * done, done + 1024))
             cap = self._logc.shape[1]
             if end > cap:
                 grown = np.full((len(self._rows), max(end, 2 * cap, 256)), np.nan)
@@ -457,7 +687,7 @@ class RiskManager:
     def on_stop_out(self, sym: str, k: int, i: int) -> None:
         p = self.limits.protections
         ts = int(self.md.timeline[i])
-        when = f"{pd.Timestamp(ts, tz='UTC'):%Y-%m-%d}"
+        when = f"{datetime.fromtimestamp(ts // 1_000_000_000, UTC):%Y-%m-%d}"
         if p.stop_cooldown_bars:
             self._pause_symbol(
                 sym,
@@ -605,3 +835,44 @@ class RiskManager:
                         RiskEvent(int(b.ts[k]), int(b.tl[k]), "breaker", sym, breaker_reason(f, int(k)))
                     )
         return sorted(out)
+
+
+def _best(r: np.ndarray, den: np.ndarray, signs: np.ndarray, names: list[str]) -> tuple[float, str]:
+    """The highest direction-adjusted correlation of row 0 of ``r`` (demeaned returns) with the
+    others (``den``: the others' roots of sums of squares), and whose it is; NaN when none."""
+    x, y = r[0], r[1:]
+    den *= math.sqrt(float(x @ x))
+    if np.minimum.reduce(den) > 0:
+        corr = (y @ x) / den
+    else:  # a flat series has no correlation (NaN), without entering np.errstate
+        corr = np.divide(y @ x, den, out=np.full(len(den), math.nan), where=den > 0)
+    eff = corr * signs
+    j = int(eff.argmax())  # the first maximum, or the first NaN when there is one
+    top = eff.item(j)
+    if top != top:  # as nanargmax: the first maximum of the others, if any
+        if np.isnan(eff).all():
+            return math.nan, ""
+        j = int(np.nanargmax(eff))
+        top = eff.item(j)
+    return top, names[j]
+
+
+def _key_at(keys: np.ndarray, row: int, base: int, r: int) -> int:
+    return keys.item(row, base + r)
+
+
+def _demeaned(m: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log returns of ``rows`` series of ``cols`` log prices laid end to end in ``m``, less each
+    row's mean: a (rows x cols) buffer and the view of its first ``cols - 1`` columns."""
+    # log returns, as np.diff(axis=1), in one flat subtraction; the slot after each row's last
+    # return (the next row's first value minus this row's last) is left out of the view
+    flat = np.empty(len(m))
+    np.subtract(m[1:], m[:-1], out=flat[:-1])
+    buf = flat.reshape(rows, cols)
+    r = buf[:, :-1]
+    # as ``r - r.mean(axis=1, keepdims=True)``, without its Python wrapper (the same reduction, so
+    # the same numbers)
+    mean = np.add.reduce(r, axis=1, keepdims=True)
+    mean /= r.shape[1]
+    r -= mean
+    return buf, r

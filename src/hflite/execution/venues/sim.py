@@ -61,8 +61,8 @@ class SimVenue:
     # -- the Venue port -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
         """Accept an order (the sim venue accepts every well-formed order)."""
-        order.apply(OrderEvent.SUBMIT)
-        order.apply(OrderEvent.ACCEPT)
+        order.apply(_SUBMIT)
+        order.apply(_ACCEPT)
         self.working[order.symbol].append(order)
 
     def cancel(self, order: Order, ts: int) -> None:
@@ -95,12 +95,13 @@ class SimVenue:
             price = self._trigger_price(order, bar)
             if price is None or cap <= 0.0:
                 continue
-            qty = min(order.remaining, cap)
-            qty = inst.round_qty(qty) if qty < order.remaining else qty
+            remaining = order.remaining
+            qty = min(remaining, cap)
+            qty = inst.round_qty(qty) if qty < remaining else qty
             if qty > 0.0:
                 cap -= qty
-                fill = self._fill(order, inst, qty, price, bar, capped=qty < order.remaining)
-                order.apply(OrderEvent.FILL, fill_qty=qty, fill_price=fill.price, ts=bar.ts)
+                fill = self._fill(order, inst, qty, price, bar, capped=qty < remaining)
+                order.apply(_FILL, fill_qty=qty, fill_price=fill.price, ts=bar.ts)
                 on_fill(order, fill)
         return self._end_of_bar(symbol, bar)
 
@@ -120,12 +121,20 @@ class SimVenue:
         return stop or limit
 
     def _end_of_bar(self, symbol: str, bar: BarView) -> list[Order]:
+        book = self.working[symbol]
+        if len(book) == 1:  # the usual bar: one order, filled or still working
+            order = book[0]
+            if order.status in OPEN and order.tif is _GTC:
+                return []
+            if order.status not in OPEN:
+                self.working[symbol] = []
+                return []
         keep: list[Order] = []
         closed: list[Order] = []
-        for order in self.working[symbol]:
+        for order in book:
             if not order.is_open:
                 continue
-            if order.first_bar <= bar.i and order.tif is not TimeInForce.GTC:
+            if order.first_bar <= bar.i and order.tif is not _GTC:
                 event = OrderEvent.EXPIRE if order.tif is TimeInForce.DAY else OrderEvent.CANCEL
                 order.apply(event, ts=bar.ts)
                 closed.append(order)
@@ -166,17 +175,13 @@ class SimVenue:
         slip = 0.0
         if order.type is not OrderType.LIMIT:
             slip = self.slippage_model.slippage(inst, price, bar.prev_range)
-        fill_price = price + slip if order.side is Side.BUY else price - slip
+        fill_price = price + slip if order.side is _BUY else price - slip
         fee = self.commission.fee(inst, qty, fill_price)
-        return Fill(
-            order.id,
-            order.symbol,
-            order.side,
-            qty,
-            fill_price,
-            fee,
-            bar.ts,
-            bar.i,
-            slippage=slip,
-            liquidity_capped=capped,
+        return _new(
+            Fill, (order.id, order.symbol, order.side, qty, fill_price, fee, bar.ts, bar.i, slip, capped)
         )
+
+
+_new = tuple.__new__  # Fill(...) without the NamedTuple's Python-level __new__: the same tuple
+_SUBMIT, _ACCEPT, _FILL = OrderEvent.SUBMIT, OrderEvent.ACCEPT, OrderEvent.FILL
+_BUY, _GTC = Side.BUY, TimeInForce.GTC
