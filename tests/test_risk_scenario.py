@@ -132,6 +132,7 @@ def test_circuit_breakers_trip_where_the_raw_prices_say(run, sample_store):
     assert z == pytest.approx(5.5533, abs=1e-4)
     f = engine.risk.features("BTC-USD")
     k = int(np.searchsorted(f.bars.ts[: f.bars.n], pd.Timestamp("2019-10-26", tz="UTC").value))
+    f.ensure(k)  # the block-wise columns, as a bar-by-bar reader sees them
     assert f.cols["z"][k] == pytest.approx(z, rel=1e-9)
     (d,) = [d for d in engine.decisions if "circuit_breaker" in d.verdict.rules]
     assert d.verdict.reason == (

@@ -123,6 +123,9 @@ def risk_free_daily(fedfunds: pd.DataFrame, index: pd.DatetimeIndex) -> pd.Serie
         return pd.Series(0.0, index=idx, name="risk_free")
     month_start = pd.to_datetime(frame["date"], utc=True).dt.normalize()
     next_month = month_start.dt.tz_localize(None) + DateOffset(months=1)
+    frame, next_month = _relevant_months(frame, next_month, idx)
+    if frame.empty:  # every value is known after the last point
+        return pd.Series(0.0, index=idx, name="risk_free")
     bday = _fed_business_day(int(next_month.min().year), int(next_month.max().year) + 1)
     known = pd.DatetimeIndex([bday.rollforward(ts) for ts in next_month]).tz_localize("UTC")
     rates = pd.Series(frame["value"].to_numpy(dtype="float64"), index=known).sort_index(kind="stable")
@@ -130,6 +133,37 @@ def risk_free_daily(fedfunds: pd.DataFrame, index: pd.DatetimeIndex) -> pd.Serie
     pos = rates.index.searchsorted(idx, side="right") - 1
     values = np.where(pos >= 0, rates.to_numpy()[np.clip(pos, 0, None)], 0.0)
     return pd.Series(values, index=idx, name="risk_free")
+
+
+#: A federal business-day roll moves a date forward by at most 3 days (a weekend and a holiday);
+#: the margins below leave room to spare.
+_ROLL_BOUND = pd.Timedelta(days=10)
+
+
+def _relevant_months(
+    frame: pd.DataFrame, next_month: pd.Series, idx: pd.DatetimeIndex
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows of ``frame`` that can be the value at some point of ``idx`` (so that only their
+    years' holidays are built), in their order; the result is that of every row.
+
+    A row known after the last point is never read. The roll to a business day is monotone and
+    moves a date by less than ``_ROLL_BOUND``, so a row whose date is more than that before the
+    latest date of the rows well before the first point (known before it) is known strictly before
+    that row and is never the last known value at any point."""
+    t = idx.tz_convert("UTC").tz_localize(None).as_unit("ns").asi8
+    t = t[t != np.iinfo(np.int64).min]  # NaT
+    if len(t) == 0:
+        return frame, next_month
+    nm = pd.DatetimeIndex(next_month).as_unit("ns").asi8
+    bound = _ROLL_BOUND.value
+    first, last = int(t.min()), int(t.max())
+    keep = nm <= last
+    old = nm < first - 6 * bound
+    if old.any():
+        keep &= nm >= int(nm[old].max()) - bound
+    if keep.all():
+        return frame, next_month
+    return frame[keep], next_month[keep]
 
 
 def _asof(series: pd.Series | None, index: pd.DatetimeIndex, before: float = _NAN) -> pd.Series:

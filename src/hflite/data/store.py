@@ -902,6 +902,21 @@ def _cursor() -> duckdb.DuckDBPyConnection:
         return _duckdb.cursor()
 
 
+def _connect_ahead() -> None:
+    """Open the process-wide DuckDB connection on a thread while the caller does other work (a
+    first read hashes its files meanwhile: both mostly outside the GIL); ``_cursor`` waits for it."""
+    if _duckdb is not None:
+        return
+
+    def connect() -> None:
+        global _duckdb
+        with _duckdb_lock:
+            if _duckdb is None:
+                _duckdb = duckdb.connect()
+
+    threading.Thread(target=connect, name="hflite-duckdb-connect", daemon=True).start()
+
+
 def _ts_or_none(value: str | None) -> pd.Timestamp | None:
     return pd.Timestamp(value).tz_convert("UTC") if value else None
 
@@ -1581,6 +1596,7 @@ class Store:
             sql, params = build(manifest)
             missing = next((p for p in params["paths"] if not os.path.isfile(p)), None)
             if missing is None:
+                _connect_ahead()
                 try:
                     self._check_files(manifest, params["paths"])
                 except FileNotFoundError as exc:  # deleted by a writer since the line above

@@ -152,7 +152,8 @@ class Order:
             total = self.filled_qty + fill_qty
             self.avg_fill_price = (self.avg_fill_price * self.filled_qty + fill_price * fill_qty) / total
             self.filled_qty = total
-            nxt = _FILLED if self.remaining <= 1e-9 else _PARTIALLY_FILLED
+            left = self.qty - total  # ``remaining``, without the property call
+            nxt = _FILLED if max(left, 0.0) <= 1e-9 else _PARTIALLY_FILLED
         self.status = nxt
         if nxt in TERMINAL:
             self.closed_ts = ts

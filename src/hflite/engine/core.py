@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from hflite.domain.instrument import Instrument
-from hflite.domain.order import Fill, Order, OrderType, Side, TimeInForce
+from hflite.domain.order import OPEN, Fill, Order, OrderStatus, OrderType, Side, TimeInForce
 from hflite.domain.portfolio import Portfolio
 from hflite.domain.signal import Exits, IntentKind, OrderIntent, RiskVerdict
 from hflite.engine.market import MarketData, SymbolBars
@@ -38,6 +38,8 @@ from hflite.risk.manager import RegimeSource, RiskEvent, RiskManager
 from hflite.strategy.base import SignalSet
 
 _new = tuple.__new__  # a NamedTuple from positional values, without its Python-level __new__
+_NEW = OrderStatus.NEW
+_MARKET, _GTC = OrderType.MARKET, TimeInForce.GTC
 
 
 class StrategyError(RuntimeError):
@@ -132,8 +134,9 @@ class Engine:
         if i > self.last_i + 1:
             self._value_quiet(self.last_i + 1, i)
         group = self.md.group(i)
+        working, protection = self.venue.working, self.protection
         for sym, k in group:
-            if self.venue.working[sym] or sym in self.protection:
+            if working[sym] or sym in protection:
                 self._on_bar(sym, k, i)
         self._mark(i)
         if self.commands or (self.scheduled and self.scheduled[0][0] <= self.md.timeline[i]):
@@ -220,10 +223,12 @@ class Engine:
         )
         for closed in self.venue.match(sym, bar, self._on_fill):
             self.journal.order_updated(closed)
-        for book in (self.entry_orders, self.exit_orders):
-            o = book.get(sym)
-            if o is not None and not o.is_open:
-                del book[sym]
+        o = self.entry_orders.get(sym)
+        if o is not None and o.status not in OPEN:
+            del self.entry_orders[sym]
+        o = self.exit_orders.get(sym)
+        if o is not None and o.status not in OPEN:
+            del self.exit_orders[sym]
         prot = self.protection.get(sym)
         if prot is None:
             return
@@ -496,7 +501,7 @@ class Engine:
             i,
             reason,
             self.md.bars[sym].close.item(k),
-            float(sig.atr[k]),
+            float(sig.atr.item(k)),
             qty,
             sig.exits,
             1.0 if sig.size is None else float(sig.size[k]),
@@ -525,21 +530,26 @@ class Engine:
         tif: TimeInForce = TimeInForce.GTC,
         first_bar: int | None = None,
     ) -> Order:
-        order = Order(
+        order = Order(  # positional, in field order (id ... closed_ts): cheaper than keywords
             order_id,
             sym,
             side,
             otype,
             qty,
             self.md.timeline.item(i),
-            price=price,
-            tif=tif,
-            reason=reason,
-            decision_id=decision_id or (parent.decision_id if parent else ""),
-            parent_id=parent.id if parent else None,
-            reduce_only=reduce_only or parent is not None,
-            created_bar=i,
-            first_bar=i + 1 if first_bar is None else first_bar,
+            price,
+            tif,
+            _NEW,
+            0.0,
+            0.0,
+            reason,
+            decision_id or (parent.decision_id if parent else ""),
+            parent.id if parent else None,
+            None,
+            reduce_only or parent is not None,
+            i,
+            i + 1 if first_bar is None else first_bar,
+            None,
         )
         self.orders[order.id] = order
         self.risk.on_order(order.created_ts)
@@ -551,6 +561,10 @@ class Engine:
     # -- what the backtest driver needs ---------------------------------------------------------
     def next_needed(self, sym: str, k: int, targets: Targets) -> int:
         """The symbol's next bar (after k) on which stepping can change anything, or n if none."""
+        working = self.venue.working[sym]
+        for o in working:
+            if o.type is _MARKET or o.tif is not _GTC:
+                return k + 1  # fills or ends on the next bar: nothing can come sooner
         b = self.md.bars[sym]
         best = targets.next_other(k, self.direction(sym), b.n)
         prot = self.protection.get(sym)
@@ -559,13 +573,10 @@ class Engine:
                 return min(best, k + 1)
             if prot.exits.time_stop_bars:
                 best = min(best, max(prot.entry_k + prot.exits.time_stop_bars, k + 1))
-        for o in self.venue.working[sym]:
+        for o in working:  # stops and limits (GTC) only, after the loop above
             if best <= k + 1:
                 break
-            if o.type is OrderType.MARKET or o.tif is not TimeInForce.GTC:
-                best = k + 1
-            else:
-                best = min(best, _first_cross(b, o, k + 1, best))
+            best = min(best, _first_cross(b, o, k + 1, best))
         return best
 
 

@@ -10,8 +10,10 @@ time plus its length.
 from __future__ import annotations
 
 import warnings
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,8 +41,99 @@ def ts_ns(t: pd.Timestamp) -> int:
     return int(pd.Timestamp(t).as_unit("ns").value)
 
 
+_NYSE_SPAN = ("1995-01-03", "2030-12-31")
+#: Bump when the layout of the cached calendar file changes.
+_NYSE_CACHE_FORMAT = 1
+
+
+def _nyse_cache_path() -> Path | None:
+    """Where the NYSE calendar is cached: the user cache dir, keyed by exchange_calendars' version,
+    pandas' version and the span (None when the version cannot be read: no cache then)."""
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        xcals_version = version("exchange-calendars")
+        pandas_version = version("pandas")
+    except PackageNotFoundError:
+        return None
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    name = (
+        f"xnys-{_NYSE_SPAN[0]}-{_NYSE_SPAN[1]}-xcals{xcals_version}-pandas{pandas_version}"
+        f"-v{_NYSE_CACHE_FORMAT}.npz"
+    )
+    return Path(root) / "hflite" / name
+
+
 @lru_cache(maxsize=1)
 def _nyse_closes() -> pd.Series:
+    """Each NYSE session's close (UTC) by session date, 1995-2030. exchange_calendars takes ~0.15 s
+    to import and build it, so it is cached on disk (see ``_nyse_cache_path``); a missing, corrupt
+    or unreadable cache file is recomputed, and a cache dir that cannot be written is skipped."""
+    path = _nyse_cache_path()
+    if path is not None:
+        # missing, corrupt, truncated or from another layout: recomputed below
+        with suppress(Exception):
+            return _load_nyse_closes(path)
+    closes = _compute_nyse_closes()
+    if path is not None:
+        with suppress(Exception):  # a read-only or full cache dir never fails a run
+            _save_nyse_closes(path, closes)
+    return closes
+
+
+def _load_nyse_closes(path: Path) -> pd.Series:
+    import pandas as pd
+
+    with np.load(path, allow_pickle=False) as z:
+        sessions = np.asarray(z["sessions"], dtype=np.int64)
+        close = np.asarray(z["close"], dtype=np.int64)
+        holidays = np.asarray(z["holidays"], dtype=np.int64)
+        weekmask = str(z["weekmask"])
+    if sessions.ndim != 1 or sessions.shape != close.shape or len(sessions) < 2:
+        raise ValueError("malformed NYSE calendar cache")
+    if not bool((sessions[1:] > sessions[:-1]).all()):
+        raise ValueError("malformed NYSE calendar cache")
+    # the session index's frequency, equal to exchange_calendars' ``cal.day``: the same holidays
+    # (as given, duplicates included) and the numpy business-day calendar pandas would build from
+    # them (passed in: pandas' own conversion of 2,300 dates takes ~7 ms)
+    days = holidays.view("M8[D]")
+    day = pd.offsets.CustomBusinessDay(
+        holidays=tuple(days), calendar=np.busdaycalendar(holidays=days, weekmask=weekmask), weekmask=weekmask
+    )
+    index = pd.DatetimeIndex(sessions.view("M8[ns]"))._with_freq(day).tz_localize("UTC")
+    values = pd.DatetimeIndex(close.view("M8[ns]")).tz_localize("UTC")
+    return pd.Series(values, index=index, name="close")
+
+
+def _save_nyse_closes(path: Path, closes: pd.Series) -> None:
+    import os
+    import tempfile
+
+    import pandas as pd
+
+    day = closes.index.freq
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(
+                fh,
+                sessions=closes.index.tz_localize(None).as_unit("ns").asi8,
+                close=pd.DatetimeIndex(closes).as_unit("ns").asi8,
+                holidays=np.array(day.holidays, dtype="M8[D]").view(np.int64),
+                weekmask=np.array(day.weekmask),
+            )
+        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _compute_nyse_closes() -> pd.Series:
     import exchange_calendars as xcals
     import pandas as pd
 
@@ -48,7 +141,7 @@ def _nyse_closes() -> pd.Series:
         # exchange_calendars uses Series.values on tz-aware data, which pandas 3.1 deprecates;
         # the warning is about the library's internals, not about our data
         warnings.simplefilter("ignore")
-        cal = xcals.get_calendar("XNYS", start="1995-01-03", end="2030-12-31")
+        cal = xcals.get_calendar("XNYS", start=_NYSE_SPAN[0], end=_NYSE_SPAN[1])
     closes = cal.schedule["close"]
     closes.index = (
         pd.DatetimeIndex(closes.index).tz_localize("UTC")
@@ -71,6 +164,8 @@ def available_at(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> tup
     if freq != "1d":
         return ns(ts + pd.Timedelta(FREQ_NS[freq], "ns")), notes
     if instrument.calendar is Calendar.XNYS:
+        if str(getattr(ts, "tz", None)) == "UTC":
+            return _nyse_available_at(instrument, ts, notes)
         closes = _nyse_closes()
         mapped = closes.reindex(ts)
         off = mapped.isna()
@@ -90,6 +185,36 @@ def available_at(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> tup
         return ns(ts + pd.Timedelta(days=1)), notes
     ny = (ts.tz_localize(None) + pd.Timedelta(hours=17)).tz_localize("America/New_York")
     return ns(ny.tz_convert("UTC")), notes
+
+
+def _nyse_available_at(
+    instrument: Instrument, ts: pd.DatetimeIndex, notes: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """``available_at`` of a UTC daily index on the NYSE calendar, in numpy: each session's close,
+    16:00 New York on a day that is not a session (noted)."""
+    import pandas as pd
+
+    closes = _nyse_closes()
+    sessions = closes.index.as_unit("ns").asi8
+    close_ns = pd.DatetimeIndex(closes).as_unit("ns").asi8
+    t = ns(ts)
+    pos = np.searchsorted(sessions, t)
+    np.minimum(pos, len(sessions) - 1, out=pos)
+    on = sessions[pos] == t
+    out = close_ns[pos]
+    if not on.all():
+        off = ~on
+        notes.append(
+            f"{instrument.symbol}: {int(off.sum())} bars on non-NYSE days "
+            f"(first {ts[off][0].date()}) stamped at 16:00 New York"
+        )
+        fallback = (
+            (ts[off].tz_localize(None) + pd.Timedelta(hours=16))
+            .tz_localize("America/New_York")
+            .tz_convert("UTC")
+        )
+        out[off] = ns(fallback)
+    return out, notes
 
 
 def calendar_gaps(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> pd.DatetimeIndex:
@@ -337,13 +462,31 @@ def _sorted_unique(arrays: list[np.ndarray]) -> np.ndarray:
 def _drop_bad_rows(sym: str, df: pd.DataFrame, warnings: list[str]) -> pd.DataFrame:
     import pandas as pd
 
-    prices = df[["open", "high", "low", "close"]]
-    bad = prices.isna().any(axis=1) | (prices <= 0).any(axis=1) | df["volume"].isna()
+    bad = _bad_rows(df)
+    if bad is None:  # not plain float64 columns: the same test in pandas
+        prices = df[["open", "high", "low", "close"]]
+        bad = prices.isna().any(axis=1) | (prices <= 0).any(axis=1) | df["volume"].isna()
+        bad = bad.to_numpy(dtype=bool)
     if bad.any():
-        first = pd.Timestamp(df["ts"][bad].iloc[0])
+        first = pd.Timestamp(df["ts"].iloc[int(np.flatnonzero(bad)[0])])
         warnings.append(
             f"{sym}: dropped {int(bad.sum())} bars with NaN or non-positive prices "
             f"(first {first}); the symbol is skipped on those dates"
         )
         df = df[~bad]
     return df.reset_index(drop=True)
+
+
+def _bad_rows(df: pd.DataFrame) -> np.ndarray | None:
+    """Rows with a NaN or non-positive price or a NaN volume, in numpy (None unless every column
+    is plain float64: other dtypes take the pandas path)."""
+    cols = [df[c] for c in ("open", "high", "low", "close", "volume")]
+    if any(c.dtype != np.float64 for c in cols):
+        return None
+    o, h, lo, c, v = (col.to_numpy() for col in cols)
+    ok = o > 0  # False for NaN too
+    ok &= h > 0
+    ok &= lo > 0
+    ok &= c > 0
+    ok &= v == v  # not NaN
+    return ~ok

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from hflite.domain.instrument import Instrument, VolumeUnit
+from hflite.domain.instrument import AssetClass, Instrument, VolumeUnit
 from hflite.domain.order import Side
 from hflite.domain.signal import Check, IntentKind, OrderIntent, RiskVerdict, VerdictStatus
 from hflite.risk.limits import BreakerLimits, ProtectionLimits, Regime, RegimeLimits, RiskLimits
@@ -165,11 +165,10 @@ def evaluate(
     """Approve, resize or reject one intent. ``ctx`` may be a bare FX rate (no market context)."""
     if not isinstance(ctx, MarketContext):
         ctx = MarketContext(fx=float(ctx))
-    if intent.kind is IntentKind.EXIT:
+    if intent.kind is _EXIT:
         qty = intent.qty or 0.0
-        return RiskVerdict(
-            intent.id, intent.symbol, intent.ts, VerdictStatus.APPROVED, qty, qty, "exit: always allowed"
-        )
+        return _new(RiskVerdict, (intent.id, intent.symbol, intent.ts, _APPROVED, qty, qty,
+                                  "exit: always allowed", (), ()))  # fmt: skip
     plan = _plan(limits)
     checks: list[Check] = []
     fails = _gates(plan, limits, state, intent, instrument, ctx, checks)
@@ -377,7 +376,7 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
         if qty > room:
             qty = room
             cuts.append(("sector_cap", f"sector {sector} cap {lim:g}% of equity"))
-    cls = instrument.asset_class.value
+    cls = _CLASS_VALUE[instrument.asset_class]
     cls_limit = limits.max_asset_class_pct.get(cls)
     if cls_limit is not None:
         lim, used = cls_limit, state.class_exposure.get(cls, 0.0)
@@ -437,6 +436,8 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
 
 _BUY, _SELL, _NO_VOLUME, _TINY = Side.BUY, Side.SELL, VolumeUnit.NONE, math.ulp(0.0)
 _APPROVED, _RESIZED = VerdictStatus.APPROVED, VerdictStatus.RESIZED
+_EXIT = IntentKind.EXIT
+_CLASS_VALUE = {c: c.value for c in AssetClass}  # without the enum's ``value`` descriptor
 
 
 def _reject(

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 PERIODS = ("daily", "weekly", "monthly")
 _new = tuple.__new__  # a NamedTuple from positional values, without its Python-level __new__
+_REGIME_VALUE = {r: r.value for r in Regime}
 ACTIONS = ("pause", "resume", "close_all", "kill")
 
 #: A pluggable regime source: (market data, timeline index) -> regime or None when unknown.
@@ -525,7 +526,7 @@ class RiskManager:
         if trips is None:
             trips = self._trips[sym] = trips_on(self.limits, self.md.bars[sym].instrument)
         if trips or self._reads_liquidity or self._reads_vol:
-            f = self.features(sym)
+            f = self._features.get(sym) or self.features(sym)
             if trips:
                 breaker = breaker_reason(f, k)
             if self._reads_liquidity:
@@ -558,7 +559,10 @@ class RiskManager:
             if ki >= 0:
                 market = market_reason(self.features(self.index), ki)
         found = self.regime_at(i)
-        regime = found.value if found is not None else ""
+        if found is None:
+            regime = ""
+        else:  # a Regime's value without the enum's ``value`` descriptor
+            regime = _REGIME_VALUE[found] if type(found) is Regime else found.value
         self._index_at = (i, market, regime)
         return market, regime
 
@@ -570,11 +574,12 @@ class RiskManager:
         if lim.max_correlation >= 1.0 or k < w or not self.held:
             return math.nan, ""
         idx = self.md.bars[sym].tl[k - w : k + 1]
-        if idx[0] < 0:
+        if idx.item(0) < 0:
             idx = idx[idx >= 0]
             if len(idx) < w // 2 + 2:
                 return math.nan, ""
-        cap = self._log_close(int(idx[-1]) + 1)
+        last = int(idx.item(-1))
+        cap = self._log_close(last + 1)
         names, rows, signs = self._held_rows(sym, cap, sign)
         if not names:
             return math.nan, ""
@@ -584,12 +589,12 @@ class RiskManager:
         # slots a row (the last unused).
         sel = rows
         sel[0] = self._rows[sym]
-        at = int(idx[0])
+        at = int(idx.item(0))
         if (
             self._win is not None
             and self._win_norms is not None
             and len(idx) == w + 1
-            and int(idx[-1]) - at == w
+            and last - at == w
         ):
             buf, norms = self._win[at], self._win_norms[at]  # a window of consecutive points
         else:
@@ -823,9 +828,16 @@ class RiskManager:
             if b.n == 0:
                 continue
             f = self.features(sym)
-            f.ensure(b.n - 1)
+            if f.complete and f.done == 0:
+                # a backtest's features: the trip flags of every bar from the columns already
+                # computed over the whole history (numpy), not every column again block by block
+                # in pandas; the same numbers (features.py: both ways agree to the last bit)
+                flags = _trip_flags(f, col)
+            else:
+                f.ensure(b.n - 1)
+                flags = f.cols[col][: b.n]
             live = b.tl[: b.n] >= 0
-            for k in np.flatnonzero((f.cols[col][: b.n] > 0) & live):
+            for k in np.flatnonzero((flags > 0) & live):
                 if col == "index_trip":
                     out.append(
                         RiskEvent(int(b.ts[k]), int(b.tl[k]), "market_breaker", sym, market_reason(f, int(k)))
@@ -835,6 +847,27 @@ class RiskManager:
                         RiskEvent(int(b.ts[k]), int(b.tl[k]), "breaker", sym, breaker_reason(f, int(k)))
                     )
         return sorted(out)
+
+
+def _trip_flags(f: SymbolFeatures, col: str) -> np.ndarray:
+    """``f.cols[col]`` (``trip`` or ``index_trip``) over every bar of a complete history, nonzero
+    exactly where ``ensure`` would make it nonzero: from the columns computed over every block at
+    once (``trip``: the move and volume bits plus the volatility ratio against its limit)."""
+    from hflite.risk.features import TRIP_VOL
+
+    n = f.bars.n
+    if col == "index_trip":
+        return f._group("index")["index_trip"][:n]
+    trip = f._col.get("trip")
+    if trip is not None:
+        return trip[:n]
+    brk = f.limits.breakers
+    if not trips_on(f.limits, f.inst):
+        return np.zeros(n)
+    bits = f._spike_bits()[:n].copy() if brk.sigma or brk.volume_spike else np.zeros(n)
+    if brk.vol_ratio:
+        bits += np.where(f._vol_ratios() > brk.vol_ratio, TRIP_VOL, 0)
+    return bits
 
 
 def _best(r: np.ndarray, den: np.ndarray, signs: np.ndarray, names: list[str]) -> tuple[float, str]:

@@ -60,9 +60,11 @@ class SignalSet:
     size: np.ndarray | None = None
 
     def reason(self, k: int) -> str:
-        t = self.target[k]
+        t = self.target.item(k)  # a Python scalar: cheaper to test than numpy's
         template = self.reasons.get(int(t), "target {target}") if t == t else ""
-        vals = {name: float(arr[k]) for name, arr in self.values.items()}
+        vals = {name: float(arr.item(k)) for name, arr in self.values.items()}
+        if "target" in template:  # quoted as numpy's scalar, as it always was
+            return template.format(target=self.target[k], **vals)
         return template.format(target=t, **vals)
 
 

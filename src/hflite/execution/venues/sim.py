@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hflite.domain.instrument import Instrument, VolumeUnit
-from hflite.domain.order import OPEN, Fill, Order, OrderEvent, OrderType, Side, TimeInForce
+from hflite.domain.order import OPEN, Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from hflite.execution.costs import CommissionModel, SlippageModel
 
 FillHandler = Callable[[Order, Fill], None]
@@ -61,8 +61,11 @@ class SimVenue:
     # -- the Venue port -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
         """Accept an order (the sim venue accepts every well-formed order)."""
-        order.apply(_SUBMIT)
-        order.apply(_ACCEPT)
+        if order.status is _NEW:  # NEW -> SUBMITTED -> ACCEPTED, neither terminal: the same end state
+            order.status = _ACCEPTED
+        else:
+            order.apply(_SUBMIT)  # raises IllegalTransitionError, as before
+            order.apply(_ACCEPT)
         self.working[order.symbol].append(order)
 
     def cancel(self, order: Order, ts: int) -> None:
@@ -87,6 +90,14 @@ class SimVenue:
         inst = self.instruments[symbol]
         cap = self._volume_cap(inst, bar)
         seen: set[str] = set()
+        if len(book) == 1:  # the usual bar: one market order, due now (what _next_due would pick)
+            first = book[0]
+            if first.type is MARKET and first.first_bar <= bar.i and first.status in OPEN:
+                seen.add(first.id)
+                if cap > 0.0:
+                    cap = self._match_one(first, inst, bar.open, cap, bar, on_fill)
+                if len(book) == 1 and book[0] is first:  # on_fill added nothing
+                    return self._end_of_bar(symbol, bar)
         while True:
             order = self._next_due(book, bar.i, seen)
             if order is None:
@@ -95,15 +106,23 @@ class SimVenue:
             price = self._trigger_price(order, bar)
             if price is None or cap <= 0.0:
                 continue
-            remaining = order.remaining
-            qty = min(remaining, cap)
-            qty = inst.round_qty(qty) if qty < remaining else qty
-            if qty > 0.0:
-                cap -= qty
-                fill = self._fill(order, inst, qty, price, bar, capped=qty < remaining)
-                order.apply(_FILL, fill_qty=qty, fill_price=fill.price, ts=bar.ts)
-                on_fill(order, fill)
+            cap = self._match_one(order, inst, price, cap, bar, on_fill)
         return self._end_of_bar(symbol, bar)
+
+    def _match_one(
+        self, order: Order, inst: Instrument, price: float, cap: float, bar: BarView, on_fill: FillHandler
+    ) -> float:
+        """The loop body of ``match`` for one order that triggers at ``price`` with ``cap > 0``
+        units of volume left: the volume left afterwards."""
+        remaining = order.remaining
+        qty = min(remaining, cap)
+        qty = inst.round_qty(qty) if qty < remaining else qty
+        if qty > 0.0:
+            cap -= qty
+            fill = self._fill(order, inst, qty, price, bar, capped=qty < remaining)
+            order.apply(_FILL, fill_qty=qty, fill_price=fill.price, ts=bar.ts)
+            on_fill(order, fill)
+        return cap
 
     @staticmethod
     def _next_due(book: list[Order], i: int, seen: set[str]) -> Order | None:
@@ -184,4 +203,5 @@ class SimVenue:
 
 _new = tuple.__new__  # Fill(...) without the NamedTuple's Python-level __new__: the same tuple
 _SUBMIT, _ACCEPT, _FILL = OrderEvent.SUBMIT, OrderEvent.ACCEPT, OrderEvent.FILL
+_NEW, _ACCEPTED = OrderStatus.NEW, OrderStatus.ACCEPTED
 _BUY, _GTC = Side.BUY, TimeInForce.GTC
