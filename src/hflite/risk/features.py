@@ -200,6 +200,7 @@ class SymbolFeatures:
         self.inst: Instrument = bars.instrument
         self.bars_per_year = bars_per_year
         self.lookback = lookback(limits)
+        self._trips = trips_on(limits, self.inst)  # limits are frozen, the instrument fixed
         self.done = 0
         self.cols: dict[str, np.ndarray] = {c: np.empty(0) for c in COLUMNS}
         self.complete = complete
@@ -441,10 +442,11 @@ class SymbolFeatures:
     def _latest_trip(self, k: int) -> tuple[int, int]:
         """(bar, trip bits) of the latest trip in the cooldown window ending at k, or (-1, 0)."""
         cool = self.limits.breakers.cooldown_bars
-        if cool <= 0 or not trips_on(self.limits, self.inst):
+        if cool <= 0 or not self._trips:
             return -1, 0
         if not self.complete or k < self.done:
-            self.ensure_block(k)
+            if k >= self.done:  # ensure_block's own test, without the call
+                self.ensure_block(k)
             lt = self.cols["last_trip"][k]
             if lt < 0 or k - lt >= cool:
                 return -1, 0
@@ -507,14 +509,16 @@ class SymbolFeatures:
     def liquidity(self, k: int) -> tuple[float, float]:
         """(``adv_quote``, ``avg_units``) at bar k."""
         if not self.complete or k < self.done:
-            self.ensure_block(k)
+            if k >= self.done:  # ensure_block's own test, without the call
+                self.ensure_block(k)
             return float(self.cols["adv_quote"].item(k)), float(self.cols["avg_units"].item(k))
         return self.value("adv_quote", k), self.value("avg_units", k)
 
     def volatility(self, k: int) -> tuple[float, float]:
         """(``vol_ratio``, ``vol_mult``) at bar k."""
         if not self.complete or k < self.done:
-            self.ensure_block(k)
+            if k >= self.done:  # ensure_block's own test, without the call
+                self.ensure_block(k)
             return float(self.cols["vol_ratio"].item(k)), float(self.cols["vol_mult"].item(k))
         ratio = self._col.get("vol_ratio")
         if ratio is not None:

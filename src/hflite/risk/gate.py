@@ -276,7 +276,7 @@ def _gates(  # noqa: C901, PLR0912 - a flat list of independent rules reads best
         if not off <= collar:
             why = f"price {intent.price:g} is {off:.1f}% from the last price {ctx.last_price:g}"
             fails.append(("collar", why))
-    if limits.min_adv_usd and _liquid(instrument, ctx):
+    if limits.min_adv_usd and instrument.volume_unit is not _NO_VOLUME and not _isnan(ctx.adv_usd):  # _liquid
         adv, limit_usd = ctx.adv_usd, limits.min_adv_usd
         checks.append(_new(Check, ("adv_usd", adv, limit_usd, adv >= limit_usd)))
         if not adv >= limit_usd:
@@ -359,11 +359,13 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
 ) -> float:
     """Each cap leaves exactly the room that is left (USD), in a fixed order. Its check records
     what the uncut order would reach, ``(used + qty * unit) / per`` against the limit; when it binds
-    the size becomes the room, ``max(room_usd, 0) / unit``, and the reason is formatted."""
+    the size becomes the room, ``max(room_usd, 0) / unit`` (written out: the builtin costs a
+    call), and the reason is formatted."""
     eq = state.equity
     pct = eq / 100
     lim = limits.max_position_pct
-    room = max(lim * pct, 0.0) / unit
+    left = lim * pct
+    room = (0.0 if left < 0.0 else left) / unit
     checks.append(_new(Check, ("position_pct", (0.0 + qty * unit) / pct, lim, qty <= room)))
     if qty > room:
         qty = room
@@ -371,7 +373,8 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
     sector = instrument.sector
     if sector and limits.max_sector_pct < 100:
         used, lim = state.sector_exposure.get(sector, 0.0), limits.max_sector_pct
-        room = max(lim * pct - used, 0.0) / unit
+        left = lim * pct - used
+        room = (0.0 if left < 0.0 else left) / unit
         checks.append(_new(Check, ("sector_pct:" + sector, (used + qty * unit) / pct, lim, qty <= room)))
         if qty > room:
             qty = room
@@ -380,14 +383,16 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
     cls_limit = limits.max_asset_class_pct.get(cls)
     if cls_limit is not None:
         lim, used = cls_limit, state.class_exposure.get(cls, 0.0)
-        room = max(lim * pct - used, 0.0) / unit
+        left = lim * pct - used
+        room = (0.0 if left < 0.0 else left) / unit
         checks.append(_new(Check, ("class_pct:" + cls, (used + qty * unit) / pct, lim, qty <= room)))
         if qty > room:
             qty = room
             cuts.append(("asset_class_cap", f"{cls} cap {lim:g}% of equity"))
     scale = limits.regime.scale.get(ctx.regime, 1.0) if ctx.regime else 1.0
     lim, used = limits.max_gross_exposure * scale, state.gross_exposure
-    room = max(lim * eq - used, 0.0) / unit
+    left = lim * eq - used
+    room = (0.0 if left < 0.0 else left) / unit
     checks.append(_new(Check, ("gross_exposure", (used + qty * unit) / eq, lim, qty <= room)))
     if qty > room:
         qty = room
@@ -395,7 +400,8 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
     buy = intent.side is _BUY
     lim = limits.max_net_exposure * scale
     used = state.net_exposure if buy else -state.net_exposure  # exposure already on this order's side
-    room = max(lim * eq - used, 0.0) / unit
+    left = lim * eq - used
+    room = (0.0 if left < 0.0 else left) / unit
     checks.append(_new(Check, ("net_exposure", (used + qty * unit) / eq, lim, qty <= room)))
     if qty > room:
         qty = room
@@ -404,7 +410,8 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
     if buy and cash == cash:
         # Borrowing = cash that would go below zero; leverage = (equity + borrowing) / equity.
         lim, used = limits.max_leverage, eq - cash
-        room = max((lim - 1) * eq + cash, 0.0) / unit
+        left = (lim - 1) * eq + cash
+        room = (0.0 if left < 0.0 else left) / unit
         checks.append(_new(Check, ("leverage", (used + qty * unit) / eq, lim, qty <= room)))
         if qty > room:
             qty = room
@@ -418,15 +425,19 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
     ):
         # USD of average volume; a volume so small that it underflows to 0 USD leaves no room (the
         # check then reads inf rather than dividing by zero)
-        adv = max(ctx.avg_units * unit, _TINY)
-        room = max(share * adv, 0.0) / unit
+        adv = ctx.avg_units * unit
+        if _TINY > adv:
+            adv = _TINY
+        left = share * adv
+        room = (0.0 if left < 0.0 else left) / unit
         checks.append(_new(Check, ("adv_share", (0.0 + qty * unit) / adv, share, qty <= room)))
         if qty > room:
             qty = room
             cuts.append(("adv_share_cap", f"{share:.2%} of average volume ({ctx.avg_units:,.0f} units)"))
     lim = limits.max_order_usd
     if lim:
-        room = max(lim, 0.0) / unit
+        left = lim
+        room = (0.0 if left < 0.0 else left) / unit
         checks.append(_new(Check, ("order_usd", (0.0 + qty * unit) / 1.0, lim, qty <= room)))
         if qty > room:
             qty = room
@@ -435,7 +446,8 @@ def _caps(  # noqa: C901, PLR0913 - the cut size and what it is cut against, one
 
 
 _BUY, _SELL, _NO_VOLUME, _TINY = Side.BUY, Side.SELL, VolumeUnit.NONE, math.ulp(0.0)
-_APPROVED, _RESIZED = VerdictStatus.APPROVED, VerdictStatus.RESIZED
+_isnan = math.isnan
+_APPROVED, _RESIZED, _REJECTED = VerdictStatus.APPROVED, VerdictStatus.RESIZED, VerdictStatus.REJECTED
 _EXIT = IntentKind.EXIT
 _CLASS_VALUE = {c: c.value for c in AssetClass}  # without the enum's ``value`` descriptor
 
@@ -447,15 +459,15 @@ def _reject(
     checks: list[Check],
     rules: tuple[str, ...] | None = None,
 ) -> RiskVerdict:
-    reason = "; ".join(f[1] for f in fails)
-    return RiskVerdict(
+    reason = "; ".join([f[1] for f in fails])
+    return _new(RiskVerdict, (
         intent.id,
         intent.symbol,
         intent.ts,
-        VerdictStatus.REJECTED,
+        _REJECTED,
         wanted,
         0.0,
         reason,
         tuple(checks),
-        rules if rules is not None else tuple(dict.fromkeys(f[0] for f in fails)),
-    )
+        rules if rules is not None else tuple(dict.fromkeys([f[0] for f in fails])),
+    ))  # fmt: skip

@@ -22,12 +22,14 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
+from operator import countOf
 from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from hflite.domain.instrument import Instrument
+from hflite.domain.order import Side
 from hflite.domain.signal import OrderIntent, RiskVerdict
 from hflite.risk.features import SymbolFeatures, breaker_reason, market_reason, precompute, trips_on
 from hflite.risk.gate import MarketContext, RiskState, evaluate
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 PERIODS = ("daily", "weekly", "monthly")
 _new = tuple.__new__  # a NamedTuple from positional values, without its Python-level __new__
 _REGIME_VALUE = {r: r.value for r in Regime}
+_BUY = Side.BUY
 ACTIONS = ("pause", "resume", "close_all", "kill")
 
 #: A pluggable regime source: (market data, timeline index) -> regime or None when unknown.
@@ -94,6 +97,7 @@ class RiskManager:
         self._losses = [(p, lim) for p, lim in self._loss_limits.items() if lim]
         self._anchor: dict[str, float] = dict.fromkeys(PERIODS, initial_equity)
         self.last_equity = initial_equity
+        self._loss_memo: tuple[float, dict[str, float], dict[str, float]] = (math.nan, {}, {})
         self.events: list[RiskEvent] = []
         self.spans: list[Span] = []
         self._open: dict[str, int] = {}  # kind -> index into spans of the open span
@@ -477,20 +481,20 @@ class RiskManager:
         gross = net = 0.0
         sectors: dict[str, float] = {}
         classes: dict[str, float] = {}
-        open_positions = 0
-        for sym, usd in self.held.items():
+        in_sector, in_class = sectors.get, classes.get  # the same sums, in the same order
+        held = self.held
+        for sym, usd in held.items():
             size = abs(usd)
             gross += size
             net += usd
             sector, cls = kind[sym]
             if sector:
-                sectors[sector] = sectors.get(sector, 0.0) + size
-            classes[cls] = classes.get(cls, 0.0) + size
-            if usd:
-                open_positions += 1
+                sectors[sector] = in_sector(sector, 0.0) + size
+            classes[cls] = in_class(cls, 0.0) + size
         st.gross_exposure, st.net_exposure = gross, net
         st.sector_exposure, st.class_exposure = sectors, classes
-        st.open_positions = open_positions
+        # the non-zero values (NaN counts, as it is truthy)
+        st.open_positions = len(held) - countOf(held.values(), 0.0)
 
     # -- the gate -------------------------------------------------------------------------------
     def check(self, intent: OrderIntent, inst: Instrument, k: int, i: int, fx: float) -> RiskVerdict:
@@ -502,8 +506,12 @@ class RiskManager:
         gp_until, gp_why = self._global_pause
         st.global_pause = gp_why if i <= gp_until else ""
         if self._losses:  # the gate reads the periods with a limit
-            eq = st.equity
-            st.period_loss = {p: (1 - eq / a) * 100 if a > 0 else 0.0 for p, a in self._anchor.items()}
+            eq, anchor = st.equity, self._anchor
+            memo = self._loss_memo  # computed again when the equity or an anchor differs (NaN always)
+            if memo[0] != eq or memo[1] != anchor:
+                losses = {p: (1 - eq / a) * 100 if a > 0 else 0.0 for p, a in anchor.items()}
+                memo = self._loss_memo = (eq, dict(anchor), losses)
+            st.period_loss = memo[2].copy()
         return evaluate(self.limits, st, intent, inst, ctx)
 
     def context(self, intent: OrderIntent, k: int, i: int, fx: float) -> MarketContext:
@@ -519,7 +527,8 @@ class RiskManager:
             cutoff = intent.ts - 60_000_000_000
             while orders and orders[0] <= cutoff:
                 orders.popleft()
-        corr, corr_with = self._correlation(sym, k, intent.side.sign) if self._reads_corr else (math.nan, "")
+        sign = 1 if intent.side is _BUY else -1  # Side.sign without the enum property
+        corr, corr_with = self._correlation(sym, k, sign) if self._reads_corr else (math.nan, "")
         adv = units = vol_ratio = math.nan
         vol_mult, breaker = 1.0, ""
         trips = self._trips.get(sym)
@@ -579,7 +588,7 @@ class RiskManager:
             if len(idx) < w // 2 + 2:
                 return math.nan, ""
         last = int(idx.item(-1))
-        cap = self._log_close(last + 1)
+        cap = self._logc.shape[1] if last < self._logc_done else self._log_close(last + 1)
         names, rows, signs = self._held_rows(sym, cap, sign)
         if not names:
             return math.nan, ""
@@ -874,8 +883,8 @@ def _best(r: np.ndarray, den: np.ndarray, signs: np.ndarray, names: list[str]) -
     """The highest direction-adjusted correlation of row 0 of ``r`` (demeaned returns) with the
     others (``den``: the others' roots of sums of squares), and whose it is; NaN when none."""
     x, y = r[0], r[1:]
-    den *= math.sqrt(float(x @ x))
-    if np.minimum.reduce(den) > 0:
+    den *= math.sqrt(float(x.dot(x)))  # x @ x: the same dot (BLAS ddot), without matmul's ufunc machinery
+    if den.item(den.argmin()) > 0:  # as np.minimum.reduce(den) > 0: argmin finds the first NaN too
         corr = (y @ x) / den
     else:  # a flat series has no correlation (NaN), without entering np.errstate
         corr = np.divide(y @ x, den, out=np.full(len(den), math.nan), where=den > 0)
