@@ -170,16 +170,7 @@ def available_at(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> tup
         mapped = closes.reindex(ts)
         off = mapped.isna()
         if off.any():
-            notes.append(
-                f"{instrument.symbol}: {int(off.sum())} bars on non-NYSE days "
-                f"(first {ts[off][0].date()}) stamped at 16:00 New York"
-            )
-            fallback = (
-                (ts[off].tz_localize(None) + pd.Timedelta(hours=16))
-                .tz_localize("America/New_York")
-                .tz_convert("UTC")
-            )
-            mapped[off] = fallback
+            mapped[off] = _off_nyse(instrument, ts, off.to_numpy(), notes)
         return ns(pd.DatetimeIndex(mapped)), notes
     if instrument.calendar is Calendar.ALWAYS:
         return ns(ts + pd.Timedelta(days=1)), notes
@@ -204,17 +195,22 @@ def _nyse_available_at(
     out = close_ns[pos]
     if not on.all():
         off = ~on
-        notes.append(
-            f"{instrument.symbol}: {int(off.sum())} bars on non-NYSE days "
-            f"(first {ts[off][0].date()}) stamped at 16:00 New York"
-        )
-        fallback = (
-            (ts[off].tz_localize(None) + pd.Timedelta(hours=16))
-            .tz_localize("America/New_York")
-            .tz_convert("UTC")
-        )
-        out[off] = ns(fallback)
+        out[off] = ns(_off_nyse(instrument, ts, off, notes))
     return out, notes
+
+
+def _off_nyse(
+    instrument: Instrument, ts: pd.DatetimeIndex, off: np.ndarray, notes: list[str]
+) -> pd.DatetimeIndex:
+    """Daily bars on days that are not NYSE sessions: stamped at 16:00 New York, and noted."""
+    import pandas as pd
+
+    notes.append(
+        f"{instrument.symbol}: {int(off.sum())} bars on non-NYSE days "
+        f"(first {ts[off][0].date()}) stamped at 16:00 New York"
+    )
+    local = ts[off].tz_localize(None) + pd.Timedelta(hours=16)
+    return local.tz_localize("America/New_York").tz_convert("UTC")
 
 
 def calendar_gaps(instrument: Instrument, freq: str, ts: pd.DatetimeIndex) -> pd.DatetimeIndex:
