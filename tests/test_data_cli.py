@@ -376,8 +376,9 @@ def test_an_update_on_a_damaged_partition_fails_that_item_and_goes_on_with_the_o
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
-    assert "failed" in rows["bars SPY 1d (yfinance)"]
-    assert f"bars/SPY/1d: {spy} is not a readable Parquet file; run `{REPAIR}`" in rows["bars SPY 1d (yfinance)"]
+    spy_row = rows["bars SPY 1d (yfinance)"]
+    assert "failed" in spy_row
+    assert f"bars/SPY/1d: {spy} is not a readable Parquet file; run `{REPAIR}`" in spy_row
     assert "skipped" in rows["bars TLT 1d (yfinance)"]
 
 

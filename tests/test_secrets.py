@@ -543,7 +543,10 @@ def test_a_report_config_holds_no_password_or_key_from_an_llm_server_url(sample_
         llm={
             "mode": "off",
             "ollama": {"url": "http://alice:hunter2-pass-9@127.0.0.1:11434"},
-            "openai": {"url": "http://127.0.0.1:8000/v1?api_key=sk-zz-leaky-9911", "api_key": "sk-real-key-77"},
+            "openai": {
+                "url": "http://127.0.0.1:8000/v1?api_key=sk-zz-leaky-9911",
+                "api_key": "sk-real-key-77",
+            },
         },
     )
     text = json.dumps(redacted(settings))
