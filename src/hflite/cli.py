@@ -311,35 +311,16 @@ def data_update(
     from hflite.data.update import Updater
 
     data = _data_config(config, data_dir)
-    items = _update_items(data.update, only)
+    from hflite.data.update import update_items
+
+    if only not in (None, "bars", "series", "news"):
+        _fail(f"--only: expected bars, series or news, got {only!r}")
+    items = update_items(data.update, only)
     store = _store(config, data_dir, create)
     updater = Updater(
         store, history_start=_utc_day(data.update.history_start), overlap_bars=data.update.overlap_bars
     )
     _run_update(updater, items, wide)
-
-
-def _update_items(cfg: Any, only: str | None) -> list[Any]:
-    from hflite.data.update import UpdateItem, _instrument
-
-    items: list[Any] = []
-    if only in (None, "bars"):
-        for sym in cfg.symbols:
-            inst = _instrument(sym, None)
-            items.append(
-                UpdateItem("bars", cfg.providers[inst.asset_class], sym, "1d", inst.asset_class.value)
-            )
-        for it in cfg.intraday:
-            opts = (("exchange", it.exchange),) if it.provider == "ccxt" and it.exchange else ()
-            cls = it.asset_class.value if it.asset_class else None
-            items.append(UpdateItem("bars", it.provider, it.symbol, it.freq, cls, opts))
-    if only in (None, "series"):
-        items += [UpdateItem("series", cfg.series_provider, sid) for sid in cfg.series]
-    if only in (None, "news") and cfg.news_symbols:
-        items.append(UpdateItem("news", cfg.news_provider, ",".join(cfg.news_symbols)))
-    if only not in (None, "bars", "series", "news"):
-        _fail(f"--only: expected bars, series or news, got {only!r}")
-    return items
 
 
 def _run_update(updater: Any, items: list[Any], wide: bool = False, title: str = "data update") -> None:
@@ -543,10 +524,11 @@ def _repair(store: Any, data: Any) -> None:
     from rich.text import Text
 
     from hflite.data.store import StoreError
+    from hflite.data.update import refetcher
     from hflite.tables import Col, print_table
 
     try:
-        done = store.repair(refetch=_refetcher(data))
+        done = store.repair(refetch=refetcher(data.update))
     except StoreError as exc:
         _fail(str(exc))
         return
@@ -565,64 +547,6 @@ def _repair(store: Any, data: Any) -> None:
     failed = [r for r in done if not r.repaired]
     if failed:
         _fail(f"{len(failed)} partition(s) could not be repaired: see the action column", code=1)
-
-
-def _refetcher(data: Any) -> Any:
-    """How --repair gets a partition again when no intact version is kept: from the embedded sample
-    for sample data, else from its provider through the Updater, into a scratch store."""
-
-    def refetch(info: Any) -> Any:
-        import tempfile
-
-        from hflite.data.sample import SAMPLE_SOURCE_PREFIX, read_sample_file, sample_catalog
-        from hflite.data.store import DataNotFoundError, Store
-        from hflite.data.update import Updater
-
-        if info.source.startswith(SAMPLE_SOURCE_PREFIX):
-            found = next((f for f in sample_catalog() if f.key == info.key), None)
-            if found is not None:
-                return read_sample_file(found)
-        item = _repair_item(data.update, info)
-        if item is None:
-            raise DataNotFoundError(f"no provider fetches {info.kind} partitions")
-        cfg = data.update
-        with tempfile.TemporaryDirectory() as scratch_dir:
-            scratch = Store(scratch_dir)
-            start = _utc_day(cfg.history_start)
-            updater = Updater(scratch, history_start=start, overlap_bars=cfg.overlap_bars)
-            (result,) = updater.run([item])
-            if result.status != "updated":
-                raise DataNotFoundError(result.message or f"{item.provider} returned no data")
-            if info.kind == "bars":
-                return scratch.read_bars(info.symbol, info.freq)
-            return scratch.read_series(info.symbol)
-
-    return refetch
-
-
-def _repair_item(cfg: Any, info: Any) -> Any:
-    """The update item that fetches a bar or macro partition again: from the provider that wrote it,
-    else the one configured in [data.update]; None for other kinds."""
-    from hflite.data.providers import REGISTRY
-    from hflite.data.update import UpdateItem
-
-    if info.kind == "macro":
-        provider = info.source if info.source in REGISTRY else cfg.series_provider
-        return UpdateItem("series", provider, info.symbol)
-    if info.kind != "bars":
-        return None
-    configured = [i for i in _update_items(cfg, "bars") if (i.target, i.freq) == (info.symbol, info.freq)]
-    if info.source in REGISTRY:
-        opts = next((i.options for i in configured if i.provider == info.source), ())
-        return UpdateItem("bars", info.source, info.symbol, info.freq, info.asset_class, opts)
-    if configured:
-        return configured[0]
-    if info.freq == "1d" and info.asset_class:
-        from hflite.domain.instrument import AssetClass
-
-        provider = cfg.providers[AssetClass(info.asset_class)]
-        return UpdateItem("bars", provider, info.symbol, "1d", info.asset_class)
-    return None
 
 
 @data_app.command("archive")

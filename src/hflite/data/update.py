@@ -416,3 +416,77 @@ def summary_rows(results: list[ItemResult]) -> list[list[str]]:
 
 
 __all__ = ["ItemResult", "UpdateItem", "Updater", "summary_rows", "NotSupportedError"]
+
+
+def update_items(cfg: Any, only: str | None = None) -> list[UpdateItem]:
+    """What ``[data.update]`` (``cfg``) keeps current: daily and intraday bars, macro series and news
+    (``only``: one of bars, series or news)."""
+    items: list[UpdateItem] = []
+    if only in (None, "bars"):
+        for sym in cfg.symbols:
+            inst = _instrument(sym, None)
+            items.append(
+                UpdateItem("bars", cfg.providers[inst.asset_class], sym, "1d", inst.asset_class.value)
+            )
+        for it in cfg.intraday:
+            opts = (("exchange", it.exchange),) if it.provider == "ccxt" and it.exchange else ()
+            cls = it.asset_class.value if it.asset_class else None
+            items.append(UpdateItem("bars", it.provider, it.symbol, it.freq, cls, opts))
+    if only in (None, "series"):
+        items += [UpdateItem("series", cfg.series_provider, sid) for sid in cfg.series]
+    if only in (None, "news") and cfg.news_symbols:
+        items.append(UpdateItem("news", cfg.news_provider, ",".join(cfg.news_symbols)))
+    return items
+
+
+def refetcher(cfg: Any) -> Callable[[Any], pd.DataFrame]:
+    """How ``Store.repair`` gets a partition again when no intact version is kept: from the embedded
+    sample for sample data, else from its provider through an Updater into a scratch store (``cfg``:
+    ``[data.update]``, for the configured providers and history start)."""
+
+    def refetch(info: Any) -> pd.DataFrame:
+        import tempfile
+
+        from hflite.data.sample import SAMPLE_SOURCE_PREFIX, read_sample_file, sample_catalog
+
+        if info.source.startswith(SAMPLE_SOURCE_PREFIX):
+            found = next((f for f in sample_catalog() if f.key == info.key), None)
+            if found is not None:
+                return read_sample_file(found)
+        item = repair_item(cfg, info)
+        if item is None:
+            raise DataNotFoundError(f"no provider fetches {info.kind} partitions")
+        with tempfile.TemporaryDirectory() as scratch_dir:
+            scratch = Store(scratch_dir)
+            start = pd.Timestamp(cfg.history_start, tz="UTC")
+            updater = Updater(scratch, history_start=start, overlap_bars=cfg.overlap_bars)
+            (result,) = updater.run([item])
+            if result.status != "updated":
+                raise DataNotFoundError(result.message or f"{item.provider} returned no data")
+            if info.kind == "bars":
+                return scratch.read_bars(info.symbol, info.freq)
+            return scratch.read_series(info.symbol)
+
+    return refetch
+
+
+def repair_item(cfg: Any, info: Any) -> UpdateItem | None:
+    """The update item that fetches a bar or macro partition again: from the provider that wrote it,
+    else the one configured in ``[data.update]``; None for other kinds."""
+    from hflite.data.providers import REGISTRY
+
+    if info.kind == "macro":
+        provider = info.source if info.source in REGISTRY else cfg.series_provider
+        return UpdateItem("series", provider, info.symbol)
+    if info.kind != "bars":
+        return None
+    configured = [i for i in update_items(cfg, "bars") if (i.target, i.freq) == (info.symbol, info.freq)]
+    if info.source in REGISTRY:
+        opts = next((i.options for i in configured if i.provider == info.source), ())
+        return UpdateItem("bars", info.source, info.symbol, info.freq, info.asset_class, opts)
+    if configured:
+        return configured[0]
+    if info.freq == "1d" and info.asset_class:
+        provider = cfg.providers[AssetClass(info.asset_class)]
+        return UpdateItem("bars", provider, info.symbol, "1d", info.asset_class)
+    return None
