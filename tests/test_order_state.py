@@ -9,16 +9,20 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hflite.domain.order import (
+    HELD,
     OPEN,
     RECONCILABLE,
     TERMINAL,
     TRANSITIONS,
     IllegalTransitionError,
+    InvalidOrderError,
     Order,
     OrderEvent,
     OrderStatus,
     OrderType,
     Side,
+    TimeInForce,
+    bracket,
 )
 
 S, E = OrderStatus, OrderEvent
@@ -416,3 +420,151 @@ def test_closed_ts_is_set_exactly_when_an_order_becomes_terminal(
         except IllegalTransitionError:
             continue
         assert (order.closed_ts is not None) == (order.status in TERMINAL)
+
+
+# ------------------------------------------------------------------------ order types, check
+
+
+def _priced(
+    otype: OrderType, price: float | None = None, stop_price: float | None = None, qty: float = QTY
+) -> Order:
+    return Order("o-7", "AAPL", Side.BUY, otype, qty, TS, price, stop_price=stop_price)
+
+
+def test_the_order_types_are_market_limit_stop_and_stop_limit() -> None:
+    assert [t.value for t in OrderType] == ["market", "limit", "stop", "stop_limit"]
+
+
+def test_an_order_built_from_its_first_nineteen_fields_has_no_stop_price_and_is_untriggered() -> None:
+    # The engine builds orders positionally, id ... closed_ts: the new fields must trail.
+    order = Order(
+        "o-1", "AAPL", Side.BUY, OrderType.MARKET, QTY, TS, None, TimeInForce.GTC, S.NEW,
+        0.0, 0.0, "", "", None, None, False, 3, 4, None,
+    )  # fmt: skip
+
+    assert (order.first_bar, order.closed_ts, order.stop_price, order.triggered) == (4, None, None, False)
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        _priced(OrderType.MARKET),
+        _priced(OrderType.LIMIT, 99.0),
+        _priced(OrderType.STOP, 101.0),
+        _priced(OrderType.STOP_LIMIT, 102.0, stop_price=101.0),  # buy up to 102 once 101 trades
+        _priced(OrderType.STOP_LIMIT, 100.0, stop_price=101.0),  # after 101 trades, buy a dip to 100
+    ],
+    ids=["market", "limit", "stop", "stop-limit-above", "stop-limit-below"],
+)
+def test_check_accepts_every_well_formed_order(order: Order) -> None:
+    order.check()
+
+
+@pytest.mark.parametrize("qty", [0.0, -1.0, float("nan"), float("inf")])
+def test_check_refuses_a_quantity_that_is_not_positive_and_finite(qty: float) -> None:
+    with pytest.raises(InvalidOrderError, match=r"order o-7 \(buy market AAPL\): quantity"):
+        _priced(OrderType.MARKET, qty=qty).check()
+
+
+@pytest.mark.parametrize(
+    ("order", "needs"),
+    [
+        (_priced(OrderType.LIMIT), "a limit order needs price"),
+        (_priced(OrderType.STOP), "a stop order needs price"),
+        (_priced(OrderType.STOP_LIMIT, 100.0), "a stop_limit order needs stop_price"),
+        (_priced(OrderType.STOP_LIMIT, None, stop_price=100.0), "a stop_limit order needs price"),
+    ],
+    ids=["limit", "stop", "stop-limit-trigger", "stop-limit-limit"],
+)
+def test_check_refuses_an_order_without_the_prices_its_type_needs(order: Order, needs: str) -> None:
+    with pytest.raises(InvalidOrderError, match=needs):
+        order.check()
+
+
+@pytest.mark.parametrize("bad", [0.0, -3.0, float("nan"), float("inf")])
+def test_check_refuses_a_price_or_trigger_that_is_not_positive_and_finite(bad: float) -> None:
+    with pytest.raises(InvalidOrderError, match="price"):
+        _priced(OrderType.LIMIT, bad).check()
+    with pytest.raises(InvalidOrderError, match="stop_price"):
+        _priced(OrderType.STOP_LIMIT, 100.0, stop_price=bad).check()
+
+
+def test_check_refuses_a_stop_price_on_an_order_that_is_not_a_stop_limit() -> None:
+    with pytest.raises(InvalidOrderError, match="stop_price is only for stop_limit"):
+        _priced(OrderType.STOP, 101.0, stop_price=101.0).check()
+
+
+def test_an_invalid_order_error_is_a_value_error() -> None:
+    assert issubclass(InvalidOrderError, ValueError)
+
+
+# ---------------------------------------------------------------------------------- brackets
+
+
+def _entry(side: Side = Side.BUY, otype: OrderType = OrderType.LIMIT, price: float | None = 100.0) -> Order:
+    return Order("e-1", "AAPL", side, otype, QTY, TS, price, decision_id="d-1", created_bar=5, first_bar=6)
+
+
+def test_a_bracket_is_the_entry_then_a_stop_loss_and_a_take_profit_on_the_other_side() -> None:
+    entry = _entry()
+
+    orders = bracket(entry, 95.0, 110.0)
+
+    assert orders[0] is entry
+    sl, tp = orders[1:]
+    assert (sl.id, sl.type, sl.price, sl.reason) == ("e-1-sl", OrderType.STOP, 95.0, "stop-loss")
+    assert (tp.id, tp.type, tp.price, tp.reason) == ("e-1-tp", OrderType.LIMIT, 110.0, "take-profit")
+    for child in (sl, tp):
+        assert (child.side, child.qty, child.parent_id, child.oco_group) == (Side.SELL, QTY, "e-1", "e-1-oco")
+        assert (child.reduce_only, child.tif, child.first_bar, child.decision_id) == (
+            True,
+            TimeInForce.GTC,
+            HELD,
+            "d-1",
+        )
+
+
+def test_a_short_bracket_buys_back_above_and_below() -> None:
+    _, sl, tp = bracket(_entry(Side.SELL), 105.0, 90.0)
+
+    assert (sl.side, sl.price, tp.side, tp.price) == (Side.BUY, 105.0, Side.BUY, 90.0)
+
+
+def test_a_bracket_with_one_exit_has_no_oco_group() -> None:
+    orders = bracket(_entry(otype=OrderType.MARKET, price=None), None, 110.0)
+
+    assert [o.id for o in orders] == ["e-1", "e-1-tp"]
+    assert orders[1].oco_group is None
+
+
+def test_a_bracket_names_its_exits_with_make_id() -> None:
+    orders = bracket(_entry(), 95.0, 110.0, make_id=lambda role: f"x-{role}")
+
+    assert [o.id for o in orders[1:]] == ["x-sl", "x-tp"]
+
+
+@pytest.mark.parametrize(
+    ("side", "stop", "take_profit", "why"),
+    [
+        (Side.BUY, None, None, "needs a stop_price or a take_profit"),
+        (Side.BUY, 111.0, 110.0, "stop 111.0 must be below the take-profit 110.0"),
+        (Side.SELL, 90.0, 105.0, "stop 90.0 must be above the take-profit 105.0"),
+        (Side.BUY, 101.0, 110.0, "stop 101.0 must be below the entry price 100.0"),
+        (Side.BUY, 95.0, 99.0, "take-profit 99.0 must be above the entry price 100.0"),
+        (Side.BUY, -1.0, None, "price -1.0 is not a positive finite number"),
+    ],
+    ids=["no-exit", "long-crossed", "short-crossed", "stop-past-entry", "target-short-of-entry", "bad-price"],
+)
+def test_a_bracket_with_exits_on_the_wrong_side_is_refused(
+    side: Side, stop: float | None, take_profit: float | None, why: str
+) -> None:
+    with pytest.raises(InvalidOrderError, match=why):
+        bracket(_entry(side, OrderType.MARKET if side is Side.SELL else OrderType.LIMIT), stop, take_profit)
+
+
+def test_check_refuses_a_held_order_without_a_parent() -> None:
+    order = _priced(OrderType.STOP, 95.0)
+    order.first_bar = HELD
+
+    with pytest.raises(InvalidOrderError, match="no parent_id"):
+        order.check()

@@ -5,9 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hflite.domain.instrument import AssetClass, Calendar, Instrument, VolumeUnit
-from hflite.domain.order import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from hflite.domain.order import (
+    HELD,
+    Fill,
+    InvalidOrderError,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    bracket,
+)
 from hflite.execution.costs import BpsCommission, CommissionModel, FixedBpsSlippage, PerShareCommission
 from hflite.execution.venues.sim import BarView, SimVenue
 
@@ -722,3 +734,642 @@ def test_orders_of_another_symbol_are_not_matched() -> None:
 
     assert rec.calls == []
     assert order.status is OrderStatus.ACCEPTED
+
+
+# ------------------------------------------------------------------------------ stop-limit
+
+
+def _stop_limit(
+    side: Side,
+    stop: float,
+    limit: float,
+    qty: float = 100.0,
+    *,
+    oid: str = "sl-1",
+    created_bar: int = 0,
+    tif: TimeInForce = TimeInForce.GTC,
+) -> Order:
+    order = _order(side, OrderType.STOP_LIMIT, qty, limit, oid=oid, created_bar=created_bar, tif=tif)
+    order.stop_price = stop
+    return order
+
+
+def test_a_buy_stop_limit_triggered_inside_the_range_fills_at_the_trigger() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0)
+
+    rec = _match(venue, _bar(1, open=100.0, high=105.0, low=95.0), order)
+
+    assert [(f.price, f.slippage) for f in rec.fills] == [(102.0, 0.0)]
+    assert order.status is OrderStatus.FILLED
+    assert order.triggered
+
+
+def test_a_buy_stop_limit_pays_slippage_on_its_trigger_bar() -> None:
+    venue = _venue(slippage_bps=10.0)
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0)
+
+    rec = _match(venue, _bar(1, open=100.0, high=105.0), order)
+
+    # 10 bps of 102 = 0.102, still under the 103 limit.
+    assert rec.fills[0].price == pytest.approx(102.102)
+    assert rec.fills[0].slippage == pytest.approx(0.102)
+
+
+def test_a_buy_stop_limit_slippage_never_takes_the_price_above_the_limit() -> None:
+    venue = _venue(slippage_bps=10.0)
+    order = _stop_limit(Side.BUY, stop=102.0, limit=102.05)
+
+    rec = _match(venue, _bar(1, open=100.0, high=105.0), order)
+
+    # 102 + 0.102 would pass the 102.05 limit: the fill stops at the limit.
+    assert rec.fills[0].price == pytest.approx(102.05)
+    assert rec.fills[0].slippage == pytest.approx(0.05)
+
+
+def test_a_buy_stop_limit_gapped_through_the_trigger_below_the_limit_fills_at_the_open() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0)
+
+    rec = _match(venue, _bar(1, open=102.5, high=105.0, low=101.0), order)
+
+    assert [f.price for f in rec.fills] == [102.5]
+
+
+def test_a_buy_stop_limit_gapped_above_its_limit_does_not_fill_that_bar_but_stays_triggered() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0)
+
+    # Opens at 104, beyond the limit; the low of 102.5 is under the limit, but no fill this bar.
+    rec = _match(venue, _bar(1, open=104.0, high=106.0, low=102.5), order)
+
+    assert rec.fills == []
+    assert (order.status, order.triggered) == (OrderStatus.ACCEPTED, True)
+
+
+def test_a_triggered_buy_stop_limit_fills_at_its_limit_on_a_later_bar_without_slippage() -> None:
+    venue = _venue(slippage_bps=10.0)
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0)
+    _match(venue, _bar(1, open=104.0, high=106.0, low=103.5), order)
+
+    rec = _match(venue, _bar(2, open=104.0, high=104.5, low=101.0))
+
+    assert [(f.price, f.slippage) for f in rec.fills] == [(103.0, 0.0)]
+
+
+def test_a_triggered_buy_stop_limit_does_not_fill_while_the_low_stays_above_its_limit() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0)
+    _match(venue, _bar(1, open=104.0, high=106.0, low=103.5), order)
+
+    rec = _match(venue, _bar(2, open=105.0, high=107.0, low=103.01))
+
+    assert rec.fills == []
+    assert order.status is OrderStatus.ACCEPTED
+
+
+def test_a_buy_stop_limit_with_the_limit_below_the_stop_never_fills_on_its_trigger_bar() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=102.0, limit=101.0)
+
+    # Triggered at 102; the bar's low 95 may have come before the trigger: no fill.
+    first = _match(venue, _bar(1, open=100.0, high=105.0, low=95.0), order)
+    # A pull-back to the limit on the next bar fills at the limit.
+    second = _match(venue, _bar(2, open=103.0, high=104.0, low=100.5))
+
+    assert first.fills == []
+    assert [f.price for f in second.fills] == [101.0]
+
+
+def test_a_buy_stop_limit_whose_trigger_the_range_misses_stays_untriggered() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0)
+
+    rec = _match(venue, _bar(1, open=100.0, high=101.99, low=95.0), order)
+
+    assert rec.fills == []
+    assert not order.triggered
+
+
+def test_a_buy_stop_limit_created_inside_the_bar_ignores_the_open_gap() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0, created_bar=1)
+
+    # It never saw the 104 open: the range reaching 102 triggers it at the trigger.
+    rec = _match(venue, _bar(1, open=104.0, high=105.0, low=101.0), order)
+
+    assert [f.price for f in rec.fills] == [102.0]
+
+
+def test_a_sell_stop_limit_triggered_inside_the_range_fills_at_the_trigger_less_slippage() -> None:
+    venue = _venue(slippage_bps=10.0)
+    order = _stop_limit(Side.SELL, stop=98.0, limit=97.0)
+
+    rec = _match(venue, _bar(1, open=100.0, high=101.0, low=95.0), order)
+
+    # 98 - 10 bps (0.098) = 97.902, above the 97 limit.
+    assert rec.fills[0].price == pytest.approx(97.902)
+
+
+def test_a_sell_stop_limit_gapped_through_the_trigger_above_the_limit_fills_at_the_open() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.SELL, stop=98.0, limit=97.0)
+
+    rec = _match(venue, _bar(1, open=97.5, high=99.0, low=96.0), order)
+
+    assert [f.price for f in rec.fills] == [97.5]
+
+
+def test_a_sell_stop_limit_gapped_below_its_limit_waits_for_a_bounce_to_the_limit() -> None:
+    venue = _venue(slippage_bps=10.0)
+    order = _stop_limit(Side.SELL, stop=98.0, limit=97.0)
+
+    first = _match(venue, _bar(1, open=96.0, high=97.5, low=95.0), order)
+    second = _match(venue, _bar(2, open=96.0, high=97.2, low=95.0))
+
+    assert first.fills == []
+    assert order.triggered
+    assert [(f.price, f.slippage) for f in second.fills] == [(97.0, 0.0)]
+
+
+def test_a_sell_stop_limit_with_the_limit_above_the_stop_fills_only_on_a_later_bounce() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.SELL, stop=98.0, limit=99.0)
+
+    first = _match(venue, _bar(1, open=100.0, high=101.0, low=95.0), order)
+    second = _match(venue, _bar(2, open=97.0, high=98.9, low=96.0))
+    third = _match(venue, _bar(3, open=97.0, high=99.5, low=96.0))
+
+    assert (first.fills, second.fills) == ([], [])
+    assert [f.price for f in third.fills] == [99.0]
+
+
+def test_a_capped_stop_limit_fills_the_rest_as_a_plain_limit_on_the_next_bar() -> None:
+    venue = _venue(slippage_bps=10.0, max_volume_share=0.1)
+    order = _stop_limit(Side.BUY, stop=102.0, limit=103.0, qty=150)
+
+    first = _match(venue, _bar(1, open=100.0, high=105.0, volume=1_000), order)
+    second = _match(venue, _bar(2, open=101.0, high=104.0, low=100.0, volume=1_000))
+
+    assert [(f.qty, f.price) for f in first.fills] == [(100.0, pytest.approx(102.102))]
+    assert [(f.qty, f.price, f.slippage) for f in second.fills] == [(50.0, 103.0, 0.0)]
+
+
+def test_a_stop_limit_stop_loss_fills_before_a_take_profit_in_the_same_bar() -> None:
+    venue = _venue()
+    tp = _order(Side.SELL, OrderType.LIMIT, price=105.0, oid="tp")
+    sl = _stop_limit(Side.SELL, stop=95.0, limit=94.0, oid="sl")
+    tp.oco_group = sl.oco_group = "exits"
+
+    rec = _match(venue, _bar(1, open=100.0, high=106.0, low=94.5), tp, sl)
+
+    assert [f.order_id for f in rec.fills] == ["sl"]
+    assert tp.status is OrderStatus.CANCELLED
+
+
+# ------------------------------------------------------------------------------------ OCO
+
+
+def test_a_whole_fill_cancels_the_rest_of_its_oco_group_and_match_returns_them() -> None:
+    venue = _venue()
+    sl, tp = _sl_tp()
+    venue.submit(sl)
+    venue.submit(tp)
+
+    closed = venue.match("AAPL", _bar(1, open=100.0, high=106.0, low=96.0), Recorder())
+
+    assert tp.status is OrderStatus.FILLED
+    assert closed == [sl]
+    assert (sl.status, sl.closed_ts, sl.filled_qty) == (OrderStatus.CANCELLED, 1_000, 0.0)
+    assert not venue.has_working("AAPL")
+
+
+def test_an_oco_sibling_cancelled_by_on_fill_is_cancelled_once_and_not_returned_again() -> None:
+    venue = _venue()
+    sl, tp = _sl_tp()
+    venue.submit(sl)
+    venue.submit(tp)
+    rec, on_fill = _oco(venue)  # the engine's way: on_fill cancels the sibling itself
+
+    closed = venue.match("AAPL", _bar(1, open=100.0, high=106.0, low=96.0), on_fill)
+
+    assert [f.order_id for f in rec.fills] == ["tp"]
+    assert closed == []
+    assert (sl.status, sl.closed_ts) == (OrderStatus.CANCELLED, 1_000)
+
+
+def test_a_partial_fill_cancels_and_resizes_nothing_in_its_oco_group() -> None:
+    venue = _venue(max_volume_share=0.1)
+    sl, tp = _sl_tp()
+    venue.submit(sl)
+    venue.submit(tp)
+
+    closed = venue.match("AAPL", _bar(1, open=100.0, high=106.0, low=96.0, volume=500), Recorder())
+
+    assert (tp.status, tp.filled_qty) == (OrderStatus.PARTIALLY_FILLED, 50.0)
+    assert closed == []
+    assert (sl.status, sl.qty) == (OrderStatus.ACCEPTED, 100.0)
+
+
+def test_the_whole_fill_of_a_partly_filled_leg_still_cancels_the_other() -> None:
+    venue = _venue(max_volume_share=0.1)
+    sl, tp = _sl_tp()
+    venue.submit(sl)
+    venue.submit(tp)
+    venue.match("AAPL", _bar(1, open=100.0, high=106.0, low=96.0, volume=500), Recorder())
+
+    closed = venue.match("AAPL", _bar(2, open=100.0, high=106.0, low=96.0, volume=BIG), Recorder())
+
+    assert tp.status is OrderStatus.FILLED
+    assert closed == [sl]
+    assert sl.closed_ts == 2_000
+
+
+def test_an_oco_group_may_span_symbols() -> None:
+    venue = _venue()
+    aapl = _order(Side.BUY, OrderType.LIMIT, price=99.0, oid="aapl")
+    btc = _order(Side.BUY, OrderType.LIMIT, qty=1.0, price=30_000.0, oid="btc", symbol="BTC-USD")
+    aapl.oco_group = btc.oco_group = "one-of"
+    venue.submit(btc)
+
+    venue.submit(aapl)
+    closed = venue.match("AAPL", _bar(1, low=98.0), Recorder())
+
+    assert closed == [btc]
+    assert btc.status is OrderStatus.CANCELLED
+    assert not venue.has_working("BTC-USD")
+
+
+def test_cancelling_an_already_cancelled_order_is_a_harmless_no_op() -> None:
+    venue = _venue()
+    sl, tp = _sl_tp()
+    venue.submit(sl)
+    venue.submit(tp)
+    venue.cancel(sl, 500)
+
+    venue.cancel(sl, 900)
+
+    assert (sl.status, sl.closed_ts) == (OrderStatus.CANCELLED, 500)
+    assert venue.working["AAPL"] == [tp]
+
+
+def test_a_member_cancelled_before_the_fill_is_not_returned_by_the_group_fill() -> None:
+    venue = _venue()
+    sl, tp = _sl_tp()
+    venue.submit(sl)
+    venue.submit(tp)
+    venue.cancel(sl, 500)
+
+    closed = venue.match("AAPL", _bar(1, high=106.0), Recorder())
+
+    assert tp.status is OrderStatus.FILLED
+    assert closed == []
+
+
+# -------------------------------------------------------------------------------- replace
+
+
+@pytest.mark.parametrize(
+    ("otype", "side"), [(OrderType.LIMIT, Side.BUY), (OrderType.STOP, Side.SELL)], ids=["limit", "stop"]
+)
+def test_replace_moves_the_price_of_a_limit_or_stop(otype: OrderType, side: Side) -> None:
+    venue = _venue()
+    order = _order(side, otype, price=90.0)
+    venue.submit(order)
+
+    venue.replace(order, 96.0)
+
+    assert order.price == 96.0
+    rec = _match(venue, _bar(1, open=100.0, low=95.0))
+    assert [f.price for f in rec.fills] == [96.0]
+
+
+def test_replace_moves_the_trigger_of_a_stop_limit_and_keeps_its_limit() -> None:
+    venue = _venue()
+    order = _stop_limit(Side.BUY, stop=110.0, limit=111.0)
+    venue.submit(order)
+
+    venue.replace(order, 104.0)
+
+    assert (order.stop_price, order.price) == (104.0, 111.0)
+    rec = _match(venue, _bar(1, open=100.0, high=105.0))
+    assert [f.price for f in rec.fills] == [104.0]
+
+
+def test_replace_of_a_closed_order_changes_nothing() -> None:
+    venue = _venue()
+    order = _order(Side.BUY, OrderType.LIMIT, price=99.0)
+    venue.submit(order)
+    venue.cancel(order, 500)
+
+    venue.replace(order, 98.0)
+
+    assert order.price == 99.0
+
+
+@pytest.mark.parametrize("price", [0.0, -1.0, float("nan"), float("inf")])
+def test_replace_refuses_a_price_that_is_not_positive_and_finite(price: float) -> None:
+    venue = _venue()
+    order = _order(Side.BUY, OrderType.LIMIT, price=99.0)
+    venue.submit(order)
+
+    with pytest.raises(InvalidOrderError, match="o-1"):
+        venue.replace(order, price)
+    assert order.price == 99.0
+
+
+def test_replace_refuses_a_market_order() -> None:
+    venue = _venue()
+    order = _order(Side.BUY)
+    venue.submit(order)
+
+    with pytest.raises(InvalidOrderError, match="market order has no price"):
+        venue.replace(order, 99.0)
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def test_submit_refuses_an_invalid_order_and_leaves_it_new_and_off_the_book() -> None:
+    venue = _venue()
+    order = _order(Side.BUY, OrderType.LIMIT, price=None)
+
+    with pytest.raises(InvalidOrderError, match="order o-1 .*needs price"):
+        venue.submit(order)
+    assert order.status is OrderStatus.NEW
+    assert not venue.has_working("AAPL")
+
+
+@pytest.mark.parametrize("qty", [0.0, -5.0, float("nan"), float("inf")])
+def test_submit_refuses_a_market_order_without_a_positive_finite_quantity(qty: float) -> None:
+    venue = _venue()
+
+    with pytest.raises(InvalidOrderError, match="quantity"):
+        venue.submit(_order(Side.BUY, qty=qty))
+    assert not venue.has_working("AAPL")
+
+
+def test_submit_oco_submits_every_order() -> None:
+    venue = _venue()
+    sl, tp = _sl_tp()
+
+    venue.submit_oco([sl, tp])
+
+    assert (sl.status, tp.status) == (OrderStatus.ACCEPTED, OrderStatus.ACCEPTED)
+    assert venue.working["AAPL"] == [sl, tp]
+
+
+def test_submit_oco_sends_none_when_one_order_is_invalid() -> None:
+    venue = _venue()
+    sl, tp = _sl_tp()
+    tp.price = None
+
+    with pytest.raises(InvalidOrderError, match="order tp"):
+        venue.submit_oco([sl, tp])
+    assert sl.status is OrderStatus.NEW
+    assert not venue.has_working("AAPL")
+
+
+# -------------------------------------------------------------------------------- brackets
+
+
+def _bracket(
+    otype: OrderType = OrderType.LIMIT,
+    price: float | None = 99.0,
+    *,
+    stop: float | None = 97.0,
+    take_profit: float | None = 102.0,
+    qty: float = 100.0,
+    tif: TimeInForce = TimeInForce.GTC,
+) -> list[Order]:
+    return bracket(_order(Side.BUY, otype, qty, price, oid="e", tif=tif), stop, take_profit)
+
+
+def test_bracket_children_are_held_while_their_parent_has_not_filled() -> None:
+    venue = _venue()
+    entry, sl, tp = _bracket()
+    venue.submit_oco([entry, sl, tp])
+
+    # The entry's 99 limit is missed; the children's levels (97 stop, 102 limit) are both reached.
+    rec = _match(venue, _bar(1, open=100.0, high=103.0, low=99.5))
+
+    assert rec.fills == []
+    assert [o.status for o in (entry, sl, tp)] == [OrderStatus.ACCEPTED] * 3
+    assert sl.first_bar == tp.first_bar == HELD
+
+
+def test_bracket_children_activate_on_the_parents_fill_bar_and_may_fill_in_the_rest_of_it() -> None:
+    venue = _venue()
+    entry, sl, tp = _bracket()
+    venue.submit_oco([entry, sl, tp])
+
+    rec = Recorder()
+    closed = venue.match("AAPL", _bar(1, open=100.0, high=103.0, low=98.0), rec)
+
+    # The entry fills at its 99 limit; the take-profit at 102 in the same bar; OCO cancels the stop.
+    assert [(f.order_id, f.price) for f in rec.fills] == [("e", 99.0), ("e-tp", 102.0)]
+    assert (tp.created_bar, tp.first_bar) == (1, 1)
+    assert closed == [sl]
+    assert sl.status is OrderStatus.CANCELLED
+
+
+def test_bracket_children_created_in_the_fill_bar_do_not_see_its_open() -> None:
+    venue = _venue()
+    entry, sl, tp = _bracket(OrderType.MARKET, None, stop=97.0, take_profit=102.0)
+    venue.submit_oco([entry, sl, tp])
+
+    # Market entry at the 100 open; the stop-loss then fills at its 97 trigger (not a gap at the open).
+    rec = _match(venue, _bar(1, open=100.0, high=101.0, low=96.0))
+
+    assert [(f.order_id, f.price) for f in rec.fills] == [("e", 100.0), ("e-sl", 97.0)]
+    assert tp.status is OrderStatus.CANCELLED
+
+
+def test_bracket_children_take_the_parents_filled_quantity() -> None:
+    venue = _venue(max_volume_share=0.1)
+    entry, sl, tp = _bracket(OrderType.MARKET, None, qty=150)
+    venue.submit_oco([entry, sl, tp])
+
+    _match(venue, _bar(1, open=100.0, high=101.0, low=99.5, volume=1_000))
+    assert (entry.filled_qty, sl.first_bar) == (100.0, HELD)  # part filled: the children still wait
+    _match(venue, _bar(2, open=100.0, high=101.0, low=99.5, volume=1_000))
+
+    assert entry.status is OrderStatus.FILLED
+    assert (sl.qty, tp.qty, sl.first_bar) == (150.0, 150.0, 2)
+
+
+def test_cancelling_an_unfilled_parent_cancels_its_children_and_the_next_match_returns_them() -> None:
+    venue = _venue()
+    entry, sl, tp = _bracket()
+    venue.submit_oco([entry, sl, tp])
+
+    venue.cancel(entry, 500)
+
+    assert [o.status for o in (entry, sl, tp)] == [OrderStatus.CANCELLED] * 3
+    assert (sl.closed_ts, tp.closed_ts) == (500, 500)
+    assert not venue.has_working("AAPL")
+    assert venue.match("AAPL", _bar(1), Recorder()) == [sl, tp]
+
+
+def test_an_expired_unfilled_parent_cancels_its_children() -> None:
+    venue = _venue()
+    entry, sl, tp = _bracket(tif=TimeInForce.DAY)
+    venue.submit_oco([entry, sl, tp])
+
+    closed = venue.match("AAPL", _bar(1, low=99.5), Recorder())
+
+    assert closed == [entry, sl, tp]
+    assert [o.status for o in closed] == [OrderStatus.EXPIRED, OrderStatus.CANCELLED, OrderStatus.CANCELLED]
+
+
+def test_a_parent_cancelled_after_a_partial_fill_activates_its_children_for_the_filled_part() -> None:
+    venue = _venue(max_volume_share=0.1)
+    entry, sl, tp = _bracket(OrderType.MARKET, None, qty=150, tif=TimeInForce.IOC)
+    venue.submit_oco([entry, sl, tp])
+
+    closed = venue.match("AAPL", _bar(1, open=100.0, high=101.0, low=99.5, volume=1_000), Recorder())
+
+    assert closed == [entry]
+    assert (entry.status, entry.filled_qty) == (OrderStatus.CANCELLED, 100.0)
+    assert (sl.status, sl.qty, sl.first_bar, tp.qty) == (OrderStatus.ACCEPTED, 100.0, 2, 100.0)
+    rec = _match(venue, _bar(2, open=96.0, high=97.0, low=95.0, volume=1_000))
+    assert [(f.order_id, f.qty, f.price) for f in rec.fills] == [("e-sl", 100.0, 96.0)]
+
+
+def test_a_held_child_without_its_parent_at_the_venue_is_refused() -> None:
+    venue = _venue()
+    _, sl, _ = _bracket()
+
+    with pytest.raises(InvalidOrderError, match="parent e"):
+        venue.submit(sl)
+    assert sl.status is OrderStatus.NEW
+
+
+def test_cancelling_a_held_child_leaves_the_parent_and_the_other_child_working() -> None:
+    venue = _venue()
+    entry, sl, tp = _bracket()
+    venue.submit_oco([entry, sl, tp])
+
+    venue.cancel(sl, 500)
+    rec = _match(venue, _bar(1, open=100.0, high=103.0, low=98.0))
+
+    assert [f.order_id for f in rec.fills] == ["e", "e-tp"]
+
+
+# ---------------------------------------------------------------------------- properties
+
+_BARS = st.lists(
+    st.tuples(
+        st.floats(min_value=90.0, max_value=110.0),  # open
+        st.floats(min_value=0.0, max_value=8.0),  # up from the open
+        st.floats(min_value=0.0, max_value=8.0),  # down from the open
+        st.sampled_from([300.0, 1_000.0, BIG]),  # volume: caps at 30, 100 or nothing
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    bars=_BARS,
+    stop=st.floats(min_value=92.0, max_value=99.0),
+    limit_gap=st.floats(min_value=-3.0, max_value=3.0),
+    take_profit=st.floats(min_value=101.0, max_value=108.0),
+)
+def test_an_oco_pair_of_stop_limit_and_limit_never_breaks_the_fill_rules(
+    bars: list[tuple[float, float, float, float]], stop: float, limit_gap: float, take_profit: float
+) -> None:
+    venue = _venue(slippage_bps=5.0)
+    sl = _stop_limit(Side.SELL, stop=stop, limit=stop + limit_gap, oid="sl")
+    tp = _order(Side.SELL, OrderType.LIMIT, price=take_profit, oid="tp")
+    sl.oco_group = tp.oco_group = "exits"
+    venue.submit_oco([sl, tp])
+    returned: list[Order] = []
+    was_triggered = False
+
+    for i, (open_, up, down, volume) in enumerate(bars, start=1):
+        bar = _bar(i, open=open_, high=open_ + up, low=open_ - down, volume=volume)
+        rec = Recorder()
+        returned += venue.match("AAPL", bar, rec)
+        for order, fill in rec.calls:
+            if order is sl:
+                assert fill.price >= sl.price - 1e-9  # a sell stop-limit never sells below its limit
+                before_slippage = fill.price + fill.slippage
+                if before_slippage != sl.price:  # a trigger-bar fill: at a price the bar traded
+                    assert bar.low <= before_slippage <= bar.high
+            else:
+                assert (fill.price, fill.slippage) == (take_profit, 0.0)
+        assert not was_triggered or sl.triggered  # a trigger is never forgotten
+        was_triggered = sl.triggered
+        assert all(o.is_open for o in venue.working["AAPL"])
+        for o in (sl, tp):
+            assert o.filled_qty <= o.qty + 1e-9
+        if OrderStatus.FILLED in (sl.status, tp.status):
+            assert not sl.is_open and not tp.is_open  # one filled wholly: the other is closed
+            assert {sl.status, tp.status} == {OrderStatus.FILLED, OrderStatus.CANCELLED}
+
+    assert len(returned) == len({id(o) for o in returned})  # each closed order reported once
+    assert all(o.status is OrderStatus.CANCELLED and o.filled_qty < o.qty for o in returned)
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("bar"),
+            st.floats(min_value=94.0, max_value=106.0),
+            st.floats(min_value=0.0, max_value=6.0),
+            st.floats(min_value=0.0, max_value=6.0),
+            st.sampled_from([500.0, BIG]),  # caps at 50 of the 150, or not at all
+        ),
+        st.tuples(st.sampled_from(["cancel-entry", "cancel-sl"])),
+        st.tuples(st.just("replace-sl"), st.floats(min_value=90.0, max_value=99.0)),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=_OPS, tif=st.sampled_from(list(TimeInForce)))
+def test_a_bracket_under_any_sequence_of_bars_cancels_and_replaces_keeps_its_links(
+    ops: list[tuple[object, ...]], tif: TimeInForce
+) -> None:
+    venue = _venue()
+    entry, sl, tp = _bracket(qty=150, tif=tif)
+    venue.submit_oco([entry, sl, tp])
+    reported: list[Order] = []
+    cancelled_by_us: set[str] = set()
+    i = 0
+
+    for op in ops:
+        if op[0] in ("cancel-entry", "cancel-sl"):
+            target = entry if op[0] == "cancel-entry" else sl
+            if target.is_open:  # what we cancel ourselves we know about: match does not report it
+                cancelled_by_us.add(target.id)
+            venue.cancel(target, 10 * i + 5)
+        elif op[0] == "replace-sl":
+            venue.replace(sl, float(op[1]))  # type: ignore[arg-type]
+        else:
+            i += 1
+            _, open_, up, down, volume = op
+            bar = _bar(i, open=open_, high=open_ + up, low=open_ - down, volume=volume)  # type: ignore[operator]
+            rec = Recorder()
+            reported += venue.match("AAPL", bar, rec)
+            for order, _fill in rec.calls:
+                if order is not entry:  # a child fills only once live, and never past the entry's fills
+                    assert order.first_bar != HELD
+                    # (each leg on its own: the venue does not resize one leg on the other's partial fill)
+                    assert order.filled_qty <= entry.filled_qty + 1e-9
+            assert all(o.is_open for o in venue.working["AAPL"])
+        if OrderStatus.FILLED in (sl.status, tp.status):
+            assert not sl.is_open and not tp.is_open
+        if not entry.is_open and entry.filled_qty == 0.0:
+            assert not sl.is_open and not tp.is_open and sl.filled_qty == tp.filled_qty == 0.0
+    reported += venue.match("AAPL", _bar(i + 1, open=100.0, high=100.0, low=100.0), Recorder())
+
+    closed_unfilled = {
+        o.id for o in (entry, sl, tp) if o.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED)
+    }
+    assert len(reported) == len({o.id for o in reported})  # each reported once
+    assert {o.id for o in reported} == closed_unfilled - cancelled_by_us

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple, NoReturn
 
 
 class Side(StrEnum):
@@ -20,9 +22,21 @@ _SIGN = {Side.BUY: 1, Side.SELL: -1}
 
 
 class OrderType(StrEnum):
+    """MARKET fills at the next price; LIMIT at ``price`` or better; STOP becomes a market order when
+    the price reaches ``price``; STOP_LIMIT becomes a limit order at ``price`` when the price reaches
+    ``stop_price``.
+
+    A buy STOP_LIMIT with ``price >= stop_price`` buys once the price rises to the stop, paying at
+    most the limit (the limit caps the slippage of a breakout entry); with ``price < stop_price`` it
+    buys only on a pull-back to the limit after the price has risen to the stop. Mirrored for a
+    sell: ``price <= stop_price`` sells once the price falls to the stop, for no less than the limit;
+    ``price > stop_price`` sells only on a bounce to the limit after the fall.
+    """
+
     MARKET = "market"
     LIMIT = "limit"
     STOP = "stop"
+    STOP_LIMIT = "stop_limit"
 
 
 class TimeInForce(StrEnum):
@@ -88,12 +102,24 @@ class IllegalTransitionError(ValueError):
     """An event that the order's current status does not allow."""
 
 
+class InvalidOrderError(ValueError):
+    """An order a venue cannot work: bad quantity, or a price its type needs is missing or bad."""
+
+
+#: ``first_bar`` of a bracket child while its parent has not filled: no bar index reaches it, so
+#: the venue holds the child (it cannot fill) until the parent's fill sets its real first bar.
+HELD: Final = 2**62
+
+
 @dataclass(slots=True)
 class Order:
     """One order. Quantities are positive; ``side`` gives the direction.
 
     ``parent_id`` links a protective (stop-loss / take-profit) order to the entry that created it;
-    ``oco_group`` cancels the siblings when one of a group fills.
+    ``oco_group`` cancels the siblings when one of a group fills wholly. ``price`` is the limit
+    (LIMIT, STOP_LIMIT) or the trigger (STOP); ``stop_price`` is a STOP_LIMIT's trigger, and
+    ``triggered`` records that it has fired (from then on it works as a limit at ``price``).
+    The fields after ``closed_ts`` are trailing on purpose: the engine builds orders positionally.
     """
 
     id: str
@@ -115,6 +141,8 @@ class Order:
     created_bar: int = -1  # engine index of the bar on which the order was created
     first_bar: int = -1  # engine index of the first bar the order may fill on
     closed_ts: int | None = None
+    stop_price: float | None = None  # STOP_LIMIT: the trigger (``price`` is then the limit)
+    triggered: bool = False  # STOP_LIMIT: the trigger has fired; the order now works as a limit
 
     @property
     def remaining(self) -> float:
@@ -123,6 +151,28 @@ class Order:
     @property
     def is_open(self) -> bool:
         return self.status in OPEN
+
+    def check(self) -> None:
+        """Raise InvalidOrderError (a ValueError naming the order) unless a venue can work it: a
+        positive finite quantity, and the prices its type needs, positive and finite (LIMIT and
+        STOP: ``price``; STOP_LIMIT: ``price`` and ``stop_price``, either above the other); a HELD
+        order names its parent."""
+        if not 0.0 < self.qty < math.inf:  # also refuses NaN
+            self._invalid(f"quantity {self.qty} is not a positive finite number")
+        kind = self.type
+        for name in _PRICES_NEEDED[kind]:
+            value = getattr(self, name)
+            if value is None:
+                self._invalid(f"a {kind} order needs {name}")
+            if not 0.0 < value < math.inf:
+                self._invalid(f"{name} {value} is not a positive finite number")
+        if self.stop_price is not None and kind is not _STOP_LIMIT:
+            self._invalid(f"stop_price is only for stop_limit orders (a {kind} order triggers at price)")
+        if self.first_bar == HELD and self.parent_id is None:
+            self._invalid("held for a parent (first_bar HELD) but has no parent_id")
+
+    def _invalid(self, why: str) -> NoReturn:
+        raise InvalidOrderError(f"order {self.id} ({self.side} {self.type} {self.symbol}): {why}")
 
     def apply(
         self,
@@ -177,6 +227,14 @@ class Order:
 
 
 _RECONCILE, _FILL = OrderEvent.RECONCILE, OrderEvent.FILL
+_STOP_LIMIT = OrderType.STOP_LIMIT
+#: The price fields each order type needs (``Order.check``).
+_PRICES_NEEDED: dict[OrderType, tuple[str, ...]] = {
+    OrderType.MARKET: (),
+    OrderType.LIMIT: ("price",),
+    OrderType.STOP: ("price",),
+    OrderType.STOP_LIMIT: ("price", "stop_price"),
+}
 _FILLED, _PARTIALLY_FILLED = OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED
 
 
@@ -193,3 +251,67 @@ class Fill(NamedTuple):
     bar_index: int
     slippage: float = 0.0  # price units, always >= 0 (against us)
     liquidity_capped: bool = False
+
+
+def bracket(
+    entry: Order,
+    stop_price: float | None,
+    take_profit: float | None,
+    *,
+    make_id: Callable[[str], str] | None = None,
+) -> list[Order]:
+    """The entry followed by its exits: a STOP at ``stop_price`` (stop-loss) and a LIMIT at
+    ``take_profit`` (take-profit), on the opposite side, for the entry's quantity, reduce-only, GTC,
+    with ``parent_id = entry.id``. With both exits they share ``oco_group = f"{entry.id}-oco"``.
+
+    The exits are HELD (``first_bar``): a venue activates them when the entry fills, for the filled
+    quantity. ``make_id(role)`` names an exit (``role`` is "sl" or "tp"; default
+    ``f"{entry.id}-{role}"``). Raises InvalidOrderError for a bad entry, no exit, a bad exit price,
+    or exits on the wrong side (a long's stop below, its take-profit above, each other and a priced
+    entry's ``price``)."""
+    entry.check()
+    if stop_price is None and take_profit is None:
+        entry._invalid("a bracket needs a stop_price or a take_profit")
+    buy = entry.side is Side.BUY
+    below, above = ("below", "above") if buy else ("above", "below")
+    if (
+        stop_price is not None
+        and take_profit is not None
+        and (stop_price >= take_profit if buy else stop_price <= take_profit)
+    ):
+        entry._invalid(f"the stop {stop_price} must be {below} the take-profit {take_profit}")
+    ref = entry.price  # a priced entry fills at or around it: the exits must be on either side
+    if ref is not None and entry.type is not OrderType.MARKET:
+        if stop_price is not None and (stop_price >= ref if buy else stop_price <= ref):
+            entry._invalid(f"the stop {stop_price} must be {below} the entry price {ref}")
+        if take_profit is not None and (take_profit <= ref if buy else take_profit >= ref):
+            entry._invalid(f"the take-profit {take_profit} must be {above} the entry price {ref}")
+    name = make_id or (lambda role: f"{entry.id}-{role}")
+    group = f"{entry.id}-oco" if stop_price is not None and take_profit is not None else None
+    exits = [entry]
+    for role, kind, price, reason in (
+        ("sl", OrderType.STOP, stop_price, "stop-loss"),
+        ("tp", OrderType.LIMIT, take_profit, "take-profit"),
+    ):
+        if price is None:
+            continue
+        child = Order(
+            name(role),
+            entry.symbol,
+            Side.SELL if buy else Side.BUY,
+            kind,
+            entry.qty,
+            entry.created_ts,
+            price,
+            TimeInForce.GTC,
+            reason=reason,
+            decision_id=entry.decision_id,
+            parent_id=entry.id,
+            oco_group=group,
+            reduce_only=True,
+            created_bar=entry.created_bar,
+            first_bar=HELD,
+        )
+        child.check()
+        exits.append(child)
+    return exits

@@ -1,0 +1,344 @@
+"""The venue port: what the engine sends (submit, cancel, replace) and what comes back (events).
+
+Every venue sits behind one ``Venue`` protocol; the engine never names a concrete venue class.
+
+- ``SimVenue`` (``sim.py``) is the synchronous implementation: it matches working orders against
+  each bar and moves them itself. Backtest, replay and the ``paper`` venue use it.
+- ``EventVenue`` (here) is the asynchronous one: a venue that tells us what happened whenever it
+  happened (a broker, or the journal during recovery). What it tells us arrives as
+  ``VenueEvent``s, which wait in an inbox per symbol until the engine steps that symbol's next bar;
+  ``match`` then applies them in arrival order, so a fill moves the portfolio through the same
+  ``on_fill`` path as a simulated one. Events are deduplicated by ``event_id`` (a broker that sends a
+  fill twice books it once), and every applied event is handed to ``record`` (the journal) with the
+  bar-time it was applied at, so a restart can re-apply exactly the same events at the same bars.
+
+Remote venues add the ``RemoteVenue`` methods: connect, a snapshot of the venue's state for
+reconciliation, and ``sync`` (bring the inbox up to a bar-time before the engine steps it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from hflite.domain.order import OPEN, Fill, Order, OrderEvent, OrderStatus, OrderType, Side
+
+FillHandler = Callable[[Order, Fill], None]
+
+
+class VenueEventKind(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FILLED = "filled"  # one execution: partial or whole (qty is this execution's)
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"  # a send timed out or got a 5xx: the outcome is unknown until reconciled
+    RECONCILED = "reconciled"  # reconciliation settles an unknown order: ``status`` is its target
+    REPLACED = "replaced"  # the venue accepted a new trigger/limit price (``price``)
+
+
+class VenueEvent(NamedTuple):
+    """One thing a venue says happened to one of our orders.
+
+    ``order_id`` is our client order id. ``event_id`` is unique per event at the venue (a fill's
+    execution id; for acknowledgements ``<order_id>:<kind>``): the dedupe key. ``ts`` is when it
+    happened at the venue (ns UTC)."""
+
+    kind: VenueEventKind
+    order_id: str
+    ts: int
+    event_id: str
+    qty: float = 0.0  # FILLED: this execution's quantity
+    price: float = 0.0  # FILLED: execution price; REPLACED: the new price
+    fee: float = 0.0  # FILLED: in the instrument's quote currency
+    reason: str = ""  # REJECTED / CANCELLED / UNKNOWN / RECONCILED: the venue's words
+    status: str = ""  # RECONCILED: the target OrderStatus value
+    symbol: str = ""  # filled in by the venue when it knows it (orders the journal never saw)
+
+
+class VenueOrder(NamedTuple):
+    """The venue's view of one order (what reconciliation compares with the journal)."""
+
+    order_id: str  # our client order id ("" if the order was not placed by us)
+    venue_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    qty: float
+    filled_qty: float
+    avg_fill_price: float
+    status: OrderStatus
+    price: float | None = None  # limit price, or stop trigger for stop orders
+    stop_price: float | None = None  # stop-limit: the trigger
+    created_ts: int = 0
+
+
+class VenueFill(NamedTuple):
+    """One execution at the venue."""
+
+    event_id: str  # execution id, unique at the venue
+    order_id: str  # our client order id
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    fee: float
+    ts: int
+
+
+class VenuePosition(NamedTuple):
+    symbol: str
+    qty: float  # signed: negative = short
+    avg_price: float
+
+
+@dataclass(slots=True)
+class VenueSnapshot:
+    """Everything reconciliation needs from the venue, fetched in one go.
+
+    ``orders``: every order the venue knows among those asked for, plus every open order (ours or
+    not), by client order id (venue order id for orders without one). ``fills``: every execution of
+    those orders since ``since`` (None = all)."""
+
+    ts: int  # the venue's clock when the snapshot was taken, ns UTC
+    cash: dict[str, float]
+    positions: dict[str, VenuePosition]
+    orders: dict[str, VenueOrder]
+    fills: list[VenueFill]
+    cursor: str = ""  # the venue's event cursor at snapshot time (resume the stream after it)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a venue supports; the runtime says at start what it cannot do."""
+
+    server_side_stops: bool = False  # protective stops rest at the venue (protected while we are down)
+    oco: bool = False  # one-cancels-other groups at the venue
+    stop_limit: bool = True
+    replace: bool = True  # change a working order's price in place
+    fractional: bool = True
+
+
+class VenueError(RuntimeError):
+    """A venue refused a request or could not be reached; the message is one line with no secrets."""
+
+
+class VenueAuthError(VenueError):
+    """The venue rejected our keys (or we have none)."""
+
+
+@runtime_checkable
+class Venue(Protocol):
+    """What the engine calls. ``working`` holds each symbol's open orders at this venue."""
+
+    working: dict[str, list[Order]]
+
+    def submit(self, order: Order) -> None: ...
+    def submit_oco(self, orders: list[Order]) -> None: ...
+    def cancel(self, order: Order, ts: int) -> None: ...
+    def replace(self, order: Order, price: float) -> None: ...
+    def has_working(self, symbol: str) -> bool: ...
+    def match(self, symbol: str, bar: Any, on_fill: FillHandler) -> list[Order]: ...
+
+
+@runtime_checkable
+class RemoteVenue(Venue, Protocol):
+    """A venue across a network: the runtime connects, reconciles and syncs it."""
+
+    name: str
+    capabilities: Capabilities
+
+    def connect(self) -> None: ...
+    def close(self) -> None: ...
+    def snapshot(self, order_ids: Iterable[str], since: str | None = None) -> VenueSnapshot: ...
+    def sync(self, ts: int) -> None: ...
+
+
+Recorder = Callable[[VenueEvent, int, int], None]  # (event, applied at bar-time ns, timeline index)
+
+
+@dataclass(slots=True)
+class _Inbox:
+    events: list[VenueEvent] = field(default_factory=list)
+
+
+class EventVenue:
+    """Working orders whose state changes arrive as events (a broker, or the journal in recovery).
+
+    Subclasses send (``_send_submit``, ``_send_cancel``, ``_send_replace``) and call ``deliver`` with
+    what the venue says, from any thread. ``match`` applies a symbol's delivered events when the
+    engine steps its bar. ``applied`` holds the event ids already booked (seed it from the journal on
+    a restart): a duplicate is dropped. Events for orders we do not hold go to ``strangers`` for
+    reconciliation."""
+
+    def __init__(self, record: Recorder | None = None) -> None:
+        self.working: dict[str, list[Order]] = defaultdict(list)
+        self.orders: dict[str, Order] = {}  # every order sent here, by client order id
+        self.applied: set[str] = set()
+        self.strangers: list[VenueEvent] = []
+        self.record = record
+        self._lock = threading.Lock()
+        self._inbox: dict[str, list[VenueEvent]] = {}
+        self.needs_reconcile = False  # an order went UNKNOWN: reconcile before the next decision
+
+    # -- the engine side -------------------------------------------------------------------------
+    def submit(self, order: Order) -> None:
+        order.apply(OrderEvent.SUBMIT)
+        self.orders[order.id] = order
+        self.working.setdefault(order.symbol, []).append(order)
+        self._send_submit(order)
+
+    def submit_oco(self, orders: list[Order]) -> None:
+        """Submit exits that cancel each other (a position's stop-loss and take-profit, sharing an
+        ``oco_group``): one request where the venue supports OCO, else one by one."""
+        for order in orders:
+            order.apply(OrderEvent.SUBMIT)
+            self.orders[order.id] = order
+            self.working.setdefault(order.symbol, []).append(order)
+        self._send_oco(orders)
+
+    def _send_oco(self, orders: list[Order]) -> None:
+        for order in orders:
+            self._send_submit(order)
+
+    def cancel(self, order: Order, ts: int) -> None:
+        """Ask the venue to cancel; the order stays working until the venue confirms."""
+        if order.is_open:
+            self._send_cancel(order)
+
+    def replace(self, order: Order, price: float) -> None:
+        """Ask the venue to move a working order's price; applied when the venue confirms."""
+        if order.is_open:
+            self._send_replace(order, price)
+
+    def has_working(self, symbol: str) -> bool:
+        return bool(self.working.get(symbol))
+
+    def adopt(self, order: Order) -> None:
+        """Hold an order already at the venue (recovery, reconciliation): nothing is sent."""
+        self.orders[order.id] = order
+        if order.is_open or order.status is OrderStatus.UNKNOWN:
+            book = self.working.setdefault(order.symbol, [])
+            if order not in book:
+                book.append(order)
+
+    def match(self, symbol: str, bar: object, on_fill: FillHandler) -> list[Order]:
+        """Apply the symbol's delivered events at this bar (``bar`` is the engine's BarView: ``ts``
+        and ``i`` are used). Returns the orders that closed without a fill closing them."""
+        with self._lock:
+            events = self._inbox.pop(symbol, None)
+        if not events:
+            return []
+        ts, i = bar.ts, bar.i  # type: ignore[attr-defined]
+        closed: list[Order] = []
+        for ev in events:
+            if ev.event_id in self.applied:
+                continue
+            order = self.orders.get(ev.order_id)
+            if order is None:
+                self.strangers.append(ev)
+                continue
+            self.applied.add(ev.event_id)
+            if self.record is not None:
+                self.record(ev, ts, i)
+            if self._apply(order, ev, ts, i, on_fill) and not order.is_open:
+                closed.append(order)
+        book = self.working.get(symbol)
+        if book:
+            self.working[symbol] = [o for o in book if o.is_open or o.status is OrderStatus.UNKNOWN]
+        return closed
+
+    def _apply(self, order: Order, ev: VenueEvent, ts: int, i: int, on_fill: FillHandler) -> bool:
+        """Move the order by one event; True when the order closed by it without a fill."""
+        kind = ev.kind
+        if kind is VenueEventKind.FILLED:
+            self._fill(order, ev, ts, i, on_fill)
+            return False
+        if kind is VenueEventKind.ACCEPTED:
+            if order.status is OrderStatus.SUBMITTED:
+                order.apply(OrderEvent.ACCEPT)
+            return False
+        if kind is VenueEventKind.REPLACED:
+            order.price = ev.price
+            return False
+        if kind is VenueEventKind.UNKNOWN:
+            if order.status in OPEN:
+                order.apply(OrderEvent.LOSE_TRACK)
+                self.needs_reconcile = True
+            return False
+        if kind is VenueEventKind.RECONCILED:
+            return self._settle(order, ev, ts)
+        if order.status is OrderStatus.UNKNOWN:
+            order.apply(OrderEvent.RECONCILE, target=_CLOSED_AS[kind], ts=ts)
+            return True
+        if order.is_open or order.status is OrderStatus.NEW:
+            order.apply(_CLOSING[kind], ts=ts)
+            return True
+        return False
+
+    @staticmethod
+    def _fill(order: Order, ev: VenueEvent, ts: int, i: int, on_fill: FillHandler) -> None:
+        if order.status is OrderStatus.UNKNOWN:  # a fill proves the order reached the venue
+            order.apply(OrderEvent.RECONCILE, target=OrderStatus.ACCEPTED, ts=ts)
+        qty = min(ev.qty, order.remaining)
+        if qty <= 0.0:
+            return
+        order.apply(OrderEvent.FILL, fill_qty=qty, fill_price=ev.price, ts=ts)
+        on_fill(order, Fill(order.id, order.symbol, order.side, qty, ev.price, ev.fee, ev.ts, i))
+
+    @staticmethod
+    def _settle(order: Order, ev: VenueEvent, ts: int) -> bool:
+        """Reconciliation settles an unknown order; True when that closes it."""
+        if order.status is OrderStatus.UNKNOWN:
+            target = OrderStatus(ev.status)
+            if target is OrderStatus.SUBMITTED:  # the venue never had it: sent again, same id
+                order.status = target
+                return False
+            order.apply(OrderEvent.RECONCILE, target=target, ts=ts)
+            order.reason = order.reason or ev.reason
+        return not order.is_open
+
+    # -- the venue side ------------------------------------------------------------------------
+    def deliver(self, events: Iterable[VenueEvent]) -> None:
+        """Queue what the venue said (any thread); applied at each symbol's next bar."""
+        with self._lock:
+            for ev in events:
+                order = self.orders.get(ev.order_id)
+                if order is None:  # not ours, or not sent by this process: reconciliation decides
+                    if ev.event_id not in self.applied:
+                        self.strangers.append(ev)
+                        self.needs_reconcile = True
+                    continue
+                self._inbox.setdefault(order.symbol, []).append(ev)
+
+    def pending(self, symbol: str | None = None) -> list[VenueEvent]:
+        """Delivered events not applied yet (all symbols when None)."""
+        with self._lock:
+            if symbol is not None:
+                return list(self._inbox.get(symbol, []))
+            return [ev for evs in self._inbox.values() for ev in evs]
+
+    def _send_submit(self, order: Order) -> None:
+        raise NotImplementedError
+
+    def _send_cancel(self, order: Order) -> None:
+        raise NotImplementedError
+
+    def _send_replace(self, order: Order, price: float) -> None:
+        raise NotImplementedError
+
+
+_CLOSING = {
+    VenueEventKind.REJECTED: OrderEvent.REJECT,
+    VenueEventKind.CANCELLED: OrderEvent.CANCEL,
+    VenueEventKind.EXPIRED: OrderEvent.EXPIRE,
+}
+_CLOSED_AS = {
+    VenueEventKind.REJECTED: OrderStatus.REJECTED,
+    VenueEventKind.CANCELLED: OrderStatus.CANCELLED,
+    VenueEventKind.EXPIRED: OrderStatus.EXPIRED,
+}
