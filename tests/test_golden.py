@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from tests.conftest import REPO
 
 from hflite.analytics.metrics import run_metrics
 from hflite.config import load_settings
 from hflite.engine.run import backtest
+from tests.conftest import REPO
 
 GOLDEN = {
     "total_return": 0.5284262991255257,
@@ -66,7 +66,7 @@ def test_the_first_demo_trade_matches_the_hand_computation(demo):
     assert t.exit_price == pytest.approx(122.79231806, abs=1e-8)
     assert t.pnl == pytest.approx(-425.99398, abs=1e-5)
     assert t.exit_reason == "EMA(20) 125.1456 crossed below EMA(100) 125.1704"
-    stop = demo.orders[demo.orders.order_id == "trend-GLD-b3-1-sl"].iloc[0]
+    stop = demo.orders[demo.orders.order_id == "trend-GLD-20180103T210000-e1-sl"].iloc[0]
     assert (stop.status, stop.price) == ("cancelled", 122.15)
     verdict = demo.verdicts.iloc[0]
     assert verdict.status == "resized" and verdict.qty_approved == 200.0

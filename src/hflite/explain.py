@@ -11,7 +11,7 @@ A damaged report file (not UTF-8, empty, cut short, a column missing or unreadab
 :class:`TrailError` naming the file and what is wrong, never a pandas or JSON exception.
 
 A decision is found by its intent id (``trend-SPY-d12``, verdicts.csv) or by the id of an order it
-produced (``trend-SPY-b252-3``, or its protective ``...-sl`` / ``...-tp`` children: orders.csv
+produced (``trend-SPY-20190103T210000-e1``, or its protective ``...-sl`` / ``...-tp`` children: orders.csv
 carries each order's ``decision_id``).
 
 The LLM's explanation (llm_explanations.csv) and the portfolio manager's advice (llm_advice.csv) are
@@ -697,7 +697,7 @@ def _trades_of(
 ) -> tuple[dict[str, Any], ...]:
     """The trades this decision opened (its entry order's fills) or closed (its exit order's fills, or
     a protective child's), matched on symbol, direction and fill time. Each gains ``role``, e.g.
-    "opened; closed by trend-SPY-b252-3-sl"."""
+    "opened; closed by trend-SPY-20190103T210000-e1-sl"."""
     if not trades or not fills or not orders:
         return ()
     symbol, side, kind = _str(row.get("symbol")), _str(row.get("side")), _str(row.get("kind"))

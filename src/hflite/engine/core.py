@@ -32,7 +32,8 @@ from hflite.domain.portfolio import Portfolio
 from hflite.domain.signal import Exits, IntentKind, OrderIntent, RiskVerdict
 from hflite.engine.market import MarketData, SymbolBars
 from hflite.execution.oms import Journal, MemoryJournal, OrderIds
-from hflite.execution.venues.sim import BarView, SimVenue
+from hflite.execution.venues.base import Venue
+from hflite.execution.venues.sim import BarView
 from hflite.risk.gate import RiskLimits, evaluate
 from hflite.risk.manager import RegimeSource, RiskEvent, RiskManager
 from hflite.strategy.base import SignalSet
@@ -85,7 +86,7 @@ class Engine:
         *,
         strategy_name: str,
         limits: RiskLimits,
-        venue: SimVenue,
+        venue: Venue,
         initial_cash: float,
         tif: TimeInForce = TimeInForce.GTC,
         journal: Journal | None = None,
@@ -93,6 +94,7 @@ class Engine:
         regime_source: RegimeSource | None = None,
         scheduled: list[tuple[int, str, str]] | None = None,
         advisor: Advisor | None = None,
+        id_prefix: str = "",
     ) -> None:
         self.md = md
         #: A second look at each entry risk approved (the LLM portfolio manager); it may only shrink.
@@ -103,7 +105,7 @@ class Engine:
         self.venue = venue
         self.tif = tif
         self.journal = journal or MemoryJournal()
-        self.ids = OrderIds(strategy_name)
+        self.ids = OrderIds(strategy_name, id_prefix)
         self.portfolio = Portfolio.with_cash(initial_cash)
         self.initial_cash = float(initial_cash)
         self.risk = RiskManager(
@@ -250,11 +252,11 @@ class Engine:
         if stop.side is Side.SELL:
             level = inst.round_price(b.high[k] - dist)
             if level > stop.price:
-                stop.price = level
+                self.venue.replace(stop, level)
         else:
             level = inst.round_price(b.low[k] + dist)
             if level < stop.price:
-                stop.price = level
+                self.venue.replace(stop, level)
 
     def _on_fill(self, order: Order, fill: Fill) -> None:
         sym = fill.symbol
@@ -310,6 +312,8 @@ class Engine:
         direction = 1 if qty > 0 else -1
         side = Side.SELL if direction > 0 else Side.BUY
         i = fill.bar_index
+        both = exits.stop_atr > 0 and exits.take_profit_atr > 0
+        oco = f"{entry.id}-oco" if both else None
         if exits.stop_atr > 0:
             price = inst.round_price(fill.price - direction * exits.stop_atr * atr)
             prot.stop = self._new_order(
@@ -323,6 +327,8 @@ class Engine:
                 reason="stop-loss",
                 parent=entry,
                 first_bar=i,
+                oco_group=oco,
+                send=not both,
             )
         if exits.take_profit_atr > 0:
             price = inst.round_price(fill.price + direction * exits.take_profit_atr * atr)
@@ -337,7 +343,14 @@ class Engine:
                 reason="take-profit",
                 parent=entry,
                 first_bar=i,
+                oco_group=oco,
+                send=not both,
             )
+        if both and prot.stop is not None and prot.take_profit is not None:
+            pair = [prot.stop, prot.take_profit]
+            self.venue.submit_oco(pair)  # one cancels the other, at the venue where it can
+            for o in pair:
+                self.journal.order_updated(o)
 
     # -- valuation ------------------------------------------------------------------------------
     def _mark(self, i: int) -> None:
@@ -479,7 +492,7 @@ class Engine:
                 OrderType.MARKET,
                 verdict.qty_approved,
                 i,
-                self.ids.next(sym, i),
+                self.ids.next(sym, self.md.timeline.item(i), "x" if reduce_only else "e"),
                 reason=intent.reason,
                 decision_id=intent.id,
                 reduce_only=reduce_only,
@@ -529,6 +542,8 @@ class Engine:
         parent: Order | None = None,
         tif: TimeInForce = TimeInForce.GTC,
         first_bar: int | None = None,
+        oco_group: str | None = None,
+        send: bool = True,
     ) -> Order:
         order = Order(  # positional, in field order (id ... closed_ts): cheaper than keywords
             order_id,
@@ -545,7 +560,7 @@ class Engine:
             reason,
             decision_id or (parent.decision_id if parent else ""),
             parent.id if parent else None,
-            None,
+            oco_group,
             reduce_only or parent is not None,
             i,
             i + 1 if first_bar is None else first_bar,
@@ -554,8 +569,9 @@ class Engine:
         self.orders[order.id] = order
         self.risk.on_order(order.created_ts)
         self.journal.order_created(order)  # journal BEFORE send
-        self.venue.submit(order)
-        self.journal.order_updated(order)
+        if send:
+            self.venue.submit(order)
+            self.journal.order_updated(order)
         return order
 
     # -- what the backtest driver needs ---------------------------------------------------------

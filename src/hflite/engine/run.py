@@ -48,6 +48,7 @@ from hflite.execution.costs import (
     VolatilitySlippage,
 )
 from hflite.execution.oms import Journal
+from hflite.execution.venues.base import Venue
 from hflite.execution.venues.sim import SimVenue
 from hflite.risk.limits import RiskLimits
 from hflite.strategy.ai import AIEnsemble
@@ -498,14 +499,20 @@ def make_engine(
     signals: dict[str, SignalSet],
     journal: Journal | None = None,
     advisor: Advisor | None = None,
+    venue: Venue | None = None,
+    id_prefix: str = "",
 ) -> Engine:
+    """The engine of a run: ``venue`` defaults to the sim venue (backtest, replay, paper);
+    ``id_prefix`` prefixes client order ids (``hflite run`` uses the run's name)."""
     s = prep.settings
+    if venue is None:
+        venue = make_venue(s, {k: v for k, v in prep.instruments.items() if k in prep.md.traded})
     return Engine(
         prep.md,
         signals,
         strategy_name=prep.strategy.name,
         limits=make_limits(s),
-        venue=make_venue(s, {k: v for k, v in prep.instruments.items() if k in prep.md.traded}),
+        venue=venue,
         initial_cash=s.run.initial_cash,
         tif=TimeInForce(s.execution.tif),
         journal=journal,
@@ -513,6 +520,7 @@ def make_engine(
         scheduled=scheduled_commands(s),
         regime_source=_regime_source(prep),
         advisor=advisor,
+        id_prefix=id_prefix,
     )
 
 
@@ -628,7 +636,7 @@ def _fx_at(prep: Prepared, ccy: str, i: int) -> float:
 
 def _trades(engine: Engine, prep: Prepared) -> pd.DataFrame:
     md, rows = prep.md, []
-    commission = engine.venue.commission
+    commission = make_costs(prep.settings)[0]  # the config's fee model, whatever venue traded
     last = md.length - 1
     for n, t in enumerate(engine.portfolio.trades):
         inst = prep.instruments[t.symbol]

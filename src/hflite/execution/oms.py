@@ -15,19 +15,32 @@ from typing import Any, NamedTuple, Protocol
 
 from hflite.domain.order import Fill, Order, OrderStatus
 from hflite.domain.signal import RiskVerdict
+from hflite.execution.venues.base import VenueEvent, VenueEventKind
 
 
 class OrderIds:
-    """Client order ids from (strategy, symbol, bar, sequence): the same run gives the same ids,
-    so a retry or a restart that replays the same decisions cannot create a second order."""
+    """Client order ids from the decision: (strategy, symbol, bar time, intent kind, sequence within
+    that bar), e.g. ``trend-SPY-20240105T210000-e1``. A restart that re-runs a bar makes the same
+    ids, so a venue recognises a re-sent order as the one it already has; bar times never repeat, so
+    ids are unique across restarts. ``prefix`` (the run's name in ``hflite run``) keeps two runs of
+    one strategy on one account apart."""
 
-    def __init__(self, strategy: str) -> None:
-        self.strategy = strategy
-        self.seq = 0
+    def __init__(self, strategy: str, prefix: str = "") -> None:
+        self.strategy = f"{prefix}.{strategy}" if prefix else strategy
+        self._ts = -1
+        self._stamp = ""
+        self._seq: dict[tuple[str, str], int] = {}
 
-    def next(self, symbol: str, bar_index: int) -> str:
-        self.seq += 1
-        return f"{self.strategy}-{symbol}-b{bar_index}-{self.seq}"
+    def next(self, symbol: str, ts: int, kind: str = "e") -> str:
+        """The next id for an intent of ``kind`` (``e`` entry, ``x`` exit) on ``symbol`` at bar time
+        ``ts`` (ns UTC)."""
+        if ts != self._ts:
+            self._ts, self._seq = ts, {}
+            self._stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ts // 1_000_000_000))
+        key = (symbol, kind)
+        n = self._seq.get(key, 0) + 1
+        self._seq[key] = n
+        return f"{self.strategy}-{symbol}-{self._stamp}-{kind}{n}"
 
 
 class Journal(Protocol):
@@ -36,6 +49,7 @@ class Journal(Protocol):
     def fill(self, fill: Fill) -> None: ...
     def verdict(self, verdict: RiskVerdict) -> None: ...
     def risk_event(self, event: dict[str, Any], state: dict[str, Any]) -> None: ...
+    def venue_event(self, event: VenueEvent, bar_ts: int, i: int) -> None: ...
     def close(self) -> None: ...
 
 
@@ -297,6 +311,9 @@ class MemoryJournal:
     def risk_event(self, event: dict[str, Any], state: dict[str, Any]) -> None:
         self.events.append(("risk", str(event.get("kind", ""))))
 
+    def venue_event(self, event: VenueEvent, bar_ts: int, i: int) -> None:
+        self.events.append((f"venue_{event.kind.value}", event.order_id))
+
     def close(self) -> None:
         return None
 
@@ -359,6 +376,18 @@ class SqliteJournal:
             CREATE TABLE IF NOT EXISTS runtime (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER,
                                                 started REAL, beat REAL, status TEXT, bar_ts INTEGER,
                                                 run_id TEXT, config TEXT);
+            CREATE TABLE IF NOT EXISTS venue_events (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                                                     event_id TEXT UNIQUE, order_id TEXT, kind TEXT,
+                                                     body TEXT, bar_ts INTEGER, bar_index INTEGER);
+            CREATE TABLE IF NOT EXISTS progress (id INTEGER PRIMARY KEY CHECK (id = 1), first_ts INTEGER,
+                                                 last_ts INTEGER, steps INTEGER);
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE IF NOT EXISTS reconcile (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL,
+                                                  key TEXT, kind TEXT, symbol TEXT, order_id TEXT,
+                                                  journal TEXT, venue TEXT, resolution TEXT,
+                                                  explained INTEGER, action TEXT);
+            CREATE TABLE IF NOT EXISTS reconcile_accepts (key TEXT PRIMARY KEY, resolution TEXT,
+                                                          at REAL, source TEXT);
             """
         )
         have = {r[1] for r in self.db.execute("PRAGMA table_info(runtime)")}
@@ -402,6 +431,93 @@ class SqliteJournal:
             self.db.execute(
                 "INSERT OR REPLACE INTO risk_state(id, body) VALUES (1, ?)", (json.dumps(state, default=str),)
             )
+
+    # -- venue events, progress and reconciliation: what a restart needs ----------------------------
+    def venue_event(self, event: VenueEvent, bar_ts: int, i: int) -> None:
+        """A venue event the engine applied at bar-time ``bar_ts`` (timeline index ``i``); an event id
+        is booked once (a duplicate from the venue is ignored here too)."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO venue_events(event_id, order_id, kind, body, bar_ts, bar_index) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (event.event_id, event.order_id, event.kind.value, json.dumps(event._asdict()), bar_ts, i),
+            )
+
+    def venue_events(self) -> list[tuple[int, VenueEvent]]:
+        """Every applied venue event with the bar-time it was applied at, in application order."""
+        rows = self.db.execute("SELECT bar_ts, body FROM venue_events ORDER BY seq").fetchall()
+        out = []
+        for bar_ts, body in rows:
+            d = json.loads(body)
+            d["kind"] = VenueEventKind(d["kind"])
+            out.append((int(bar_ts), VenueEvent(**d)))
+        return out
+
+    def decided(self, bar_ts: int) -> None:
+        """Bar-time ``bar_ts`` is fully decided (every order of it journaled): a restart resumes after it."""
+        with self.db:
+            self.db.execute(
+                """INSERT INTO progress(id, first_ts, last_ts, steps) VALUES (1, ?, ?, 1)
+                   ON CONFLICT(id) DO UPDATE SET last_ts = excluded.last_ts, steps = progress.steps + 1""",
+                (bar_ts, bar_ts),
+            )
+
+    def progress(self) -> tuple[int, int, int] | None:
+        """(first decided bar-time, last decided bar-time, steps), None before the first decision."""
+        row = self.db.execute("SELECT first_ts, last_ts, steps FROM progress WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def orders(self) -> dict[str, dict[str, Any]]:
+        """Every journaled order's last recorded fields, by client order id."""
+        return {oid: json.loads(body) for oid, body in self.db.execute("SELECT id, body FROM orders")}
+
+    def fills(self) -> list[dict[str, Any]]:
+        """Every fill the journal booked, oldest first."""
+        rows = self.db.execute("SELECT body FROM events WHERE kind = 'fill' ORDER BY seq").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def save_reconciliation(self, differences: list[Any]) -> None:
+        """Keep the latest reconciliation's differences (``hflite reconcile`` shows them)."""
+        now = time.time()
+        with self.db:
+            self.db.execute("DELETE FROM reconcile")
+            self.db.executemany(
+                "INSERT INTO reconcile(at, key, kind, symbol, order_id, journal, venue, resolution, "
+                "explained, action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (now, d.key, d.kind, d.symbol, d.order_id, d.journal, d.venue, d.resolution,
+                     int(d.explained), d.action)
+                    for d in differences
+                ],
+            )  # fmt: skip
+
+    def reconciliation(self) -> list[dict[str, Any]]:
+        """The latest reconciliation's differences, as saved."""
+        cur = self.db.execute(
+            "SELECT at, key, kind, symbol, order_id, journal, venue, resolution, explained, action "
+            "FROM reconcile ORDER BY seq"
+        )
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def accept(self, key: str, resolution: str, source: str = "cli") -> None:
+        """A human accepts the stated resolution of difference ``key``."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO reconcile_accepts(key, resolution, at, source) VALUES (?, ?, ?, ?)",
+                (key, resolution, time.time(), source),
+            )
+
+    def accepted(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, resolution FROM reconcile_accepts").fetchall())
 
     def risk_state(self) -> dict[str, Any] | None:
         """The last persisted risk snapshot (mode, mode_reason, halted, halt_reason), None if never set."""
