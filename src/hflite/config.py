@@ -7,13 +7,26 @@ Precedence (highest first): ``--set`` > environment > ``.env`` > TOML file > def
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hflite.ai.brain import AIConfig
@@ -330,6 +343,241 @@ class ReportConfig(BaseModel):
     dir: Path = Path("reports")
 
 
+def _rule(field: str, reason: str) -> PydanticCustomError:
+    """A validation error reported against ``field`` (a dotted path such as ``risk.risk_pct``), whatever
+    model raised it: rules that span sections name the field the user has to change."""
+    return PydanticCustomError("config_rule", "{reason}", {"field": field, "reason": reason})
+
+
+# ---------------------------------------------------------------------------------------------------
+# [phase]: the plan's stages, each a set of limits (docs/phases.md)
+
+PhaseName = Literal["sandbox", "small", "grow", "pro"]
+
+
+@dataclass(frozen=True)
+class PhaseLimits:
+    """The limits of one phase of the plan and the settings they map onto (docs/phases.md)."""
+
+    name: str
+    min_assets: int  # the plan's advice only: not enforced
+    max_assets: int | None  # caps len(run.symbols) and risk.max_open_positions; None = no maximum
+    min_cash_usd: float  # the plan's advice only: not enforced
+    max_cash_usd: float | None  # caps run.initial_cash; None = no cap
+    min_risk_pct: float  # risk.risk_pct must lie within [min_risk_pct, max_risk_pct] ...
+    max_risk_pct: float  # ... and defaults to max_risk_pct
+    portfolio_risk_pct: float  # caps risk.max_drawdown_pct (the drawdown that halts entries); its default
+    paper_only: bool  # no live (real-money) endpoint, ever
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(limit, value) pairs for a status table."""
+        assets = f"{self.min_assets}-{self.max_assets}" if self.max_assets else f"{self.min_assets}+"
+        cash = (
+            f"${self.min_cash_usd:,.0f}-${self.max_cash_usd:,.0f}"
+            if self.max_cash_usd is not None
+            else ("no cap" if not self.min_cash_usd else f"${self.min_cash_usd:,.0f}+ (no cap)")
+        )
+        return [
+            ("phase", self.name),
+            ("assets", assets),
+            ("capital", cash),
+            ("per-trade risk", f"{self.min_risk_pct:g}-{self.max_risk_pct:g}%"),
+            ("portfolio risk (max drawdown)", f"{self.portfolio_risk_pct:g}%"),
+            ("venues", "paper only" if self.paper_only else "paper or live"),
+        ]
+
+
+#: The plan's phases, smallest first.
+PHASES: dict[str, PhaseLimits] = {
+    "sandbox": PhaseLimits("sandbox", 1, 2, 0.0, None, 0.25, 0.5, 5.0, paper_only=True),
+    "small": PhaseLimits("small", 5, 10, 100.0, 500.0, 0.25, 1.0, 10.0, paper_only=False),
+    "grow": PhaseLimits("grow", 15, 25, 1_000.0, 5_000.0, 0.25, 0.75, 15.0, paper_only=False),
+    "pro": PhaseLimits("pro", 30, None, 10_000.0, None, 0.25, 0.5, 20.0, paper_only=False),
+}
+
+
+class PhaseConfig(BaseModel):
+    """``[phase]``: which stage of the plan this run is in; its limits bound the risk settings."""
+
+    model_config = FROZEN
+    name: PhaseName
+
+    def limits(self) -> PhaseLimits:
+        return PHASES[self.name]
+
+
+def _looser(field: str, value: str, phase: PhaseLimits, limit: str) -> PydanticCustomError:
+    return _rule(field, f"{value} is looser than phase {phase.name} allows ({limit})")
+
+
+def _risk_under_phase(risk: RiskConfig, phase: PhaseLimits) -> RiskConfig:
+    """``risk`` with the phase's limits as defaults for what the user left unset; an explicit value may
+    only tighten them."""
+    explicit = risk.model_fields_set
+    updates: dict[str, Any] = {}
+    if "risk_pct" in explicit:
+        _check_risk_pct(risk.risk_pct, phase)
+    else:
+        updates["risk_pct"] = phase.max_risk_pct
+    max_dd = risk.max_drawdown_pct
+    if "max_drawdown_pct" not in explicit:
+        max_dd = updates["max_drawdown_pct"] = phase.portfolio_risk_pct
+    elif max_dd > phase.portfolio_risk_pct:
+        limit = f"at most {phase.portfolio_risk_pct:g}, its portfolio risk"
+        raise _looser("risk.max_drawdown_pct", f"{max_dd:g}", phase, limit)
+    positions = _positions_under_phase(risk, phase)
+    if positions != risk.max_open_positions:
+        updates["max_open_positions"] = positions
+    reduce_at = risk.drawdown_reduce_pct
+    if reduce_at and reduce_at >= max_dd:
+        if "drawdown_reduce_pct" in explicit:
+            raise _rule(
+                "risk.drawdown_reduce_pct",
+                f"{reduce_at:g} must be below max_drawdown_pct ({max_dd:g}, phase {phase.name}'s "
+                "portfolio risk)",
+            )
+        updates["drawdown_reduce_pct"] = max_dd / 2
+    if not updates:
+        return risk
+    return RiskConfig.model_validate({**{k: getattr(risk, k) for k in explicit}, **updates})
+
+
+def _check_risk_pct(risk_pct: float, phase: PhaseLimits) -> None:
+    if risk_pct > phase.max_risk_pct:
+        raise _looser("risk.risk_pct", f"{risk_pct:g}", phase, f"at most {phase.max_risk_pct:g}")
+    if risk_pct < phase.min_risk_pct:
+        raise _rule(
+            "risk.risk_pct",
+            f"{risk_pct:g} is below phase {phase.name}'s per-trade risk range "
+            f"({phase.min_risk_pct:g}-{phase.max_risk_pct:g})",
+        )
+
+
+def _positions_under_phase(risk: RiskConfig, phase: PhaseLimits) -> int:
+    """``risk.max_open_positions`` capped at the phase's assets (0 = off counts as no cap)."""
+    positions = risk.max_open_positions
+    if phase.max_assets is None or 0 < positions <= phase.max_assets:
+        return positions
+    if "max_open_positions" in risk.model_fields_set:
+        shown = "0 (off)" if positions == 0 else str(positions)
+        raise _looser("risk.max_open_positions", shown, phase, f"at most {phase.max_assets}")
+    return phase.max_assets
+
+
+# ---------------------------------------------------------------------------------------------------
+# [venue]: where a paper or live run sends its orders
+
+#: The venues ``[venue] kind`` may name. A broker adapter adds its kind here (and to
+#: ``DEFAULT_VENUE_KEYS`` only if it is a local fake that accepts known keys).
+VenueKind = Literal["paper", "fakebroker"]
+VENUE_KINDS: tuple[str, ...] = get_args(VenueKind)
+#: Venues simulated in-process: no endpoint, no keys, no live mode.
+SIMULATED_VENUES: frozenset[str] = frozenset({"paper"})
+#: Keys a venue falls back to when both its variables are unset (the local fake broker accepts these).
+DEFAULT_VENUE_KEYS: dict[str, tuple[str, str]] = {"fakebroker": ("fake-key", "fake-secret")}
+#: The variable whose value confirms a live run when no terminal can ask (``hflite.execution.live_guard``).
+CONFIRM_LIVE_ENV = "HFLITE_CONFIRM_LIVE"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _env_secret(name: str) -> SecretStr | None:
+    """The value of the variable ``name`` from the environment, else from ``./.env``; registered with
+    the redaction layer, so it is masked in every log line and message."""
+    from hflite import redact
+
+    value = os.environ.get(name)
+    if not value:
+        from dotenv import dotenv_values
+
+        value = dotenv_values(".env").get(name) if Path(".env").is_file() else None
+    if not value:
+        return None
+    redact.register(value)
+    return SecretStr(value)
+
+
+class VenueConfig(BaseModel):
+    """``[venue]``: the broker (or simulation) a paper or live run trades with. Its keys never come from
+    a file: they are read from the variables ``key_id_env`` and ``secret_env`` (environment or
+    ``.env``) and held as ``SecretStr`` outside the dumped settings."""
+
+    model_config = FROZEN
+    kind: VenueKind = "paper"
+    url: str = Field("http://127.0.0.1:8765", pattern=r"^https?://\S+$", max_length=2000)
+    live: bool = Field(False, description="true: the broker's live, real-money endpoint (also needs --live)")
+    drive_clock: bool = Field(
+        True, description="fakebroker only: the runtime moves the fake broker's market with its recorded feed"
+    )
+    key_id_env: str = Field("HFLITE_BROKER_KEY_ID", pattern=_ENV_NAME, max_length=128)
+    secret_env: str = Field("HFLITE_BROKER_SECRET", pattern=_ENV_NAME, max_length=128)
+    timeout_s: float = Field(5.0, gt=0, le=300)
+    max_retries: int = Field(5, ge=0, le=100)
+    rate_per_min: int = Field(200, ge=1, le=100_000, description="requests a minute at most")
+    max_clock_skew_s: float = Field(2.0, gt=0, le=3600, description="refuse to trade beyond this skew")
+    _key_id: SecretStr | None = PrivateAttr(None)
+    _secret: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _live_needs_an_endpoint(self) -> VenueConfig:
+        if self.live and self.kind in SIMULATED_VENUES:
+            raise _rule(
+                "venue.live",
+                f"the {self.kind} venue has no live endpoint: set live = false "
+                f"(a broker kind such as fakebroker has one)",
+            )
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.kind not in SIMULATED_VENUES:
+            self._key_id = _env_secret(self.key_id_env)
+            self._secret = _env_secret(self.secret_env)
+
+    @property
+    def key_id(self) -> SecretStr | None:
+        """The key id read from ``key_id_env`` (None when unset); ``venue_keys`` applies defaults."""
+        return self._key_id
+
+    @property
+    def secret(self) -> SecretStr | None:
+        """The secret read from ``secret_env`` (None when unset)."""
+        return self._secret
+
+
+# ---------------------------------------------------------------------------------------------------
+# [runtime]: how ``hflite run`` paces itself, journals and logs
+
+
+class RuntimeConfig(BaseModel):
+    """``[runtime]``: the paper/live runtime's feed, pacing, journal and log files."""
+
+    model_config = FROZEN
+    feed: Literal["live", "recorded"] = Field(
+        "live", description="live: poll the data providers; recorded: replay the store's bars"
+    )
+    speed: float | None = Field(
+        None,
+        gt=0,
+        le=1e9,
+        description="recorded feed: market seconds per wall second (None = as fast as possible)",
+    )
+    poll_delay_s: float = Field(5.0, ge=0, le=3600, description="wait after a bar's close before polling")
+    retry_s: float = Field(30.0, gt=0, le=86_400, description="retry a provider that is down after this")
+    journal: Path | None = Field(None, description="None: var/journal/<run name>.sqlite")
+    log_dir: Path = Path("var/logs")
+    log_max_mb: float = Field(10.0, gt=0, le=100_000, description="rotate <run name>.jsonl at this size")
+    log_backups: int = Field(5, ge=1, le=1000, description="rotated log files kept")
+    heartbeat_s: float = Field(1.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _speed_is_for_recordings(self) -> RuntimeConfig:
+        if self.speed is not None and self.feed != "recorded":
+            raise _rule(
+                "runtime.speed",
+                f'{self.speed:g} paces the recorded feed only: set feed = "recorded" or remove speed',
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HFLITE_",
@@ -341,7 +589,11 @@ class Settings(BaseSettings):
     )
     run: RunConfig
     strategy: StrategyConfig  # required: a run never trades a strategy the user did not name
-    risk: RiskConfig = Field(default_factory=RiskConfig)
+    # phase, venue and runtime come before risk: risk's validator reads the phase (fields validate in order)
+    phase: PhaseConfig | None = Field(None, description="None: no phase limits (backtests, research)")
+    venue: VenueConfig = Field(default_factory=VenueConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig, validate_default=True)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
@@ -358,7 +610,81 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init carries --set overrides merged over the TOML file; env must sit between them.
-        return (_Overrides(settings_cls), env_settings, dotenv_settings, init_settings)
+        return (_Overrides(settings_cls), env_settings, _DotEnv(settings_cls, dotenv_settings), init_settings)
+
+    @field_validator("venue")
+    @classmethod
+    def _phase_allows_live(cls, venue: VenueConfig, info: ValidationInfo) -> VenueConfig:
+        phase: PhaseConfig | None = info.data.get("phase")
+        if venue.live and phase is not None and phase.limits().paper_only:
+            raise _rule(
+                "venue.live",
+                f"phase {phase.name} is paper only: set [venue] live = false, "
+                "or move to phase small or above to trade real money",
+            )
+        return venue
+
+    @field_validator("runtime")
+    @classmethod
+    def _live_venue_needs_live_feed(cls, runtime: RuntimeConfig, info: ValidationInfo) -> RuntimeConfig:
+        venue: VenueConfig | None = info.data.get("venue")
+        if runtime.feed == "recorded" and venue is not None and venue.live:
+            raise _rule(
+                "runtime.feed",
+                f"the recorded feed replays history: it cannot trade venue {venue.kind}'s live endpoint "
+                '(set feed = "live", or [venue] live = false)',
+            )
+        return runtime
+
+    @field_validator("risk")
+    @classmethod
+    def _phase_bounds_risk(cls, risk: RiskConfig, info: ValidationInfo) -> RiskConfig:
+        phase: PhaseConfig | None = info.data.get("phase")
+        return risk if phase is None else _risk_under_phase(risk, phase.limits())
+
+    @model_validator(mode="after")
+    def _phase_bounds_run(self) -> Settings:
+        limits = self.phase_limits()
+        if limits is None:
+            return self
+        n = len(self.run.symbols)
+        if limits.max_assets is not None and n > limits.max_assets:
+            raise _rule(
+                "run.symbols",
+                f"{n} symbols is more than phase {limits.name} allows (at most {limits.max_assets})",
+            )
+        cash = self.run.initial_cash
+        if limits.max_cash_usd is not None and cash > limits.max_cash_usd:
+            raise _rule(
+                "run.initial_cash",
+                f"{cash:g} is more than phase {limits.name} allows (at most {limits.max_cash_usd:g})",
+            )
+        return self
+
+    def phase_limits(self) -> PhaseLimits | None:
+        """The limits of the configured ``[phase]`` (None without one: no phase limits apply)."""
+        return None if self.phase is None else self.phase.limits()
+
+
+class _DotEnv(PydanticBaseSettingsSource):
+    """``.env`` minus the variables hflite reads itself: ``HFLITE_`` names without ``__`` (a venue's keys,
+    ``HFLITE_CONFIRM_LIVE``, a provider's base URL) are not settings, so not "unknown keys"; a nested
+    name (``HFLITE_RSK__RISK_PCT``) still is."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = set(self.settings_cls.model_fields)
+        return {
+            k: v
+            for k, v in self._inner().items()
+            if k in fields or not k.lower().startswith("hflite_") or "__" in k
+        }
 
 
 _OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("hflite_overrides", default=None)
@@ -474,6 +800,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         loc = ".".join(str(x) for x in err["loc"] if x != "__root__")
         loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "config_rule":  # a cross-section rule names the field to change itself
+            lines.append(f"config error: {err['ctx']['field']}: {msg}")
+            continue
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "finite_number":
@@ -535,8 +864,9 @@ def load_llm_settings(path: str | Path | None = None, overrides: dict[str, Any] 
 
 def redacted(settings: Settings) -> dict[str, Any]:
     """The resolved configuration as plain data for reports: secrets (``SecretStr``, e.g. the
-    OpenAI-compatible API key) dump as "**********", never their value, and every text goes through
-    the redaction layer (a password in an LLM server's URL, a key in its query, a registered key)."""
+    OpenAI-compatible API key) dump as "**********", never their value, a venue's keys are not part of
+    the dump at all (only the names of their variables), and every text goes through the redaction
+    layer (a password in an LLM server's URL, a key in its query, a registered key)."""
     from hflite.redact import redact
 
     def clean(node: Any) -> Any:
@@ -547,3 +877,20 @@ def redacted(settings: Settings) -> dict[str, Any]:
         return redact(node) if isinstance(node, str) else node
 
     return clean(settings.model_dump(mode="json"))  # type: ignore[no-any-return]
+
+
+def venue_keys(settings: Settings) -> tuple[str, str]:
+    """The (key id, secret) the configured broker venue signs in with, read from the environment or
+    ``.env``. The local fake broker falls back to ``DEFAULT_VENUE_KEYS`` when both are unset; any other
+    broker requires both. Never log the result: it is registered with ``hflite.redact`` regardless."""
+    venue = settings.venue
+    if venue.kind in SIMULATED_VENUES:
+        raise ConfigError(f"venue {venue.kind} is simulated in-process: it has no keys")
+    key_id, secret = venue.key_id, venue.secret
+    if key_id is None and secret is None and venue.kind in DEFAULT_VENUE_KEYS:
+        return DEFAULT_VENUE_KEYS[venue.kind]
+    if key_id is None or secret is None:
+        raise ConfigError(
+            f"venue {venue.kind} needs {venue.key_id_env} and {venue.secret_env} (set them in .env)"
+        )
+    return key_id.get_secret_value(), secret.get_secret_value()

@@ -48,6 +48,8 @@ SECRET_ENV_VARS: tuple[str, ...] = (
     "HFLITE_LLM__OPENAI__API_KEY",
     "OPENAI_API_KEY",
     "OLLAMA_API_KEY",
+    "HFLITE_BROKER_KEY_ID",  # a broker's key id (its secret ends in _SECRET)
+    "APCA_API_KEY_ID",
 )
 #: Any other variable whose name ends like this holds a secret too (a broker's token, a CCXT secret).
 _SECRET_ENV_SUFFIX = re.compile(
