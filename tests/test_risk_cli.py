@@ -180,36 +180,52 @@ def test_a_command_queued_with_no_runtime_applies_at_the_first_bar_time_of_the_n
     assert (_entries(result).status == "rejected").all()
 
 
+def _until(store, end: str, **sections):
+    """The same run with its window ending at ``end``: a restart with a later end carries on after the
+    journal's last decided bar-time (re-running nothing, deciding only the new bar-times)."""
+    run = {"symbols": ["SPY", "BTC-USD"], "start": "2019-01-02", "end": end}
+    return _settings(store, run=run, **sections)
+
+
+def _after(result, end: str):
+    entries = _entries(result)
+    return entries[entries.ts > pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)]
+
+
 def test_a_restart_keeps_the_pause_in_force_until_a_human_resumes(sample_store, tmp_path):
     path = tmp_path / "journal.sqlite"
     SqliteJournal(path).close()
     _risk("pause", "--journal", str(path), "--reason", "weekend")
-    settings = _settings(sample_store)
-    asyncio.run(replay(settings, sample_store, journal_path=path))
+    asyncio.run(replay(_until(sample_store, "2019-04-30"), sample_store, journal_path=path))
 
-    restarted = asyncio.run(replay(settings, sample_store, journal_path=path))
+    restarted = asyncio.run(replay(_until(sample_store, "2019-08-30"), sample_store, journal_path=path))
     resume = _risk("resume", "--journal", str(path), "--reason", "back", "--wait", "0")
-    resumed = asyncio.run(replay(settings, sample_store, journal_path=path))
+    resumed = asyncio.run(replay(_until(sample_store, "2019-12-31"), sample_store, journal_path=path))
 
-    first = _entries(restarted).iloc[0]
-    assert first.status == "rejected" and first.reason.startswith("paused by a human: weekend")
-    assert (_entries(restarted).status == "rejected").all()
+    new = _after(restarted, "2019-04-30")
+    assert len(new) and new.iloc[0].reason.startswith("paused by a human: weekend")
+    assert (new.status == "rejected").all()
     assert resume.exit_code == 0, resume.output
-    assert (_entries(resumed).status != "rejected").any()
+    assert (_after(resumed, "2019-08-30").status != "rejected").any()
     assert _read(path, lambda j: j.risk_state())["mode"] == "running"
 
 
 def test_a_restart_keeps_the_drawdown_halt_and_status_shows_why(sample_store, tmp_path):
     path = tmp_path / "journal.sqlite"
-    settings = _settings(sample_store, risk={"max_drawdown_pct": 1, "drawdown_reduce_pct": 0.5})
-    first_run = asyncio.run(replay(settings, sample_store, journal_path=path))
+    limits = {"max_drawdown_pct": 1, "drawdown_reduce_pct": 0.5}
+    first_run = asyncio.run(
+        replay(_until(sample_store, "2019-08-30", risk=limits), sample_store, journal_path=path)
+    )
     assert first_run.halted_at is not None, "the run must trip the halt for this test to mean anything"
 
-    restarted = asyncio.run(replay(settings, sample_store, journal_path=path))
+    restarted = asyncio.run(
+        replay(_until(sample_store, "2019-12-31", risk=limits), sample_store, journal_path=path)
+    )
     status = _risk("status", "--journal", str(path))
 
-    first = _entries(restarted).iloc[0]
-    assert first.status == "rejected" and first.reason.startswith("halted: drawdown")
+    new = _after(restarted, "2019-08-30")
+    assert len(new) and (new.status == "rejected").all()
+    assert new.iloc[0].reason.startswith("halted: drawdown")
     assert status.exit_code == 0, status.output
     assert "halted: drawdown" in status.output
     assert "approved" in status.output and "rejected" in status.output

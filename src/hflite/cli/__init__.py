@@ -689,6 +689,17 @@ def _finish(result: Any, settings: Settings, out: Path | None) -> None:
     console.print(f"Report: [bold]{report}[/]", highlight=False)
 
 
+# Paper and live trading (hflite.cli.trading, hflite.cli.venue), after backtest and replay.
+from hflite.cli import trading as _trading  # noqa: E402  (the commands need app and its helpers)
+from hflite.cli.venue import venue_app  # noqa: E402
+
+app.command("run")(_trading.run)
+app.command("status")(_trading.status)
+app.command("positions")(_trading.positions)
+app.command("orders")(_trading.orders)
+app.command("reconcile")(_trading.reconcile)
+app.add_typer(venue_app, name="venue")
+
 # The AI commands (hflite.cli_ai), listed after the run and data commands.
 app.add_typer(features_app, name="features")
 app.command("train")(train_command)

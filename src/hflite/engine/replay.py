@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -79,15 +80,29 @@ async def _run(
 
     log = logs.get("hflite.run").bind(run_id=run_id, mode="replay")
     try:  # the journal is closed (and its ownership given up) whatever happens
-        control = journal if isinstance(journal, SqliteJournal) else None
-        runtime = LiveRuntime(prep.md, prep.strategy, engine_for, control)
-        snap = journal.risk_state() if isinstance(journal, SqliteJournal) else None
-        if snap:  # a restart keeps a halt, pause or kill in force until a human resumes
-            runtime.engine.risk.restore(snap)
+        if isinstance(journal, SqliteJournal):
+            # A journal that already decided bar-times resumes after the last one: the bars before
+            # it are re-run with nothing written or sent, so the state is the one it had.
+            from hflite.engine.live import Session, recorded_events
+
+            done = journal.progress()
+            resume_ts = done[1] if done else None
+            session = Session(prep, journal, None, run_id=run_id, resume_ts=resume_ts)
+            runtime = session.build()
+            snap = journal.risk_state() if resume_ts is None else None
+            if snap:  # an old journal (no decided bar-times): its halt, pause or kill stays in force
+                runtime.engine.risk.restore(snap)
+            feed: Any = recorded_events(prep.md, speed, resume_ts)
+        else:
+            session = None
+            runtime = LiveRuntime(prep.md, prep.strategy, engine_for, None)
+            feed = RecordedFeed(prep.md, speed)
         where = str(journal.path) if isinstance(journal, SqliteJournal) else "-"
         log.info("run.start", symbols=prep.md.traded, speed=speed or "max", journal=where)
         say("replaying bars", 0.2)
-        engine = await runtime.run(RecordedFeed(prep.md, speed))
+        engine = await runtime.run(feed)
+        if session is not None and session.recovering:
+            session.go_live()
     finally:
         journal.close()
     say("building results", 0.85)

@@ -111,6 +111,15 @@ class Control(Protocol):
     def heartbeat(self, status: str, bar_ts: int | None = None) -> None: ...
 
 
+class StepHooks(Protocol):
+    """What a paper/live session does around each bar-time: ``before`` (bring the venue up to the
+    bar-time, reconcile, refuse to go on while the venue's state is unknown) and ``after`` (record
+    the bar-time as decided, report progress)."""
+
+    async def before(self, ts: int) -> None: ...
+    def after(self, ts: int, i: int) -> None: ...
+
+
 class LiveRuntime:
     """Builds MarketData and signals as bars arrive and steps the engine per bar-time."""
 
@@ -120,9 +129,12 @@ class LiveRuntime:
         strategy: Strategy,
         make_engine: Callable[[MarketData, dict[str, SignalSet]], Engine],
         control: Control | None = None,
+        hooks: StepHooks | None = None,
     ) -> None:
         self.strategy = strategy
         self.control = control
+        self.hooks = hooks
+        self.status = "running"  # what the heartbeat says while the runtime waits for bars
         self.traded = list(template.traded)
         self.md = MarketData(
             timeline=np.empty(0, np.int64),
@@ -154,7 +166,7 @@ class LiveRuntime:
         self._last_close: dict[str, float] = {s: np.nan for s in template.bars}
         self._beat_at = 0.0  # monotonic seconds of the last heartbeat
 
-    async def run(self, feed: AsyncIterator[BarEvent] | RecordedFeed) -> Engine:
+    async def run(self, feed: AsyncIterator[BarEvent | None] | RecordedFeed) -> Engine:
         """Step the engine per bar-time until the feed ends or a kill has left the book flat."""
         beats = asyncio.create_task(self._beat_forever()) if self.control is not None else None
         try:
@@ -169,26 +181,46 @@ class LiveRuntime:
         self.engine.finish()
         return self.engine
 
-    async def _consume(self, feed: AsyncIterator[BarEvent] | RecordedFeed) -> None:
+    async def _consume(self, feed: AsyncIterator[BarEvent | None] | RecordedFeed) -> None:
+        """Step the engine once per bar-time: a group of events with one ``ts`` is stepped when an
+        event with a later ``ts`` arrives, when the feed yields None (nothing more for now) or when
+        it ends."""
         group: list[BarEvent] = []
         async for ev in feed:  # type: ignore[union-attr]
+            if ev is None:  # the feed has nothing more for now (a live feed between polls)
+                if group:
+                    await self._step(group)
+                    group = []
+                    if self.engine.stopped:
+                        return
+                continue
+            b = self.md.bars[ev.symbol]
+            if b.n and ev.ts <= b.ts[b.n - 1]:  # a bar seen already, or older than one seen: once only
+                continue
             if not ev.live:
                 self._append(ev, -1)
                 continue
             if group and ev.ts != group[0].ts:
-                self._on_time(group)
+                await self._step(group)
                 group = []
                 if self.engine.stopped:
                     return
+            elif any(e.symbol == ev.symbol for e in group):  # the same bar twice in one bar-time
+                continue
             group.append(ev)
         if group and not self.engine.stopped:
-            self._on_time(group)
+            await self._step(group)
+
+    async def _step(self, group: list[BarEvent]) -> None:
+        if self.hooks is not None:
+            await self.hooks.before(group[0].ts)
+        self._on_time(group)
 
     # -- heartbeat: `hflite risk status` tells a live runtime from a dead one ----------------------
     async def _beat_forever(self) -> None:
         """Beat while the runtime waits for bars (a daily feed is quiet for hours)."""
         while True:
-            self._beat("running")
+            self._beat(self.status)
             await asyncio.sleep(HEARTBEAT_S)
 
     def _beat(self, status: str) -> None:
@@ -222,11 +254,13 @@ class LiveRuntime:
         for cmd in pending:  # human commands queued in the journal
             self.engine.commands.append((cmd.action, cmd.reason))
         self.engine.step(i)
+        if self.hooks is not None:
+            self.hooks.after(group[0].ts, i)
         if self.control is not None:
             for cmd in pending:  # marked once in effect: a crash before this re-applies them (idempotent)
                 self.control.mark_applied(cmd.seq, group[0].ts)
             if time.monotonic() - self._beat_at >= HEARTBEAT_S:  # at max speed the loop never idles
-                self._beat("running")
+                self._beat(self.status)
 
     def _append(self, ev: BarEvent, i: int) -> int:
         b = self.md.bars[ev.symbol]

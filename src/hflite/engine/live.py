@@ -1,0 +1,644 @@
+"""Paper and live trading (``hflite run``): the live runtime with a venue, a journal it trusts
+after a crash, and reconciliation with the venue before every decision that follows a doubt.
+
+One engine: the session wires the same ``LiveRuntime`` and ``Engine`` that replay uses to a feed
+(recorded bars at accelerated time, or the providers' live bars) and a venue (the sim venue's fill
+rules on live bars = ``paper``; a broker speaking its API = ``fakebroker`` here, the real brokers
+next). What it adds around each bar-time (``StepHooks``):
+
+- **Resume, never re-decide.** The journal records each bar-time once every order of it is
+  journaled (``decided``). A restart re-runs the bars up to the last decided one with a muted journal
+  (nothing written, nothing sent; every order a re-run decision makes must already be in the journal
+  under the same client order id, else the run differs from the one that wrote it and the session
+  refuses) and with the venue's events replayed from the journal at the bar-times they were applied
+  at, so positions, cash, risk state and equity are exactly those of the run before the crash. Then
+  it carries on live from the next bar-time.
+- **Trust the venue first.** Before the first live decision, after a reconnect, and whenever an
+  order's fate is unknown, it reconciles the journal with the venue (``execution.reconcile``): fills
+  that happened while we were down are adopted, orders the venue never received are settled, and
+  any unexplained difference halts trading (heartbeat ``halted: ...``, an alert line in the log,
+  ``hflite status`` and ``hflite reconcile`` show it) until a human accepts a stated resolution
+  with ``hflite reconcile --accept``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hflite import logs
+from hflite.config import Settings
+from hflite.data.store import Store
+from hflite.domain.order import TERMINAL, Order, OrderStatus
+from hflite.engine.core import Engine
+from hflite.engine.market import MarketData
+from hflite.engine.result import RunResult
+from hflite.engine.run import Prepared, Progress, build_result, make_engine, open_store, prepare
+from hflite.engine.runtime import BarEvent, LiveRuntime, RecordedFeed
+from hflite.execution.oms import Command, JournalLock, SqliteJournal
+from hflite.execution.venues.base import EventVenue, RemoteVenue, VenueEvent
+from hflite.strategy.base import SignalSet
+
+#: Seconds between reconciliation attempts while halted on an unexplained difference.
+HALT_POLL_S = 2.0
+
+
+class RecoveryError(RuntimeError):
+    """A restart could not rebuild the state the journal describes; one line, naming why."""
+
+
+class ReconcileHalt(RuntimeError):
+    """``--once``: the venue and the journal disagree and no human accepted a resolution yet."""
+
+
+class MutedJournal:
+    """The journal while a restart re-runs bars already decided: writes nothing, and checks that
+    every order a re-run decision makes is one the journal already holds (same client order id)."""
+
+    def __init__(self, known: set[str], path: Path) -> None:
+        self.known = known
+        self.path = path
+        self.seen: set[str] = set()
+
+    def order_created(self, order: Order) -> None:
+        if order.id not in self.known:
+            raise RecoveryError(
+                f"journal {self.path}: re-running its decided bars made order {order.id}, which it never "
+                "recorded: the config, the code or the data changed since it was written. Start a new "
+                "journal (--journal) or restore the config it was written with"
+            )
+        self.seen.add(order.id)
+
+    def order_updated(self, order: Order) -> None:
+        return None
+
+    def fill(self, fill: Any) -> None:
+        return None
+
+    def verdict(self, verdict: Any) -> None:
+        return None
+
+    def risk_event(self, event: dict[str, Any], state: dict[str, Any]) -> None:
+        return None
+
+    def venue_event(self, event: VenueEvent, bar_ts: int, i: int) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class RecoveryVenue(EventVenue):
+    """The venue while a restart re-runs decided bars: the journal's venue events, each delivered at
+    the bar-time it was applied at; nothing is sent."""
+
+    def __init__(self, events: list[tuple[int, VenueEvent]]) -> None:
+        super().__init__()
+        self._by_ts: dict[int, list[VenueEvent]] = {}
+        for ts, ev in events:
+            self._by_ts.setdefault(ts, []).append(ev)
+
+    def sync(self, ts: int) -> None:
+        self.deliver(self._by_ts.pop(ts, []))
+
+    def _send_submit(self, order: Order) -> None:
+        return None
+
+    def _send_cancel(self, order: Order) -> None:
+        return None
+
+    def _send_replace(self, order: Order, price: float) -> None:
+        return None
+
+    def _send_oco(self, orders: list[Order]) -> None:
+        return None
+
+
+class RecoveryControl:
+    """Human commands while re-running decided bars: each is applied again at the bar-time it took
+    effect at the first time (so a pause or kill lands where it landed)."""
+
+    def __init__(self, journal: SqliteJournal) -> None:
+        self.journal = journal
+        self.ts = -1
+        self._by_ts: dict[int, list[Command]] = {}
+        for c in journal.commands():
+            if c.applied_at is not None:
+                self._by_ts.setdefault(int(c.applied_at), []).append(c)
+
+    def pending_commands(self) -> list[Command]:
+        return self._by_ts.pop(self.ts, [])
+
+    def mark_applied(self, seq: int, bar_ts: int) -> None:
+        return None
+
+    def heartbeat(self, status: str, bar_ts: int | None = None) -> None:
+        self.journal.heartbeat("recovering" if status == "running" else status, bar_ts)
+
+
+@dataclass
+class TradeOutcome:
+    """What ``trade`` ends with: the result when the feed ended (a recorded feed, ``--once``)."""
+
+    journal: Path
+    result: RunResult | None
+    steps: int
+    resumed_from: int | None  # the last decided bar-time found in the journal at start (ns UTC)
+    halted: str = ""  # why trading is refused (an unexplained reconciliation difference), if it is
+    notes: list[str] = field(default_factory=list)
+
+
+def default_journal(settings: Settings) -> Path:
+    """``var/journal/<run name>.sqlite``: a run's journal has a stable name so a restart resumes it."""
+    return settings.data.dir.parent / "journal" / f"{settings.run.name}.sqlite"
+
+
+class Session:
+    """One ``hflite run``: the hooks around each bar-time (see the module docstring)."""
+
+    def __init__(
+        self,
+        prep: Prepared,
+        journal: SqliteJournal,
+        venue: RemoteVenue | None,
+        *,
+        run_id: str,
+        resume_ts: int | None,
+        once: bool = False,
+        status: Callable[[dict[str, Any]], None] | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        id_prefix: str = "",
+    ) -> None:
+        self.prep = prep
+        self.id_prefix = id_prefix
+        self.journal = journal
+        self.remote = venue
+        self.run_id = run_id
+        self.resume_ts = resume_ts
+        self.once = once
+        self.status_cb = status
+        self.sleep = sleep
+        self.log = logs.get("hflite.run").bind(run_id=run_id, mode="run")
+        self.recovering = resume_ts is not None
+        self.recovery_venue: RecoveryVenue | None = None
+        self.recovery_control: RecoveryControl | None = None
+        self.runtime: LiveRuntime | None = None
+        self.connected = False
+        self.halted = ""
+        self.check_after_step = False
+        self.notes: list[str] = []
+        self.steps = 0
+        self.last_ts: int | None = None
+        self._reconciled_once = False
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def build(self) -> LiveRuntime:
+        prep, journal = self.prep, self.journal
+        if self.recovering:
+            known = set(journal.order_statuses())
+            self.recovery_venue = RecoveryVenue(journal.venue_events()) if self.remote is not None else None
+            self.recovery_control = RecoveryControl(journal)
+            self.muted = MutedJournal(known, journal.path)
+
+        def engine_for(md: MarketData, signals: dict[str, SignalSet]) -> Engine:
+            live = Prepared(
+                prep.settings,
+                prep.store,
+                prep.instruments,
+                prep.strategy,
+                md,
+                prep.start,
+                prep.end,
+                prep.brain,
+            )
+            venue: Any = self.recovery_venue if self.recovering else self.remote
+            return make_engine(
+                live,
+                signals,
+                self.muted if self.recovering else journal,
+                advisor=prep.advisor,
+                venue=venue,
+                id_prefix=self.id_prefix,
+            )
+
+        control: Any = self.recovery_control if self.recovering else journal
+        self.runtime = LiveRuntime(prep.md, prep.strategy, engine_for, control, hooks=self)
+        if self.remote is not None and not self.recovering:
+            self._wire_remote()
+        return self.runtime
+
+    @property
+    def engine(self) -> Engine:
+        assert self.runtime is not None
+        return self.runtime.engine
+
+    def _wire_remote(self) -> None:
+        assert self.remote is not None
+        journal = self.journal
+        if isinstance(self.remote, EventVenue):
+            self.remote.record = journal.venue_event
+            self.remote.applied |= {ev.event_id for _, ev in journal.venue_events()}
+
+    # -- the hooks ------------------------------------------------------------------------------
+    async def before(self, ts: int) -> None:
+        if self.recovering:
+            if self.resume_ts is not None and ts <= self.resume_ts:
+                assert self.recovery_control is not None
+                self.recovery_control.ts = ts
+                if self.recovery_venue is not None:
+                    self.recovery_venue.sync(ts)
+                return
+            self.go_live()
+        if self.remote is not None:
+            if not self.connected:
+                await self.connect()
+            self.remote.sync(ts)
+            if self._doubt():
+                await self.reconcile("the venue reconnected or an order's fate is unknown")
+
+    def after(self, ts: int, i: int) -> None:
+        self.steps += 1
+        self.last_ts = ts
+        if self.recovering:
+            return
+        self.journal.decided(ts)
+        book = self.book()
+        self.journal.set_meta("book", json.dumps(book, default=str))
+        if self.status_cb is not None:
+            self.status_cb(book)
+        if self.check_after_step and self.remote is not None:
+            # the first bar re-run after a restart may have re-sent orders the venue already had:
+            # it recognised them by id; look again for fills of theirs before the next decision
+            self.check_after_step = False
+            if isinstance(self.remote, EventVenue):
+                self.remote.needs_reconcile = True
+
+    def go_live(self) -> None:
+        """Recovery is over: from here on, decisions are journaled and orders sent."""
+        if not self.recovering:
+            return
+        engine = self.engine
+        self.recovering = False
+        known = set(self.journal.order_statuses())
+        remade = self.muted.seen
+        engine.journal = self.journal
+        assert self.runtime is not None
+        self.runtime.control = self.journal
+        undecided = sorted(known - remade - {o for o in known if o.endswith(("-sl", "-tp"))})
+        if undecided:
+            self.notes.append(
+                f"{len(undecided)} order(s) journaled after the last decided bar-time; that bar-time is "
+                "re-run and recognises them by id"
+            )
+            self.check_after_step = True
+        if self.remote is not None:
+            if isinstance(self.remote, EventVenue) and self.recovery_venue is not None:
+                for order in engine.orders.values():
+                    self.remote.adopt(order)
+                self.remote.applied |= self.recovery_venue.applied
+            engine.venue = self.remote
+            self._wire_remote()
+        self.log.info("run.resumed", last_decided=_iso(self.resume_ts), orders=len(engine.orders))
+
+    async def connect(self) -> None:
+        assert self.remote is not None
+        self.remote.connect()
+        self.connected = True
+        caps = self.remote.capabilities
+        if not caps.server_side_stops:
+            self.notes.append(
+                f"venue {self.remote.name} keeps no stops server-side: positions are protected only while "
+                "this process runs"
+            )
+        await self.reconcile("start")
+
+    def _doubt(self) -> bool:
+        venue = self.remote
+        if not isinstance(venue, EventVenue):
+            return False
+        reconnected = bool(getattr(venue, "reconnected", False))
+        return reconnected or venue.needs_reconcile or bool(venue.strangers)
+
+    async def reconcile(self, why: str) -> None:
+        """Reconcile with the venue; while a difference is unexplained, refuse to trade (wait for a
+        human's ``hflite reconcile --accept``; ``--once`` raises ReconcileHalt instead)."""
+        from hflite.execution.reconcile import reconcile
+
+        venue = self.remote
+        assert isinstance(venue, EventVenue)
+        while True:
+            engine = self.engine
+            journal_orders = self._journal_only_orders()
+            held = dict(engine.orders)
+            ids = [o.id for o in held.values() if o.status not in TERMINAL] + list(journal_orders)
+            snap = venue.snapshot(ids)
+            for oid in journal_orders:  # the re-run of their bar-time will recognise them by id
+                snap.orders.pop(oid, None)
+            snap.fills = [f for f in snap.fills if f.order_id not in journal_orders]
+            offset = self.journal.meta("cash_offset")
+            rec = reconcile(
+                held,
+                set(venue.applied),
+                {s: p.qty for s, p in engine.portfolio.positions.items()},
+                dict(engine.portfolio.cash),
+                snap,
+                symbols=set(engine.md.traded),
+                cash_offset=None if offset is None else float(offset),
+                accepted=self.journal.accepted(),
+            )
+            self.journal.save_reconciliation(rec.differences)
+            if rec.clean:
+                break
+            self.halted = f"reconcile: {rec.summary()}"
+            self._say_halted()
+            if self.once:
+                raise ReconcileHalt(self.halted)
+            await self.sleep(HALT_POLL_S)
+        if isinstance(venue, EventVenue):
+            venue.strangers.clear()
+            venue.needs_reconcile = False
+            if hasattr(venue, "reconnected"):
+                venue.reconnected = False
+        self.journal.set_meta("cash_offset", repr(rec.cash_offset))
+        events = self._resend_current(rec.events)
+        venue.deliver(events)
+        for adj in rec.adjustments:
+            self._adjust(adj)
+        self._act_on_accepted(rec)
+        if self.halted:
+            self.log.warning("run.resumed_after_reconcile", was=self.halted)
+        self.halted = ""
+        if self.runtime is not None:
+            self.runtime.status = "running"
+        self._reconciled_once = True
+        explained = [d for d in rec.differences if d.explained]
+        self.log.info("run.reconciled", why=why, differences=len(rec.differences), adopted=len(explained))
+
+    def _journal_only_orders(self) -> dict[str, dict[str, Any]]:
+        """Orders in the journal that the engine does not hold: journaled by a bar-time that was not
+        finished when the process stopped (it is re-run, and recognises them by id)."""
+        held = self.engine.orders
+        return {oid: body for oid, body in self.journal.orders().items() if oid not in held}
+
+    def _resend_current(self, events: list[VenueEvent]) -> list[VenueEvent]:
+        """An order the venue never received, decided on the last decided bar-time, is sent again
+        (same id: the venue cannot take it twice); older ones stay refused (their moment passed)."""
+        from hflite.execution.venues.base import VenueEventKind
+
+        venue = self.remote
+        out: list[VenueEvent] = []
+        current = self.last_ts if self.last_ts is not None else self.resume_ts
+        for ev in events:
+            order = self.engine.orders.get(ev.order_id)
+            never = (
+                ev.kind in (VenueEventKind.RECONCILED, VenueEventKind.REJECTED)
+                and (ev.status == OrderStatus.REJECTED.value or ev.kind is VenueEventKind.REJECTED)
+                and "never received" in ev.reason
+            )
+            if never and order is not None and current is not None and order.created_ts == current:
+                assert isinstance(venue, EventVenue)
+                if order.status is OrderStatus.UNKNOWN:  # settled as "not there yet": sent again
+                    resent = VenueEvent(VenueEventKind.RECONCILED, order.id, ev.ts, f"{order.id}:resent",
+                                        reason="resent: the venue never received it",
+                                        status=OrderStatus.SUBMITTED.value)  # fmt: skip
+                    venue.deliver([resent])
+                self.log.info("run.resend", order=order.id, why="the venue never received it")
+                venue._send_submit(order)
+                continue
+            out.append(ev)
+        return out
+
+    def _adjust(self, adj: Any) -> None:
+        """A human accepted the venue's position: book the difference at the venue's price."""
+        from hflite.domain.order import Fill, Side
+
+        engine = self.engine
+        if not adj.qty_delta:
+            return
+        side = Side.BUY if adj.qty_delta > 0 else Side.SELL
+        i = max(engine.last_i, 0)
+        price = adj.price
+        if not price > 0:  # the venue holds nothing (no average price): the last close values it
+            price = float(engine.md.close_tl[adj.symbol][i]) if engine.md.length else math.nan
+        if not price > 0:
+            self.notes.append(f"reconcile: no price to book the accepted {adj.symbol} adjustment at")
+            return
+        ts = int(engine.md.timeline[i]) if engine.md.length else 0
+        fill = Fill(f"reconcile-{adj.symbol}-{ts}", adj.symbol, side, abs(adj.qty_delta), price,
+                    float(getattr(adj, "fee", 0.0)), ts, i)  # fmt: skip
+        ccy = engine._inst[adj.symbol].currency
+        engine.portfolio.apply_fill(fill, ccy, reason=f"reconcile: {adj.reason}")
+        engine.fills.append(fill)
+        self.journal.fill(fill)
+
+    def _act_on_accepted(self, rec: Any) -> None:
+        venue = self.remote
+        for d in rec.differences:
+            if d.action == "cancel-at-venue" and d.explained and hasattr(venue, "cancel_venue_order"):
+                vid = d.venue_order_id or d.key.split(":", 1)[1]
+                venue.cancel_venue_order(vid)  # type: ignore[union-attr]
+
+    def _say_halted(self) -> None:
+        if self.runtime is not None:
+            self.runtime.status = f"halted: {self.halted}"
+        self.journal.heartbeat(f"halted: {self.halted}", self.last_ts)
+        self.log.error("alert", what="trading halted", why=self.halted, fix="hflite reconcile --accept")
+
+    # -- what `hflite status` shows ----------------------------------------------------------------
+    def book(self) -> dict[str, Any]:
+        engine = self.engine
+        md = engine.md
+        i = engine.last_i
+        positions = {
+            s: {
+                "qty": p.qty,
+                "avg_price": p.avg_price,
+                "last": float(md.close_tl[s][i]) if i >= 0 else math.nan,
+            }
+            for s, p in engine.portfolio.positions.items()
+            if p.qty
+        }
+        working = [o for book in engine.venue.working.values() for o in book]
+        last_bar = {}
+        for s in md.traded:
+            b = md.bars[s]
+            if b.n:
+                last_bar[s] = _iso(int(b.ts[b.n - 1]))
+        return {
+            "run_id": self.run_id,
+            "bar_ts": _iso(self.last_ts),
+            "equity": float(engine.equity[i]) if i >= 0 else engine.initial_cash,
+            "cash": dict(engine.portfolio.cash),
+            "positions": positions,
+            "open_orders": len(working),
+            "orders": len(engine.orders),
+            "fills": len(engine.fills),
+            "risk": engine.risk.state.mode,
+            "risk_reason": engine.risk.state.mode_reason,
+            "last_bar": last_bar,
+            "halted": self.halted,
+            "venue": self.remote.name if self.remote is not None else "paper",
+            "notes": self.notes,
+        }
+
+
+def _iso(ns: int | None) -> str | None:
+    return None if ns is None else pd.Timestamp(int(ns), unit="ns", tz="UTC").isoformat()
+
+
+def make_remote(settings: Settings, prep: Prepared) -> RemoteVenue | None:
+    """The configured broker venue (None for ``paper``: the sim venue's rules on live bars)."""
+    kind = settings.venue.kind
+    if kind == "paper":
+        return None
+    from hflite.config import venue_keys
+    from hflite.execution.venues.rest import RestBrokerVenue
+
+    key_id, secret = venue_keys(settings)
+    v = settings.venue
+    traded = {k: inst for k, inst in prep.instruments.items() if k in prep.md.traded}
+    return RestBrokerVenue(  # type: ignore[return-value]
+        kind,
+        v.url,
+        key_id,
+        secret,
+        instruments=traded,
+        drive_clock=v.drive_clock,
+        timeout_s=v.timeout_s,
+        max_retries=v.max_retries,
+        rate_per_min=v.rate_per_min,
+        max_clock_skew_s=v.max_clock_skew_s,
+    )
+
+
+async def recorded_events(
+    md: MarketData, speed: float | None, resume_ts: int | None
+) -> AsyncIterator[BarEvent]:
+    """The store's bars in the order they became known; bar-times already decided come at once,
+    the rest at ``speed`` (None = no waiting)."""
+    prev: int | None = None
+    for ev in RecordedFeed(md).events():
+        if ev.live and speed and (resume_ts is None or ev.ts > resume_ts):
+            if prev is not None and ev.ts > prev:
+                await asyncio.sleep((ev.ts - prev) / 1e9 / speed)
+            prev = ev.ts
+        elif ev.live:
+            prev = ev.ts
+        yield ev
+
+
+async def trade(
+    settings: Settings,
+    store: Store | None = None,
+    *,
+    feed: str = "recorded",
+    speed: float | None = None,
+    once: bool = False,
+    run_id: str | None = None,
+    journal_path: Path | None = None,
+    progress: Progress | None = None,
+    status: Callable[[dict[str, Any]], None] | None = None,
+    config: str = "",
+) -> TradeOutcome:
+    """Paper- or live-trade the configured run until its feed ends (recorded), once (``once``), or
+    forever (live); resumes its journal after the last decided bar-time."""
+    say = progress or (lambda _msg, _frac: None)
+    run_id = run_id or settings.run.name
+    path = journal_path if journal_path is not None else default_journal(settings)
+    lock = JournalLock(path)
+    lock.acquire(
+        run_id, config, registry=path.parent if journal_path is None else default_journal(settings).parent
+    )
+    journal: SqliteJournal | None = None
+    remote: RemoteVenue | None = None
+    try:
+        journal = SqliteJournal(path, owner=lock)
+        progress_row = journal.progress()
+        resume_ts = progress_row[1] if progress_row else None
+        store = store or open_store(settings)
+        say("loading data", 0.05)
+        prep = prepare(settings, store, progress=say)
+        remote = make_remote(settings, prep)
+        session = Session(
+            prep, journal, remote, run_id=run_id, resume_ts=resume_ts, once=once, status=status,
+            id_prefix=settings.run.name,
+        )  # fmt: skip
+        runtime = session.build()
+        if resume_ts is None:
+            snap = journal.risk_state()
+            if snap:
+                runtime.engine.risk.restore(snap)
+        log = session.log
+        log.info("run.start", symbols=prep.md.traded, venue=settings.venue.kind, feed=feed,
+                 journal=str(path), resume_after=_iso(resume_ts))  # fmt: skip
+        say("trading", 0.2)
+        if feed == "recorded":
+            source: AsyncIterator[BarEvent | None] = recorded_events(prep.md, speed, resume_ts)
+        else:
+            source = live_source(settings, prep, resume_ts, once=once)
+        engine = await runtime.run(source)
+        if session.recovering:  # every bar of the feed was already decided: nothing new came
+            session.go_live()
+        if remote is not None and not session.connected and not engine.stopped:
+            await session.connect()  # a start with nothing to decide still reconciles
+        result = None
+        if feed == "recorded" or once:
+            say("building results", 0.85)
+            live_prep = Prepared(
+                prep.settings, prep.store, prep.instruments, prep.strategy, runtime.md, prep.start, prep.end,
+                prep.brain, prep.llm, prep.advisor,
+            )  # fmt: skip
+            if runtime.md.length:
+                result = build_result(engine, live_prep, run_id)
+                result.stats["journal"] = str(path)  # type: ignore[assignment]
+                result.stats["mode"] = "paper" if remote is None else settings.venue.kind  # type: ignore[assignment]
+        log.info("run.done", steps=engine.steps, fills=len(engine.fills))
+        return TradeOutcome(path, result, session.steps, resume_ts, session.halted, session.notes)
+    finally:
+        if remote is not None:
+            try:
+                remote.close()
+            except Exception as exc:  # closing a dead connection must not hide why we stopped
+                logs.get("hflite.run").warning("venue.close_failed", error=str(exc))
+        if journal is not None:
+            journal.close()
+        else:
+            lock.release()
+
+
+def live_source(
+    settings: Settings, prep: Prepared, resume_ts: int | None, *, once: bool
+) -> AsyncIterator[BarEvent | None]:
+    """Warm-up and decided bars from the store, then the providers' new bars as they close."""
+    from hflite.engine.feed import LiveFeed
+
+    async def gen() -> AsyncIterator[BarEvent | None]:
+        since: dict[str, int] = {}
+        async for ev in recorded_events(prep.md, None, resume_ts):
+            since[ev.symbol] = ev.ts
+            yield ev
+        yield None
+        rt = settings.runtime
+        feed = LiveFeed(
+            settings,
+            prep.store,
+            list(prep.md.bars),
+            settings.run.frequency,
+            since=since,
+            poll_delay_s=rt.poll_delay_s,
+            retry_s=rt.retry_s,
+            once=once,
+        )
+        async for batch in feed.batches():  # one poll's new bars, then step what they complete
+            for ev in batch:
+                yield ev
+            yield None
+
+    return gen()
