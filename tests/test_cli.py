@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO
 from typer.testing import CliRunner
 
 from hflite.cli import app
+from tests.conftest import REPO
 
 runner = CliRunner()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, make_settings
 
 from hflite.config import ConfigError, load_settings, parse_overrides
 from hflite.engine.run import backtest, prepare
+from tests.conftest import REPO, make_settings
 
 GOOD = """
 [run]

@@ -6,12 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO
-from tests.test_config import GOOD
 from typer.testing import CliRunner
 
 from hflite.cli import app
 from hflite.config import ConfigError, load_data_settings, load_llm_settings, load_settings
+from tests.conftest import REPO
+from tests.test_config import GOOD
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "c.toml") -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.conftest import make_settings
 
 from hflite.engine.replay import replay
 from hflite.engine.run import backtest
+from tests.conftest import make_settings
 
 CASES = {
     "trend_trailing_multi_asset": {

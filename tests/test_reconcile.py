@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from tests.conftest import make_settings
 
 from hflite.engine.run import backtest
+from tests.conftest import make_settings
 
 FAST, SLOW, PCT, FEE_BPS, SLIP_BPS, CASH = 10, 40, 95.0, 5.0, 2.0, 100_000.0
 

@@ -19,12 +19,12 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from tests.conftest import REPO
 
 from hflite.config import load_settings
 from hflite.engine.core import run_backtest
 from hflite.engine.run import make_engine, prepare
 from hflite.engine.signals import compute_signals
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 

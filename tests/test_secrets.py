@@ -534,9 +534,8 @@ def test_data_fetch_in_process_shows_no_key_in_any_output_or_file(
 
 
 def test_a_report_config_holds_no_password_or_key_from_an_llm_server_url(sample_store):
-    from tests.conftest import make_settings
-
     from hflite.config import redacted
+    from tests.conftest import make_settings
 
     settings = make_settings(
         sample_store,
@@ -563,7 +562,8 @@ def test_llm_check_wide_shows_a_server_url_without_its_password(monkeypatch, tmp
     cfg = tmp_path / "llm.toml"
     cfg.write_text('[llm]\nbackend = "ollama"\n[llm.ollama]\nurl = "http://bob:s3cret-pass-42@127.0.0.1:9"\n')
     result = CliRunner().invoke(
-        app, ["llm", "check", "--config", str(cfg), "--no-call", "--timeout", "0.5", "--wide"],
+        app,
+        ["llm", "check", "--config", str(cfg), "--no-call", "--timeout", "0.5", "--wide"],
         env={"COLUMNS": "300"},
     )
     assert "s3cret-pass-42" not in result.output

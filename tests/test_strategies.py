@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tests.conftest import synthetic_bars
 
 from hflite.strategy import make_strategy
 from hflite.strategy.base import BarArrays, crossings, entry_exit_targets, onset
+from tests.conftest import synthetic_bars
 
 CONFIGS = [
     ("trend", {"fast": 5, "slow": 20}),

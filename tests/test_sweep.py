@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from tests.conftest import synthetic_bars
 
 from hflite.domain.instrument import SAMPLE_INSTRUMENTS, AssetClass, Calendar, Instrument
 from hflite.engine.core import Engine, run_backtest
@@ -15,6 +14,7 @@ from hflite.execution.costs import BpsCommission, VolatilitySlippage
 from hflite.execution.venues.sim import SimVenue
 from hflite.risk.gate import RiskLimits
 from hflite.strategy.builtin import make_strategy
+from tests.conftest import synthetic_bars
 
 SYN = Instrument("SYN", AssetClass.CRYPTO, "USD", Calendar.ALWAYS, 0.01, 1e-4)
 COMMISSION = BpsCommission(5.0, minimum=0.5)

@@ -24,6 +24,7 @@ def _seconds(value: float) -> float:
         raise typer.BadParameter(f"expected a positive number of seconds, got {value}")
     return value
 
+
 llm_app = typer.Typer(
     help="LLM backends (in-process GGUF, Ollama, OpenAI-compatible), budgets and the call journal.\n\n"
     "Example: hflite llm check --config configs/ai.toml",

@@ -599,12 +599,7 @@ class RiskManager:
         sel = rows
         sel[0] = self._rows[sym]
         at = int(idx.item(0))
-        if (
-            self._win is not None
-            and self._win_norms is not None
-            and len(idx) == w + 1
-            and last - at == w
-        ):
+        if self._win is not None and self._win_norms is not None and len(idx) == w + 1 and last - at == w:
             buf, norms = self._win[at], self._win_norms[at]  # a window of consecutive points
         else:
             key = idx.tobytes()
