@@ -349,7 +349,11 @@ def test_replace_changes_the_price_in_place_and_emits_replaced(api: httpx.Client
     assert (r.json()["id"], r.json()["stop_price"]) == (oid, "310.5")
     last = events(api, 0, 2)[-1]
     assert (last["event"], last["price"]) == ("replaced", "310.5")
-    assert api.patch(f"/v2/orders/{oid}", json={"qty": 3}).status_code == 422
+    r = api.patch(f"/v2/orders/{oid}", json={"qty": 3})  # a new total quantity, as Alpaca's replace
+    assert (r.status_code, r.json()["qty"]) == (200, "3")
+    last = events(api, 0, 3)[-1]
+    assert (last["event"], last["qty"]) == ("replaced", "3")
+    assert api.patch(f"/v2/orders/{oid}", json={"side": "buy"}).status_code == 422
 
 
 def test_an_oco_leg_that_fills_cancels_the_other(api: httpx.Client, prep: Prepared) -> None:

@@ -39,7 +39,7 @@ from hflite.risk.manager import RegimeSource, RiskEvent, RiskManager
 from hflite.strategy.base import SignalSet
 
 _new = tuple.__new__  # a NamedTuple from positional values, without its Python-level __new__
-_NEW = OrderStatus.NEW
+_NEW, _UNKNOWN = OrderStatus.NEW, OrderStatus.UNKNOWN
 _MARKET, _GTC = OrderType.MARKET, TimeInForce.GTC
 
 
@@ -274,7 +274,7 @@ class Engine:
             self._closed(sym, order, fill)
             if prot is not None:
                 for o in (prot.stop, prot.take_profit):
-                    if o is not None and o.is_open:
+                    if o is not None and (o.is_open or o.status is _UNKNOWN):
                         self.venue.cancel(o, fill.ts)
                         self.journal.order_updated(o)
                 del self.protection[sym]
@@ -287,7 +287,7 @@ class Engine:
         if prot is not None:
             for o in (prot.stop, prot.take_profit):
                 if o is not None and o.is_open:
-                    o.qty = o.filled_qty + abs(qty)
+                    self.venue.resize(o, o.filled_qty + abs(qty))
 
     def _closed(self, sym: str, order: Order, fill: Fill) -> None:
         """A position went flat: tell the risk manager (stop-outs, the trade's return)."""
@@ -440,7 +440,7 @@ class Engine:
 
     def _exit(self, sym: str, k: int, i: int, reason: str) -> None:
         pending = self.entry_orders.pop(sym, None)
-        if pending is not None and pending.is_open:
+        if pending is not None and (pending.is_open or pending.status is _UNKNOWN):
             self.venue.cancel(pending, int(self.md.timeline[i]))
             self.journal.order_updated(pending)
         qty = self.portfolio.qty(sym)

@@ -58,6 +58,7 @@ class VenueEvent(NamedTuple):
     reason: str = ""  # REJECTED / CANCELLED / UNKNOWN / RECONCILED: the venue's words
     status: str = ""  # RECONCILED: the target OrderStatus value
     symbol: str = ""  # filled in by the venue when it knows it (orders the journal never saw)
+    seq: int = 0  # the venue's event sequence number (0: not from its event stream)
 
 
 class VenueOrder(NamedTuple):
@@ -141,6 +142,7 @@ class Venue(Protocol):
     def submit_oco(self, orders: list[Order]) -> None: ...
     def cancel(self, order: Order, ts: int) -> None: ...
     def replace(self, order: Order, price: float) -> None: ...
+    def resize(self, order: Order, qty: float) -> None: ...
     def has_working(self, symbol: str) -> bool: ...
     def match(self, symbol: str, bar: Any, on_fill: FillHandler) -> list[Order]: ...
 
@@ -184,6 +186,11 @@ class EventVenue:
         self._lock = threading.Lock()
         self._inbox: dict[str, list[VenueEvent]] = {}
         self.needs_reconcile = False  # an order went UNKNOWN: reconcile before the next decision
+        #: With a driven market clock: the venue's last event seq caused by moving the market to the
+        #: bar-time being stepped. Later stream events answer what this process did after that move
+        #: (or what a killed run of the same bar-time did): they are applied at the next bar-time,
+        #: as in an uninterrupted run. None: apply whatever has arrived.
+        self.horizon: int | None = None
 
     # -- the engine side -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
@@ -206,14 +213,20 @@ class EventVenue:
             self._send_submit(order)
 
     def cancel(self, order: Order, ts: int) -> None:
-        """Ask the venue to cancel; the order stays working until the venue confirms."""
-        if order.is_open:
+        """Ask the venue to cancel; the order stays working until the venue confirms. An order whose
+        fate is unknown may be at the venue: it is asked too."""
+        if order.is_open or order.status is OrderStatus.UNKNOWN:
             self._send_cancel(order)
 
     def replace(self, order: Order, price: float) -> None:
         """Ask the venue to move a working order's price; applied when the venue confirms."""
         if order.is_open:
             self._send_replace(order, price)
+
+    def resize(self, order: Order, qty: float) -> None:
+        """Ask the venue to change a working order's total quantity; applied when it confirms."""
+        if order.is_open and qty != order.qty:
+            self._send_resize(order, qty)
 
     def has_working(self, symbol: str) -> bool:
         return bool(self.working.get(symbol))
@@ -231,6 +244,11 @@ class EventVenue:
         and ``i`` are used). Returns the orders that closed without a fill closing them."""
         with self._lock:
             events = self._inbox.pop(symbol, None)
+            if events and self.horizon is not None:
+                later = [ev for ev in events if ev.seq > self.horizon]
+                if later:
+                    events = [ev for ev in events if ev.seq <= self.horizon]
+                    self._inbox[symbol] = later + self._inbox.get(symbol, [])
         if not events:
             return []
         ts, i = bar.ts, bar.i  # type: ignore[attr-defined]
@@ -263,7 +281,10 @@ class EventVenue:
                 order.apply(OrderEvent.ACCEPT)
             return False
         if kind is VenueEventKind.REPLACED:
-            order.price = ev.price
+            if ev.price > 0.0:
+                order.price = ev.price
+            if ev.qty > 0.0:
+                order.qty = ev.qty
             return False
         if kind is VenueEventKind.UNKNOWN:
             if order.status in OPEN:
@@ -307,6 +328,8 @@ class EventVenue:
         """Queue what the venue said (any thread); applied at each symbol's next bar."""
         with self._lock:
             for ev in events:
+                if ev.kind is VenueEventKind.UNKNOWN:  # settle it before the market moves on
+                    self.needs_reconcile = True
                 order = self.orders.get(ev.order_id)
                 if order is None:  # not ours, or not sent by this process: reconciliation decides
                     if ev.event_id not in self.applied:
@@ -329,6 +352,9 @@ class EventVenue:
         raise NotImplementedError
 
     def _send_replace(self, order: Order, price: float) -> None:
+        raise NotImplementedError
+
+    def _send_resize(self, order: Order, qty: float) -> None:
         raise NotImplementedError
 
 

@@ -838,28 +838,42 @@ class FakeBroker:
         entry.canceled_ns = entry.updated_ns = ts
         self._emit("canceled", entry, ts)
 
+    def _resize(self, entry: _Entry, qty: float) -> bool:
+        """Alpaca's replace takes a new total quantity too: set it and emit "replaced" with it."""
+        order = entry.order
+        if not qty > order.filled_qty:
+            raise _unprocessable(f"qty {qty:g} is not above the filled {order.filled_qty:g}")
+        order.qty = qty
+        now = self._now_ns()
+        entry.updated_ns = now
+        self._emit("replaced", entry, now, {"qty": _num(qty)})
+        return True
+
     def replace(self, order_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """PATCH /v2/orders/{id}: change the limit/stop price in place (DEVIATION from Alpaca, which
         creates a new order) and emit "replaced" with the new trigger/limit as ``price``."""
         if not isinstance(body, Mapping):
             raise _unprocessable("the request body must be a JSON object")
         unsupported = sorted(
-            k for k, v in body.items() if k not in ("limit_price", "stop_price") and v is not None
+            k for k, v in body.items() if k not in ("limit_price", "stop_price", "qty") and v is not None
         )
         if unsupported:
             raise _unprocessable(
-                f"{unsupported[0]} cannot be replaced by the fake broker (limit_price, stop_price)"
+                f"{unsupported[0]} cannot be replaced by the fake broker (limit_price, stop_price, qty)"
             )
         limit = _number(body, "limit_price")
         stop = _number(body, "stop_price")
-        if limit is None and stop is None:
-            raise _unprocessable("limit_price or stop_price is required")
+        qty = _number(body, "qty")
+        if limit is None and stop is None and qty is None:
+            raise _unprocessable("limit_price, stop_price or qty is required")
         with self._lock:
             entry = self._entry(order_id)
             order = entry.order
             if not order.is_open:
                 raise _unprocessable("order is not replaceable")
             otype = order.type
+            if qty is not None and self._resize(entry, qty) and limit is None and stop is None:
+                return self._order_json(entry, nested=True)
             if otype is OrderType.MARKET:
                 raise _unprocessable("a market order has no price to replace")
             if limit is not None and otype is OrderType.STOP:

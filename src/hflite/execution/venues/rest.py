@@ -348,14 +348,32 @@ class RestBrokerVenue(EventVenue):
 
     def _send_cancel(self, order: Order) -> None:
         venue_id = self._venue_id(order.id)
-        if venue_id is None:
-            return  # the broker never got it: the UNKNOWN path reconciles it
+        if venue_id is None:  # a send whose answer never came: the broker may have it
+            venue_id = self._lookup_venue_id(order.id)
+            if venue_id is None:
+                return  # the broker never got it: the UNKNOWN path reconciles it
         try:
             self._call("DELETE", f"/v2/orders/{venue_id}", idempotent=True)
         except _Failure as f:
             if f.kind == "http" and f.status in (404, 422):
                 return  # already closed or gone: its final state arrives as an event
             _log.warning(self._redact(f"venue {self.name}: cancel of {order.id} failed: {f.reason}"))
+
+    def _lookup_venue_id(self, order_id: str) -> str | None:
+        """The broker's id of our order, asked by client order id (None: it does not have it)."""
+        try:
+            resp = self._call(
+                "GET",
+                "/v2/orders:by_client_order_id",
+                params={"client_order_id": self._client_id(order_id)},
+                idempotent=True,
+            )
+        except _Failure:
+            return None  # unknown there, or unreachable: reconciliation settles it
+        obj = _json_or_none(resp)
+        if isinstance(obj, dict):
+            self._learn(obj)
+        return self._venue_id(order_id)
 
     def _send_replace(self, order: Order, price: float) -> None:
         venue_id = self._venue_id(order.id)
@@ -374,6 +392,34 @@ class RestBrokerVenue(EventVenue):
         ts = _order_ts(_json_or_none(resp)) or self._wall_ns()
         eid = f"{order.id}:replaced:{_num(new)}"
         self.deliver([VenueEvent(VenueEventKind.REPLACED, order.id, ts, eid, price=new, symbol=order.symbol)])
+
+    def _send_resize(self, order: Order, qty: float) -> None:
+        """PATCH the order's total quantity (a protective stop follows a partly filled position)."""
+        venue_id = self._venue_id(order.id)
+        if venue_id is None:
+            return
+        try:
+            resp = self._call(
+                "PATCH", f"/v2/orders/{venue_id}", json_body={"qty": _num(qty)}, idempotent=True
+            )
+        except _Failure as f:
+            if f.kind == "http" and f.status in (404, 422):
+                return
+            _log.warning(self._redact(f"venue {self.name}: resize of {order.id} failed: {f.reason}"))
+            return
+        ts = _order_ts(_json_or_none(resp)) or self._wall_ns()
+        eid = f"{order.id}:resized:{_num(qty)}"
+        self.deliver([VenueEvent(VenueEventKind.REPLACED, order.id, ts, eid, qty=qty, symbol=order.symbol)])
+
+    def cancel_venue_order(self, venue_order_id: str) -> None:
+        """Cancel an order by the broker's id (one the journal never saw, that a human accepted to
+        cancel); one already closed or gone is left alone."""
+        try:
+            self._call("DELETE", f"/v2/orders/{venue_order_id}", idempotent=True)
+        except _Failure as f:
+            if f.kind == "http" and f.status in (404, 422):
+                return
+            raise self._error(f, f"cancelling venue order {venue_order_id}") from None
 
     def _order_body(self, order: Order) -> dict[str, Any]:
         """The POST /v2/orders body of a simple order (ValueError when the order cannot be sent)."""
@@ -508,7 +554,7 @@ class RestBrokerVenue(EventVenue):
             if isinstance(update, dict):
                 event = self._event_from_update(update)
                 if event is not None:
-                    self.deliver([event])
+                    self.deliver([event._replace(seq=seq or 0)])
             if seq is not None:
                 self._last_seq = seq
             self._seq.notify_all()
@@ -560,6 +606,10 @@ class RestBrokerVenue(EventVenue):
                     VenueEventKind.REJECTED, oid, ts, f"{oid}:rejected", reason=why, symbol=symbol
                 )
             if kind == "replaced":
+                if update.get("qty") is not None and update.get("price") is None:  # a new quantity
+                    qty = float(update["qty"])
+                    eid = f"{oid}:resized:{_num(qty)}"
+                    return VenueEvent(VenueEventKind.REPLACED, oid, ts, eid, qty=qty, symbol=symbol)
                 raw = update.get("price") or obj.get(
                     "stop_price" if obj.get("type") == "stop" else "limit_price"
                 )
@@ -582,6 +632,7 @@ class RestBrokerVenue(EventVenue):
         last = _int_or_none(answer.get("last_event_id")) if isinstance(answer, dict) else None
         if last is None:
             raise VenueError(f"venue {self.name}: malformed answer from POST /admin/clock (no last_event_id)")
+        self.horizon = last
         if self._wait_for(last, self.sync_timeout_s if self._stream_up.is_set() else 0.0):
             return
         self._fetch_events(last)
@@ -595,14 +646,19 @@ class RestBrokerVenue(EventVenue):
             return self._seq.wait_for(lambda: self._last_seq >= seq, timeout=timeout_s)
 
     def _fetch_events(self, until: int) -> None:
-        """The events after our last seq up to ``until``, as a finite SSE request."""
-        params = {"since_id": self._last_seq, "until_id": until}
-        try:
-            resp = self._call("GET", _STREAM_PATH, params=params, idempotent=True)
-        except _Failure as f:
-            raise self._error(f, "fetching trade events") from None
-        for seq, data in _sse_messages(resp.text.splitlines()):
-            self._on_message(seq, data)
+        """The events after our last seq up to ``until``, as finite SSE requests (a venue that cuts
+        a response short is asked again from where it stopped, as long as each answer brings more)."""
+        while self._last_seq < until:
+            before = self._last_seq
+            params = {"since_id": self._last_seq, "until_id": until}
+            try:
+                resp = self._call("GET", _STREAM_PATH, params=params, idempotent=True)
+            except _Failure as f:
+                raise self._error(f, "fetching trade events") from None
+            for seq, data in _sse_messages(resp.text.splitlines()):
+                self._on_message(seq, data)
+            if self._last_seq <= before:
+                return
 
     def snapshot(self, order_ids: Iterable[str], since: str | None = None) -> VenueSnapshot:
         """The broker's state for reconciliation: cash, positions, open orders, the orders asked for

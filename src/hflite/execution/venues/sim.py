@@ -153,6 +153,11 @@ class SimVenue:
                 self._unlink(order, ts, self._last_i, self._last_i, self._closed)
         _discard(self.working[order.symbol], order)
 
+    def resize(self, order: Order, qty: float) -> None:
+        """Change a working order's total quantity in place (a protective order follows its
+        position as it is partly filled)."""
+        order.qty = qty
+
     def replace(self, order: Order, price: float) -> None:
         """Move a working order's price in place: a LIMIT's limit or a STOP's trigger (``price``), a
         STOP_LIMIT's trigger (``stop_price``; its limit stays). A no-op for an order no longer open;
