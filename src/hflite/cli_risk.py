@@ -206,9 +206,16 @@ def _send(action: str, reason: str, target: Target, wait: float) -> None:
         seq = j.queue_command(action, reason, source="cli")
         out.print(f"queued {name} (command {seq}) in {path}", highlight=False, markup=False)
         if owner is None:
+            beat = j.runtime()  # what last ran on it says how to resume it: `run` writes its book
+            config = beat.config if beat is not None and beat.config else "<its config>"
+            resume = (
+                f"hflite run --config {config} --journal {path}"
+                if j.meta("book") is not None
+                else f"hflite replay --journal {path}"
+            )
             out.print(
                 "not running; the command will apply when it resumes: at the first bar-time of the next "
-                f"start on this journal (hflite replay --journal {path})",
+                f"start on this journal ({resume})",
                 highlight=False,
                 markup=False,
             )

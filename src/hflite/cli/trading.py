@@ -95,6 +95,11 @@ def run(
     feed_kind = feed or settings.runtime.feed
     if feed_kind not in ("live", "recorded"):
         fail(f"--feed: expected live or recorded, got {feed_kind!r}")
+    if feed_kind == "recorded" and settings.venue.live:
+        fail(
+            f"--feed recorded: the recorded feed replays history: it cannot trade venue "
+            f"{settings.venue.kind}'s live endpoint (use --feed live, or set [venue] live = false)"
+        )
     factor = _speed(speed, settings.runtime.speed)
     try:
         check_live(settings, live, confirm=(lambda prompt: input(prompt)), is_tty=sys.stdin.isatty())
@@ -228,6 +233,16 @@ def _read(path: Path) -> dict[str, Any]:
         j.close()
 
 
+def _accepts(path: Path) -> dict[str, str]:
+    from hflite.cli_risk import _open
+
+    j = _open(path)
+    try:
+        return j.accepted()
+    finally:
+        j.close()
+
+
 def status(journal: JournalOpt = None, run: RunOpt = None, config: ConfigOpt = None) -> None:
     """Is the runtime live, halted or stopped; last decided bar-time, equity, positions, orders, risk.
 
@@ -264,6 +279,8 @@ def status(journal: JournalOpt = None, run: RunOpt = None, config: ConfigOpt = N
         table.add_row("open orders", str(book["open_orders"]))
         mode = book["risk"] + (f": {book['risk_reason']}" if book.get("risk_reason") else "")
         table.add_row("risk", escape(mode))
+        for line in book.get("held", []):
+            table.add_row("held", escape(line))
         for note in book.get("notes", []):
             table.add_row("note", f"[yellow]{escape(note)}[/]")
     _out().print(table)
@@ -362,6 +379,10 @@ def reconcile(
     target = _target(journal, run, config)
     data = _read(target.path)
     diffs = data["reconcile"]
+    waiting = _accepts(target.path)  # accepted, not applied by a runtime yet
+    for d in diffs:
+        if not d["explained"] and d["key"] in waiting:
+            d["explained"], d["pending"] = True, True
     if accept:
         todo = [d for d in diffs if not d["explained"] and (not key or d["key"] in key)]
         missing = sorted(set(key or []) - {d["key"] for d in diffs})
@@ -385,7 +406,9 @@ def reconcile(
         )
         return
     rows = [
-        {"key": d["key"], "explained": "yes" if d["explained"] else "NO", "journal": d["journal"],
+        {"key": d["key"],
+         "explained": "accepted (applies at the next check)" if d.get("pending") else
+         ("yes" if d["explained"] else "NO"), "journal": d["journal"],
          "venue": d["venue"], "resolution": d["resolution"], "kind": d["kind"]}
         for d in diffs
     ]  # fmt: skip

@@ -24,8 +24,10 @@ next). What it adds around each bar-time (``StepHooks``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,9 @@ class RecoveryVenue(EventVenue):
     def _send_replace(self, order: Order, price: float) -> None:
         return None
 
+    def _send_resize(self, order: Order, qty: float) -> None:
+        return None
+
     def _send_oco(self, orders: list[Order]) -> None:
         return None
 
@@ -175,8 +180,10 @@ class Session:
         status: Callable[[dict[str, Any]], None] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         id_prefix: str = "",
+        gate: Any = None,
     ) -> None:
         self.prep = prep
+        self.gate = gate  # engine.hours.MarketGate: holds orders while their market is closed (live clock)
         self.id_prefix = id_prefix
         self.journal = journal
         self.remote = venue
@@ -197,11 +204,15 @@ class Session:
         self.steps = 0
         self.last_ts: int | None = None
         self._reconciled_once = False
+        self.pending_adjustments: list[Any] = []  # accepted, waiting for a stepped bar to book at
+        self.replayed_adjustments: dict[int, list[dict[str, Any]]] = {}
 
     # -- wiring ---------------------------------------------------------------------------------
     def build(self) -> LiveRuntime:
         prep, journal = self.prep, self.journal
         if self.recovering:
+            for ts, body in journal.adjustments():
+                self.replayed_adjustments.setdefault(ts, []).append(body)
             known = set(journal.order_statuses())
             self.recovery_venue = RecoveryVenue(journal.venue_events()) if self.remote is not None else None
             self.recovery_control = RecoveryControl(journal)
@@ -241,10 +252,8 @@ class Session:
 
     def _wire_remote(self) -> None:
         assert self.remote is not None
-        journal = self.journal
         if isinstance(self.remote, EventVenue):
-            self.remote.record = journal.venue_event
-            self.remote.applied |= {ev.event_id for _, ev in journal.venue_events()}
+            self.remote.record = self.journal.venue_event
 
     # -- the hooks ------------------------------------------------------------------------------
     async def before(self, ts: int) -> None:
@@ -259,6 +268,8 @@ class Session:
         if self.remote is not None:
             if not self.connected:
                 await self.connect()
+            if self._doubt():  # settle it before the venue's market moves past the bar that decided it
+                await self.reconcile("the venue reconnected or an order's fate is unknown")
             self.remote.sync(ts)
             if self._doubt():
                 await self.reconcile("the venue reconnected or an order's fate is unknown")
@@ -267,7 +278,11 @@ class Session:
         self.steps += 1
         self.last_ts = ts
         if self.recovering:
+            for body in self.replayed_adjustments.pop(ts, []):
+                self._book_adjustment(body, i)
             return
+        if self.pending_adjustments:  # accepted before any bar was stepped: booked at this one
+            self._adjust_now()
         self.journal.decided(ts)
         book = self.book()
         self.journal.set_meta("book", json.dumps(book, default=str))
@@ -299,6 +314,10 @@ class Session:
             )
             self.check_after_step = True
         if self.remote is not None:
+            assert self.resume_ts is not None
+            # events booked by a step that never finished are booked again when it is re-run:
+            # until then they are not applied (a fill among them would otherwise be lost)
+            self.journal.forget_venue_events_after(self.resume_ts)
             if isinstance(self.remote, EventVenue) and self.recovery_venue is not None:
                 for order in engine.orders.values():
                     self.remote.adopt(order)
@@ -341,6 +360,9 @@ class Session:
             snap = venue.snapshot(ids)
             for oid in journal_orders:  # the re-run of their bar-time will recognise them by id
                 snap.orders.pop(oid, None)
+            held_back = {o.id for o in self.gate.held()} if self.gate is not None else set()
+            for oid in held_back:  # held until their market opens: not at the venue, by design
+                held.pop(oid, None)
             snap.fills = [f for f in snap.fills if f.order_id not in journal_orders]
             offset = self.journal.meta("cash_offset")
             rec = reconcile(
@@ -351,7 +373,7 @@ class Session:
                 snap,
                 symbols=set(engine.md.traded),
                 cash_offset=None if offset is None else float(offset),
-                accepted=self.journal.accepted(),
+                accepted=(accepted := self.journal.accepted()),
             )
             self.journal.save_reconciliation(rec.differences)
             if rec.clean:
@@ -369,9 +391,13 @@ class Session:
         self.journal.set_meta("cash_offset", repr(rec.cash_offset))
         events = self._resend_current(rec.events)
         venue.deliver(events)
-        for adj in rec.adjustments:
-            self._adjust(adj)
+        self.pending_adjustments += rec.adjustments
+        if self.engine.last_i >= 0 and self.last_ts is not None:
+            self._adjust_now()
         self._act_on_accepted(rec)
+        used = [d.key for d in rec.differences if d.key in accepted]
+        if used:
+            self.journal.consume_accepts(used)
         if self.halted:
             self.log.warning("run.resumed_after_reconcile", was=self.halted)
         self.halted = ""
@@ -415,35 +441,64 @@ class Session:
             out.append(ev)
         return out
 
-    def _adjust(self, adj: Any) -> None:
-        """A human accepted the venue's position: book the difference at the venue's price."""
+    def _adjust_now(self) -> None:
+        """Book the accepted adjustments after the last stepped bar-time, and journal them there."""
+        engine = self.engine
+        i, ts = engine.last_i, self.last_ts
+        assert i >= 0
+        assert ts is not None
+        for adj in self.pending_adjustments:
+            price = adj.price
+            if not price > 0:  # the venue holds nothing (no average price): the last close values it
+                price = float(engine.md.close_tl[adj.symbol][i])
+            if not (price > 0 and adj.qty_delta):
+                self.notes.append(f"reconcile: no price to book the accepted {adj.symbol} adjustment at")
+                continue
+            body = {"symbol": adj.symbol, "qty": adj.qty_delta, "price": price,
+                    "fee": float(getattr(adj, "fee", 0.0)), "reason": adj.reason}  # fmt: skip
+            fill = self._book_adjustment(body, i)
+            self.journal.adjustment(ts, body)
+            self.journal.fill(fill)
+        self.pending_adjustments = []
+        self.journal.set_meta("book", json.dumps(self.book(), default=str))
+
+    def _book_adjustment(self, body: dict[str, Any], i: int) -> Any:
+        """A human accepted the venue's position: book the difference at the venue's price at
+        timeline index ``i`` (its equity re-marked with it), as a restart re-does it."""
         from hflite.domain.order import Fill, Side
 
         engine = self.engine
-        if not adj.qty_delta:
-            return
-        side = Side.BUY if adj.qty_delta > 0 else Side.SELL
-        i = max(engine.last_i, 0)
-        price = adj.price
-        if not price > 0:  # the venue holds nothing (no average price): the last close values it
-            price = float(engine.md.close_tl[adj.symbol][i]) if engine.md.length else math.nan
-        if not price > 0:
-            self.notes.append(f"reconcile: no price to book the accepted {adj.symbol} adjustment at")
-            return
-        ts = int(engine.md.timeline[i]) if engine.md.length else 0
-        fill = Fill(f"reconcile-{adj.symbol}-{ts}", adj.symbol, side, abs(adj.qty_delta), price,
-                    float(getattr(adj, "fee", 0.0)), ts, i)  # fmt: skip
-        ccy = engine._inst[adj.symbol].currency
-        engine.portfolio.apply_fill(fill, ccy, reason=f"reconcile: {adj.reason}")
+        sym, qty, price = str(body["symbol"]), float(body["qty"]), float(body["price"])
+        ts = int(engine.md.timeline[i])
+        side = Side.BUY if qty > 0 else Side.SELL
+        fill = Fill(f"reconcile-{sym}-{ts}", sym, side, abs(qty), price, float(body["fee"]), ts, i)
+        ccy = engine._inst[sym].currency
+        pf = engine.portfolio
+        pf.apply_fill(fill, ccy, reason=f"reconcile: {body['reason']}")
         engine.fills.append(fill)
-        self.journal.fill(fill)
+        engine.qty_log.append((i, sym, pf.positions[sym].qty))
+        engine.cash_log.append((i, ccy, pf.cash[ccy]))
+        md = engine.md
+        eq = sum(amount * md.fx_tl[c].item(i) for c, amount in pf.cash.items())
+        for s, pos in pf.positions.items():
+            if pos.qty:
+                eq += pos.qty * md.close_tl[s].item(i) * md.fx_tl[engine._inst[s].currency].item(i)
+        engine.equity[i] = eq
+        return fill
 
     def _act_on_accepted(self, rec: Any) -> None:
         venue = self.remote
         for d in rec.differences:
-            if d.action == "cancel-at-venue" and d.explained and hasattr(venue, "cancel_venue_order"):
-                vid = d.venue_order_id or d.key.split(":", 1)[1]
-                venue.cancel_venue_order(vid)  # type: ignore[union-attr]
+            if d.action != "cancel-at-venue" or not d.explained:
+                continue
+            vid = d.venue_order_id or d.key.split(":", 1)[1]
+            if not hasattr(venue, "cancel_venue_order"):
+                self.notes.append(
+                    f"venue cannot cancel order {vid} by its id: cancel it at the venue by hand"
+                )
+                continue
+            venue.cancel_venue_order(vid)  # type: ignore[union-attr]
+            self.log.info("run.cancelled_at_venue", venue_order=vid, why=d.resolution)
 
     def _say_halted(self) -> None:
         if self.runtime is not None:
@@ -485,6 +540,7 @@ class Session:
             "last_bar": last_bar,
             "halted": self.halted,
             "venue": self.remote.name if self.remote is not None else "paper",
+            "held": self.gate.describe() if self.gate is not None else [],
             "notes": self.notes,
         }
 
@@ -546,6 +602,7 @@ async def trade(
     progress: Progress | None = None,
     status: Callable[[dict[str, Any]], None] | None = None,
     config: str = "",
+    feed_options: dict[str, Any] | None = None,
 ) -> TradeOutcome:
     """Paper- or live-trade the configured run until its feed ends (recorded), once (``once``), or
     forever (live); resumes its journal after the last decided bar-time."""
@@ -564,11 +621,16 @@ async def trade(
         resume_ts = progress_row[1] if progress_row else None
         store = store or open_store(settings)
         say("loading data", 0.05)
+        live_from = None
+        if feed == "live":  # the window is the journal's (or starts now), not the config's dates
+            live_from = progress_row[0] if progress_row else time.time_ns()
+            settings = live_window(settings, store, progress_row[0] if progress_row else None)
         prep = prepare(settings, store, progress=say)
         remote = make_remote(settings, prep)
+        gate = _market_gate(settings, prep, remote, feed)
         session = Session(
             prep, journal, remote, run_id=run_id, resume_ts=resume_ts, once=once, status=status,
-            id_prefix=settings.run.name,
+            id_prefix=settings.run.name, gate=gate,
         )  # fmt: skip
         runtime = session.build()
         if resume_ts is None:
@@ -582,23 +644,17 @@ async def trade(
         if feed == "recorded":
             source: AsyncIterator[BarEvent | None] = recorded_events(prep.md, speed, resume_ts)
         else:
-            source = live_source(settings, prep, resume_ts, once=once)
-        engine = await runtime.run(source)
+            assert live_from is not None
+            source = live_source(settings, prep, resume_ts, live_from, once=once, **(feed_options or {}))
+        engine = await _drive(runtime, source, gate)
         if session.recovering:  # every bar of the feed was already decided: nothing new came
             session.go_live()
         if remote is not None and not session.connected and not engine.stopped:
             await session.connect()  # a start with nothing to decide still reconciles
         result = None
-        if feed == "recorded" or once:
+        if (feed == "recorded" or once) and runtime.md.length:
             say("building results", 0.85)
-            live_prep = Prepared(
-                prep.settings, prep.store, prep.instruments, prep.strategy, runtime.md, prep.start, prep.end,
-                prep.brain, prep.llm, prep.advisor,
-            )  # fmt: skip
-            if runtime.md.length:
-                result = build_result(engine, live_prep, run_id)
-                result.stats["journal"] = str(path)  # type: ignore[assignment]
-                result.stats["mode"] = "paper" if remote is None else settings.venue.kind  # type: ignore[assignment]
+            result = _result(prep, runtime, run_id, path, "paper" if remote is None else settings.venue.kind)
         log.info("run.done", steps=engine.steps, fills=len(engine.fills))
         return TradeOutcome(path, result, session.steps, resume_ts, session.halted, session.notes)
     finally:
@@ -613,16 +669,84 @@ async def trade(
             lock.release()
 
 
+def _market_gate(settings: Settings, prep: Prepared, remote: RemoteVenue | None, feed: str) -> Any:
+    """On the live clock, a broker's orders for a closed market wait for its open (engine.hours)."""
+    if not isinstance(remote, EventVenue) or feed != "live" or settings.venue.drive_clock:
+        return None
+    from hflite.engine.hours import MarketGate
+
+    gate = MarketGate(prep.instruments)
+    gate.wrap(remote)
+    return gate
+
+
+async def _drive(runtime: LiveRuntime, source: AsyncIterator[BarEvent | None], gate: Any) -> Engine:
+    """Run the runtime on its feed, with the market gate's releases alongside."""
+    if gate is None:
+        return await runtime.run(source)
+    from hflite.engine.hours import release_forever
+
+    releaser = asyncio.create_task(release_forever(gate))
+    try:
+        return await runtime.run(source)
+    finally:
+        releaser.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await releaser
+
+
+def _result(prep: Prepared, runtime: LiveRuntime, run_id: str, path: Path, mode: str) -> RunResult:
+    live_prep = Prepared(
+        prep.settings, prep.store, prep.instruments, prep.strategy, runtime.md, prep.start, prep.end,
+        prep.brain, prep.llm, prep.advisor,
+    )  # fmt: skip
+    result = build_result(runtime.engine, live_prep, run_id)
+    result.stats["journal"] = str(path)  # type: ignore[assignment]
+    result.stats["mode"] = mode  # type: ignore[assignment]
+    return result
+
+
+def live_window(settings: Settings, store: Store, first_ts: int | None) -> Settings:
+    """A live run's window: from its first decided bar-time (a fresh start: from the store's last
+    bars, which are only history) to today, whatever dates the config gives for recorded runs."""
+    from datetime import UTC, datetime
+
+    from hflite.data.store import bars_key
+
+    freq = settings.run.frequency
+    lasts = {p.key: p.last for p in store.partitions()}
+    known = [pd.Timestamp(t) for s in settings.run.symbols if (t := lasts.get(bars_key(s, freq))) is not None]
+    today = datetime.now(UTC).date()
+    if first_ts is not None:
+        start = pd.Timestamp(first_ts, unit="ns", tz="UTC").date()
+    elif known:
+        start = min(known).date()
+    else:
+        start = today
+    run = settings.run.model_copy(update={"start": min(start, today), "end": max(today, start)})
+    return settings.model_copy(update={"run": run})
+
+
 def live_source(
-    settings: Settings, prep: Prepared, resume_ts: int | None, *, once: bool
+    settings: Settings,
+    prep: Prepared,
+    resume_ts: int | None,
+    live_from: int,
+    *,
+    once: bool,
+    **options: Any,
 ) -> AsyncIterator[BarEvent | None]:
-    """Warm-up and decided bars from the store, then the providers' new bars as they close."""
+    """The store's bars (history before ``live_from``; after it, the bar-times a restart re-runs
+    or has yet to decide), then the providers' new bars as they close. ``options`` go to LiveFeed
+    (``now``, ``sleep``, ``factory``: tests drive time and vendors)."""
     from hflite.engine.feed import LiveFeed
 
     async def gen() -> AsyncIterator[BarEvent | None]:
         since: dict[str, int] = {}
         async for ev in recorded_events(prep.md, None, resume_ts):
             since[ev.symbol] = ev.ts
+            if ev.ts < live_from and ev.live:
+                ev = BarEvent(ev.symbol, ev.ts, ev.open, ev.high, ev.low, ev.close, ev.volume, live=False)
             yield ev
         yield None
         rt = settings.runtime
@@ -635,6 +759,7 @@ def live_source(
             poll_delay_s=rt.poll_delay_s,
             retry_s=rt.retry_s,
             once=once,
+            **options,
         )
         async for batch in feed.batches():  # one poll's new bars, then step what they complete
             for ev in batch:

@@ -388,6 +388,8 @@ class SqliteJournal:
                                                   explained INTEGER, action TEXT);
             CREATE TABLE IF NOT EXISTS reconcile_accepts (key TEXT PRIMARY KEY, resolution TEXT,
                                                           at REAL, source TEXT);
+            CREATE TABLE IF NOT EXISTS adjustments (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                                                    bar_ts INTEGER, body TEXT);
             """
         )
         have = {r[1] for r in self.db.execute("PRAGMA table_info(runtime)")}
@@ -452,6 +454,13 @@ class SqliteJournal:
             d["kind"] = VenueEventKind(d["kind"])
             out.append((int(bar_ts), VenueEvent(**d)))
         return out
+
+    def forget_venue_events_after(self, bar_ts: int) -> int:
+        """Drop the venue events applied after bar-time ``bar_ts``: the step that applied them never
+        finished (the process died inside it), so its re-run applies them again. Returns how many."""
+        with self.db:
+            cur = self.db.execute("DELETE FROM venue_events WHERE bar_ts > ?", (bar_ts,))
+        return int(cur.rowcount or 0)
 
     def decided(self, bar_ts: int) -> None:
         """Bar-time ``bar_ts`` is fully decided (every order of it journaled): a restart resumes after it."""
@@ -518,6 +527,22 @@ class SqliteJournal:
 
     def accepted(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, resolution FROM reconcile_accepts").fetchall())
+
+    def consume_accepts(self, keys: list[str]) -> None:
+        """Accepts applied by a reconciliation are used up: the same key differing again later (a
+        second change by hand) halts again."""
+        with self.db:
+            self.db.executemany("DELETE FROM reconcile_accepts WHERE key = ?", [(k,) for k in keys])
+
+    def adjustment(self, bar_ts: int, body: dict[str, Any]) -> None:
+        """A book adjustment a human accepted (the venue's position adopted), booked after bar-time
+        ``bar_ts``: a restart re-applies it there."""
+        with self.db:
+            self.db.execute("INSERT INTO adjustments(bar_ts, body) VALUES (?, ?)", (bar_ts, json.dumps(body)))
+
+    def adjustments(self) -> list[tuple[int, dict[str, Any]]]:
+        rows = self.db.execute("SELECT bar_ts, body FROM adjustments ORDER BY seq").fetchall()
+        return [(int(ts), json.loads(body)) for ts, body in rows]
 
     def risk_state(self) -> dict[str, Any] | None:
         """The last persisted risk snapshot (mode, mode_reason, halted, halt_reason), None if never set."""
