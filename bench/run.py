@@ -86,6 +86,12 @@ BENCHES = [
         "LLM per decision: replay of a recorded explanation; the in-process Gemma 3 270M",
         [("replay_ms_per_decision", "<=", 1.0)],
     ),
+    (
+        "runtime",
+        "paper/live runtime: bar in -> order out, 30 symbols x minute bars, trend, against the fake broker "
+        "over loopback; reconciliation of 1,000 orders",
+        [("bar_to_order_p99_ms_ex_network", "<=", 5.0), ("reconcile_1000_s", "<=", 1.0)],
+    ),
 ]
 #: Figures shown when a benchmark reports them (patterns), in this order, then any other figure with a
 #: target.
