@@ -110,6 +110,9 @@ SHOWN = [
     "amortised_ms_per_bar", "decisions", "recorded_replies", "replay_ms_per_decision",
     "rule_ms_per_decision", "replay_to_rule", "lookup_us", "explain_s_per_decision", "tokens_per_s",
     "prompt_tokens", "completion_tokens", "llm_to_replay",
+    "bar_times", "bar_to_order_p50_ms_ex_network", "bar_to_order_p99_ms_ex_network", "bar_to_order_p99_ms",
+    "phase_signals_mean_ms_ex_network", "phase_engine_mean_ms_ex_network", "reconcile_1000_s",
+    "reconcile_snapshot_1000_s",
 ]  # fmt: skip
 
 

@@ -623,8 +623,10 @@ async def trade(
         say("loading data", 0.05)
         live_from = None
         if feed == "live":  # the window is the journal's (or starts now), not the config's dates
-            live_from = progress_row[0] if progress_row else time.time_ns()
-            settings = live_window(settings, store, progress_row[0] if progress_row else None)
+            clock = (feed_options or {}).get("now")  # tests drive time; else the wall clock
+            now_ns = int(pd.Timestamp(clock()).value) if clock is not None else time.time_ns()
+            live_from = progress_row[0] if progress_row else now_ns
+            settings = live_window(settings, store, progress_row[0] if progress_row else None, now_ns)
         prep = prepare(settings, store, progress=say)
         remote = make_remote(settings, prep)
         gate = _market_gate(settings, prep, remote, feed)
@@ -633,6 +635,11 @@ async def trade(
             id_prefix=settings.run.name, gate=gate,
         )  # fmt: skip
         runtime = session.build()
+        if remote is None:
+            session.notes.append(
+                "venue paper: stops and take-profits are simulated in this process; they act only while "
+                "it runs"
+            )
         if resume_ts is None:
             snap = journal.risk_state()
             if snap:
@@ -706,24 +713,26 @@ def _result(prep: Prepared, runtime: LiveRuntime, run_id: str, path: Path, mode:
     return result
 
 
-def live_window(settings: Settings, store: Store, first_ts: int | None) -> Settings:
-    """A live run's window: from its first decided bar-time (a fresh start: from the store's last
-    bars, which are only history) to today, whatever dates the config gives for recorded runs."""
-    from datetime import UTC, datetime
-
+def live_window(settings: Settings, store: Store, first_ts: int | None, now_ns: int) -> Settings:
+    """A live run's window, whatever dates the config gives for recorded runs: from the bar before
+    its first decided bar-time (a bar is known after its own date: a crypto day at the next
+    midnight) or, on a fresh start, from the store's last bars (only history then), to the newest
+    bar the store holds (the feed brings what came since, however long the laptop was off)."""
     from hflite.data.store import bars_key
+    from hflite.engine.market import FREQ_NS
 
     freq = settings.run.frequency
     lasts = {p.key: p.last for p in store.partitions()}
     known = [pd.Timestamp(t) for s in settings.run.symbols if (t := lasts.get(bars_key(s, freq))) is not None]
-    today = datetime.now(UTC).date()
+    today = pd.Timestamp(now_ns, unit="ns", tz="UTC").date()
     if first_ts is not None:
-        start = pd.Timestamp(first_ts, unit="ns", tz="UTC").date()
+        start = (pd.Timestamp(first_ts, unit="ns", tz="UTC") - pd.Timedelta(2 * FREQ_NS[freq], "ns")).date()
     elif known:
         start = min(known).date()
     else:
         start = today
-    run = settings.run.model_copy(update={"start": min(start, today), "end": max(today, start)})
+    end = max([start, *(t.date() for t in known)])
+    run = settings.run.model_copy(update={"start": min(start, today), "end": min(end, today)})
     return settings.model_copy(update={"run": run})
 
 
@@ -741,9 +750,14 @@ def live_source(
     (``now``, ``sleep``, ``factory``: tests drive time and vendors)."""
     from hflite.engine.feed import LiveFeed
 
+    clock = options.get("now")
+
     async def gen() -> AsyncIterator[BarEvent | None]:
         since: dict[str, int] = {}
+        now_ns = int(pd.Timestamp(clock()).value) if clock is not None else time.time_ns()
         async for ev in recorded_events(prep.md, None, resume_ts):
+            if ev.ts > now_ns:  # a bar still forming that an update stored: the feed brings it when known
+                continue
             since[ev.symbol] = ev.ts
             if ev.ts < live_from and ev.live:
                 ev = BarEvent(ev.symbol, ev.ts, ev.open, ev.high, ev.low, ev.close, ev.volume, live=False)
