@@ -348,8 +348,11 @@ def test_a_partial_fill_then_a_cancel_at_the_broker_while_down_are_both_adopted(
     cancelled = broker.post("/admin/cancel", {"client_order_id": oid})  # ...and a human cancels the rest
     assert cancelled["status"] == "canceled" and float(cancelled["filled_qty"]) == partial[1]
 
-    with pytest.raises(_Crash):  # restart; stop right after the bar the fill was on, to compare books there
-        _trade(settings, sample_store, path, status=_crash_at(fills_at))
+    # restart; stop one bar-time after the fill's: a cancel found by reconciliation is booked one
+    # bar-time after the restart's first, where the venue's own event for it lands
+    after = next(t for t in ref.equity.index if t > fills_at and t.hour == 0)  # BTC-USD's next bar
+    with pytest.raises(_Crash):
+        _trade(settings, sample_store, path, status=_crash_at(after))
     j = SqliteJournal(path)
     try:
         assert j.order_statuses()[oid] == "cancelled"
@@ -362,7 +365,6 @@ def test_a_partial_fill_then_a_cancel_at_the_broker_while_down_are_both_adopted(
     assert "closed as cancelled" in differences[f"status:{oid}"]["resolution"]
     there = broker.state()
     assert _positions(_book(path)) == pytest.approx(_broker_positions(there))
-    assert _positions(_book(path))["BTC-USD"] == pytest.approx(partial[1])
     _assert_fills_equal(_journal_fills(path), _broker_fills(there))
 
 

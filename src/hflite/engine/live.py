@@ -45,7 +45,7 @@ from hflite.engine.result import RunResult
 from hflite.engine.run import Prepared, Progress, build_result, make_engine, open_store, prepare
 from hflite.engine.runtime import BarEvent, LiveRuntime, RecordedFeed
 from hflite.execution.oms import Command, JournalLock, SqliteJournal
-from hflite.execution.venues.base import EventVenue, RemoteVenue, VenueEvent
+from hflite.execution.venues.base import EventVenue, RemoteVenue, VenueEvent, VenueEventKind
 from hflite.strategy.base import SignalSet
 
 #: Seconds between reconciliation attempts while halted on an unexplained difference.
@@ -277,6 +277,8 @@ class Session:
     def after(self, ts: int, i: int) -> None:
         self.steps += 1
         self.last_ts = ts
+        if isinstance(self.remote, EventVenue) and not self.recovering:
+            self.remote.release()
         if self.recovering:
             for body in self.replayed_adjustments.pop(ts, []):
                 self._book_adjustment(body, i)
@@ -390,7 +392,12 @@ class Session:
                 venue.reconnected = False
         self.journal.set_meta("cash_offset", repr(rec.cash_offset))
         events = self._resend_current(rec.events)
-        venue.deliver(events)
+        # fills and settled unknowns now; acknowledgements, cancels, expiries and replaces one bar-time
+        # on, where the venue's own event for them lands (a restart books them where a run that never
+        # stopped does)
+        now_kinds = (VenueEventKind.FILLED, VenueEventKind.RECONCILED)
+        venue.deliver([ev for ev in events if ev.kind in now_kinds])
+        venue.defer([ev for ev in events if ev.kind not in now_kinds])
         self.pending_adjustments += rec.adjustments
         if self.engine.last_i >= 0 and self.last_ts is not None:
             self._adjust_now()
@@ -416,8 +423,6 @@ class Session:
     def _resend_current(self, events: list[VenueEvent]) -> list[VenueEvent]:
         """An order the venue never received, decided on the last decided bar-time, is sent again
         (same id: the venue cannot take it twice); older ones stay refused (their moment passed)."""
-        from hflite.execution.venues.base import VenueEventKind
-
         venue = self.remote
         out: list[VenueEvent] = []
         current = self.last_ts if self.last_ts is not None else self.resume_ts

@@ -191,6 +191,7 @@ class EventVenue:
         #: (or what a killed run of the same bar-time did): they are applied at the next bar-time,
         #: as in an uninterrupted run. None: apply whatever has arrived.
         self.horizon: int | None = None
+        self._deferred: list[VenueEvent] = []
 
     # -- the engine side -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
@@ -337,6 +338,18 @@ class EventVenue:
                         self.needs_reconcile = True
                     continue
                 self._inbox.setdefault(order.symbol, []).append(ev)
+
+    def defer(self, events: Iterable[VenueEvent]) -> None:
+        """Deliver these after the next bar-time's matching (``release``): what reconciliation finds
+        changed at the venue by this process's own requests is booked where the venue's own event
+        for it would be, one bar-time after the request."""
+        self._deferred.extend(events)
+
+    def release(self) -> None:
+        """Deliver the deferred events (the runtime calls it after each bar-time)."""
+        if self._deferred:
+            events, self._deferred = self._deferred, []
+            self.deliver(events)
 
     def pending(self, symbol: str | None = None) -> list[VenueEvent]:
         """Delivered events not applied yet (all symbols when None)."""

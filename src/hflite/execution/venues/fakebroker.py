@@ -343,6 +343,7 @@ class FakeBroker:
         self._i = -1  # timeline index of the last bar the market has moved to
         first = int(md.timeline[0]) if md.length else 0
         self._clock_ns = start_ns if start_ns is not None else first - 1
+        self._clock_seq = 0  # the last event seq the latest clock move caused
         self._last_created_ns = 0
         self._entries: dict[str, _Entry] = {}  # broker id -> entry, in creation order
         self._by_client: dict[str, str] = {}
@@ -455,10 +456,12 @@ class FakeBroker:
 
     def advance_to(self, ts_ns: int) -> int:
         """Move the market to bar-time ``ts_ns``: match working orders against every bar known by then
-        (in time order); a time at or before the clock does nothing. Returns the last event seq."""
+        (in time order); a time at or before the clock does nothing. Returns the seq of the last
+        event the move caused (asked again for the same time: the same seq, not later events, so a
+        restarted client knows which events came after the move)."""
         with self._lock:
             if ts_ns <= self._clock_ns:
-                return len(self._events)
+                return self._clock_seq if ts_ns == self._clock_ns else len(self._events)
             timeline, md = self.md.timeline, self.md
             j = self._i + 1
             while j < md.length and int(timeline[j]) <= ts_ns:
@@ -468,8 +471,9 @@ class FakeBroker:
                     self._match_bar(sym, k, j)
                 j += 1
             self._clock_ns = max(self._clock_ns, ts_ns)
+            self._clock_seq = len(self._events)
             self._events_cond.notify_all()
-            return len(self._events)
+            return self._clock_seq
 
     def _match_bar(self, sym: str, k: int, i: int) -> None:
         if not self.venue.has_working(sym):
