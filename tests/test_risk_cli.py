@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hflite.cli import app
-from hflite.cli_risk import LIVE_WITHIN_S, is_live
+from hflite.cli.risk import LIVE_WITHIN_S, is_live
 from hflite.domain.signal import RiskVerdict, VerdictStatus
 from hflite.engine.replay import replay
 from hflite.engine.result import RunResult

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from hflite.cli.risk import risk_app
 from hflite.cli_ai import ProgressBar, features_app, models_app
 from hflite.cli_ai import sentiment as sentiment_command
 from hflite.cli_ai import train as train_command
 from hflite.cli_errors import fail
 from hflite.cli_llm import llm_app
-from hflite.cli_risk import risk_app
 from hflite.config import ConfigError, Settings, load_settings, parse_overrides
 
 app = typer.Typer(

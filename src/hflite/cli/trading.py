@@ -198,7 +198,7 @@ def _iso(ns: int | None) -> str:
 
 
 def _target(journal: Path | None, run: str | None, config: Path | None) -> Any:
-    from hflite.cli_risk import find_target
+    from hflite.cli.risk import find_target
 
     if journal is None and run is None and config is not None:
         from hflite.config import ConfigError, load_settings
@@ -215,7 +215,7 @@ def _target(journal: Path | None, run: str | None, config: Path | None) -> Any:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    from hflite.cli_risk import _open
+    from hflite.cli.risk import _open
 
     j = _open(path)
     try:
@@ -234,7 +234,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _accepts(path: Path) -> dict[str, str]:
-    from hflite.cli_risk import _open
+    from hflite.cli.risk import _open
 
     j = _open(path)
     try:
@@ -251,7 +251,7 @@ def status(journal: JournalOpt = None, run: RunOpt = None, config: ConfigOpt = N
     """
     from rich.table import Table
 
-    from hflite.cli_risk import _runtime_text
+    from hflite.cli.risk import _runtime_text
     from hflite.execution.oms import left_by_a_crash
 
     target = _target(journal, run, config)
@@ -374,7 +374,7 @@ def reconcile(
     runtime applies it at its next check, within seconds).
     Example: hflite reconcile --config configs/paper.toml --accept
     """
-    from hflite.cli_risk import _open
+    from hflite.cli.risk import _open
 
     target = _target(journal, run, config)
     data = _read(target.path)
