@@ -432,6 +432,8 @@ def test_a_position_changed_at_the_broker_halts_once_until_accepted(home: Path):
         assert line.startswith("error: trading halted: reconcile: NOT reconciled:")
         assert "position:BTC-USD" in line
         assert line.endswith("see `hflite reconcile` and accept with `hflite reconcile --accept`")
+        (alert,) = [ln for ln in halted.output.splitlines() if "ALERT" in ln]  # the alert hook, once
+        assert alert.lstrip("\a").startswith("ALERT trading halted: reconcile: NOT reconciled:")
         status = fields(ok(cli("status", "--config", config, env=KEYS)))
         assert status["trading"].startswith("halted: reconcile:")
         assert "unexplained difference(s)" in status["reconcile"]

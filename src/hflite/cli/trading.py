@@ -124,7 +124,8 @@ def run(
                         progress=say,
                         status=line,
                         config=name,
-                    )  # fmt: skip
+                        alert=_alert,
+                    )
                 )
             )
     except (JournalError, RecoveryError, VenueError, ConfigError) as exc:
@@ -147,6 +148,12 @@ def run(
         _finish(outcome.result, settings, out)
     else:
         _out().print(f"journal: {outcome.journal}", highlight=False)
+
+
+def _alert(what: str, why: str) -> None:
+    """The run's alert hook on a terminal: a bell and one red line on stderr (the log has it too)."""
+    err = Console(stderr=True)
+    err.print(f"\a[bold red]ALERT[/] {escape(what)}: {escape(why)}", highlight=False, soft_wrap=True)
 
 
 def _speed(text: str | None, default: float | None) -> float | None:

@@ -181,8 +181,10 @@ class Session:
         sleep: Callable[[float], Any] = asyncio.sleep,
         id_prefix: str = "",
         gate: Any = None,
+        alert: Callable[[str, str], None] | None = None,
     ) -> None:
         self.prep = prep
+        self.alert = alert  # (what, why): the alert hook (the CLI prints it; alert channels plug in here)
         self.gate = gate  # engine.hours.MarketGate: holds orders while their market is closed (live clock)
         self.id_prefix = id_prefix
         self.journal = journal
@@ -204,6 +206,7 @@ class Session:
         self.steps = 0
         self.last_ts: int | None = None
         self._reconciled_once = False
+        self._alerted = False
         self.pending_adjustments: list[Any] = []  # accepted, waiting for a stepped bar to book at
         self.replayed_adjustments: dict[int, list[dict[str, Any]]] = {}
 
@@ -408,6 +411,7 @@ class Session:
         if self.halted:
             self.log.warning("run.resumed_after_reconcile", was=self.halted)
         self.halted = ""
+        self._alerted = False
         if self.runtime is not None:
             self.runtime.status = "running"
         self._reconciled_once = True
@@ -510,6 +514,12 @@ class Session:
             self.runtime.status = f"halted: {self.halted}"
         self.journal.heartbeat(f"halted: {self.halted}", self.last_ts)
         self.log.error("alert", what="trading halted", why=self.halted, fix="hflite reconcile --accept")
+        if self.alert is not None and not self._alerted:  # once per halt, not every retry
+            self.alert(
+                "trading halted",
+                f"{self.halted}; see hflite reconcile, accept with hflite reconcile --accept",
+            )
+        self._alerted = True
 
     # -- what `hflite status` shows ----------------------------------------------------------------
     def book(self) -> dict[str, Any]:
@@ -608,6 +618,7 @@ async def trade(
     status: Callable[[dict[str, Any]], None] | None = None,
     config: str = "",
     feed_options: dict[str, Any] | None = None,
+    alert: Callable[[str, str], None] | None = None,
 ) -> TradeOutcome:
     """Paper- or live-trade the configured run until its feed ends (recorded), once (``once``), or
     forever (live); resumes its journal after the last decided bar-time."""
@@ -637,7 +648,7 @@ async def trade(
         gate = _market_gate(settings, prep, remote, feed)
         session = Session(
             prep, journal, remote, run_id=run_id, resume_ts=resume_ts, once=once, status=status,
-            id_prefix=settings.run.name, gate=gate,
+            id_prefix=settings.run.name, gate=gate, alert=alert,
         )  # fmt: skip
         runtime = session.build()
         if remote is None:
