@@ -205,7 +205,6 @@ class Session:
         self.notes: list[str] = []
         self.steps = 0
         self.last_ts: int | None = None
-        self._reconciled_once = False
         self._alerted = False
         self.pending_adjustments: list[Any] = []  # accepted, waiting for a stepped bar to book at
         self.replayed_adjustments: dict[int, list[dict[str, Any]]] = {}
@@ -414,7 +413,6 @@ class Session:
         self._alerted = False
         if self.runtime is not None:
             self.runtime.status = "running"
-        self._reconciled_once = True
         explained = [d for d in rec.differences if d.explained]
         self.log.info("run.reconciled", why=why, differences=len(rec.differences), adopted=len(explained))
 

@@ -192,11 +192,13 @@ class EventVenue:
         #: as in an uninterrupted run. None: apply whatever has arrived.
         self.horizon: int | None = None
         self._deferred: list[VenueEvent] = []
+        self._sent: dict[str, int] = {}  # order id -> the order it was sent (or adopted) in
 
     # -- the engine side -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
         order.apply(OrderEvent.SUBMIT)
         self.orders[order.id] = order
+        self._sent.setdefault(order.id, len(self._sent))
         self.working.setdefault(order.symbol, []).append(order)
         self._send_submit(order)
 
@@ -206,6 +208,7 @@ class EventVenue:
         for order in orders:
             order.apply(OrderEvent.SUBMIT)
             self.orders[order.id] = order
+            self._sent.setdefault(order.id, len(self._sent))
             self.working.setdefault(order.symbol, []).append(order)
         self._send_oco(orders)
 
@@ -235,6 +238,7 @@ class EventVenue:
     def adopt(self, order: Order) -> None:
         """Hold an order already at the venue (recovery, reconciliation): nothing is sent."""
         self.orders[order.id] = order
+        self._sent.setdefault(order.id, len(self._sent))
         if order.is_open or order.status is OrderStatus.UNKNOWN:
             book = self.working.setdefault(order.symbol, [])
             if order not in book:
@@ -252,6 +256,8 @@ class EventVenue:
                     self._inbox[symbol] = later + self._inbox.get(symbol, [])
         if not events:
             return []
+        if len(events) > 1:
+            events = self._in_venue_order(events)
         ts, i = bar.ts, bar.i  # type: ignore[attr-defined]
         closed: list[Order] = []
         for ev in events:
@@ -270,6 +276,26 @@ class EventVenue:
         if book:
             self.working[symbol] = [o for o in book if o.is_open or o.status is OrderStatus.UNKNOWN]
         return closed
+
+    def _in_venue_order(self, events: list[VenueEvent]) -> list[VenueEvent]:
+        """Fills are booked in the venue's order whichever way they came (the stream,
+        reconciliation, a restart's replay): by execution time, then the venue's matching priority
+        (market, then stops, then limits, each in the order sent). Other events keep their places."""
+        slots = [n for n, ev in enumerate(events) if ev.kind is VenueEventKind.FILLED]
+        if len(slots) < 2:
+            return events
+
+        def rank(ev: VenueEvent) -> tuple[int, int, int]:
+            order = self.orders.get(ev.order_id)
+            if order is None:
+                return (ev.ts, 3, 0)
+            return (ev.ts, _PRIORITY.get(order.type, 2), self._sent.get(order.id, 0))
+
+        fills = sorted((events[n] for n in slots), key=rank)
+        out = list(events)
+        for n, ev in zip(slots, fills, strict=True):
+            out[n] = ev
+        return out
 
     def _apply(self, order: Order, ev: VenueEvent, ts: int, i: int, on_fill: FillHandler) -> bool:
         """Move the order by one event; True when the order closed by it without a fill."""
@@ -370,6 +396,8 @@ class EventVenue:
     def _send_resize(self, order: Order, qty: float) -> None:
         raise NotImplementedError
 
+
+_PRIORITY = {OrderType.MARKET: 0, OrderType.STOP: 1}  # then stop-limits and limits (2)
 
 _CLOSING = {
     VenueEventKind.REJECTED: OrderEvent.REJECT,
