@@ -196,6 +196,13 @@ class EventVenue:
 
     # -- the engine side -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
+        if order.reduce_only and order.parent_id is None:
+            # an exit: the position's resting stop-loss and take-profit go first, or the venue
+            # could fill both in one bar (the sim venue fills the exit first and the engine
+            # cancels them as the position goes flat; a broker does not know they belong together)
+            for other in list(self.working.get(order.symbol, [])):
+                if other.parent_id is not None and (other.is_open or other.status is OrderStatus.UNKNOWN):
+                    self._send_cancel(other)
         order.apply(OrderEvent.SUBMIT)
         self.orders[order.id] = order
         self._sent.setdefault(order.id, len(self._sent))
