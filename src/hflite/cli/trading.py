@@ -78,12 +78,9 @@ def run(
 ) -> None:
     """Paper- or live-trade a config on a live clock: same strategy, risk, OMS and journal as a backtest.
 
-    The venue comes from the config's \\[venue] (paper = the sim venue's fill rules on live bars; fakebroker =
-    the local fake broker). Safe to kill and restart: it resumes after its journal's last decided bar-time
-    and reconciles with the venue before trading. `hflite status|positions|orders|reconcile` and
-    `hflite risk pause|resume|close-all|kill` act on it while it runs.
+    The venue comes from the config's \[venue] (paper = the sim venue's fill rules on live bars; fakebroker = the local fake broker). Safe to kill and restart: it resumes after its journal's last decided bar-time and reconciles with the venue before trading. `hflite status|positions|orders|reconcile` and `hflite risk pause|resume|close-all|kill` act on it while it runs.
     Example: hflite run --config configs/paper.toml --feed recorded --speed 86400
-    """
+    """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from hflite.cli import _finish, _guard, _load, _progress
     from hflite.config import ConfigError
     from hflite.engine.live import ReconcileHalt, RecoveryError, trade
@@ -377,10 +374,9 @@ def reconcile(
 ) -> None:
     """The latest reconciliation of the run's journal with its venue: each difference and how it was resolved.
 
-    An unexplained difference halts trading until you accept its stated resolution with --accept (the running
-    runtime applies it at its next check, within seconds).
+    An unexplained difference halts trading until you accept its stated resolution with --accept (the running runtime applies it at its next check, within seconds).
     Example: hflite reconcile --config configs/paper.toml --accept
-    """
+    """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from hflite.cli.risk import _open
 
     target = _target(journal, run, config)

@@ -38,12 +38,11 @@ def fake_broker(
         float, typer.Option(help="Wall clock: seconds between looks for new bars in the store.")
     ] = 5.0,
 ) -> None:
-    """Serve the local fake broker: an Alpaca-style REST API plus a server-sent event stream of order
-    updates on 127.0.0.1, filling orders with the sim venue's rules on the config's bars.
+    """Serve the local fake broker: an Alpaca-style REST API plus a server-sent event stream of order updates on 127.0.0.1, filling orders with the sim venue's rules on the config's bars.
 
     Keys: HFLITE_BROKER_KEY_ID / HFLITE_BROKER_SECRET (default fake-key / fake-secret). Stop with Ctrl-C.
     Example: hflite venue fake-broker --config configs/paper.toml --port 8765
-    """
+    """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from hflite.cli import _load
     from hflite.cli_errors import fail
     from hflite.execution.venues.fakebroker import ScriptError, serve
