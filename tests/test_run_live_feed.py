@@ -346,6 +346,13 @@ def test_a_503_decides_nothing_invents_no_bar_and_logs_the_feed_delayed(store, s
     assert delayed[0]["log_level"] == "warning"
     assert "503" in delayed[0]["error"] and "\n" not in delayed[0]["error"]
     assert t(delayed[0]["retry_at"]) == sim.t + pd.Timedelta(seconds=30)
+    # and `hflite status` says so: the journal's book carries the feed's word on each symbol
+    j = SqliteJournal(journal)
+    try:
+        feed = json.loads(j.meta("book") or "{}")["feed"]
+    finally:
+        j.close()
+    assert "delayed" in feed[SYMBOL] and "503" in feed[SYMBOL]
 
 
 # -- 4: a daily bar still forming is never decided -------------------------------------------------

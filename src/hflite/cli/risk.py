@@ -186,8 +186,8 @@ def _open(path: Path) -> SqliteJournal:
 
 def is_live(beat: RuntimeBeat | None, now: float | None = None) -> bool:
     """A runtime is live when it says it is running and its heartbeat is recent."""
-    if beat is None or beat.status != "running":
-        return False
+    if beat is None or beat.status.split(":")[0] not in ("running", "halted", "recovering"):
+        return False  # a halted runtime is alive: it refuses to trade, and says why
     return (now if now is not None else time.time()) - beat.beat <= LIVE_WITHIN_S
 
 

@@ -285,6 +285,9 @@ def status(journal: JournalOpt = None, run: RunOpt = None, config: ConfigOpt = N
         table.add_row("risk", escape(mode))
         for line in book.get("held", []):
             table.add_row("held", escape(line))
+        for sym, line in book.get("feed", {}).items():
+            colour = "yellow" if "delayed" in line or "waiting" in line else "white"
+            table.add_row("feed", f"[{colour}]{escape(line if line.startswith(sym) else f'{sym} {line}')}[/]")
         for note in book.get("notes", []):
             table.add_row("note", f"[yellow]{escape(note)}[/]")
     _out().print(table)

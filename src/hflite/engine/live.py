@@ -206,6 +206,7 @@ class Session:
         self.steps = 0
         self.last_ts: int | None = None
         self._alerted = False
+        self.feed_status: dict[str, str] = {}  # the live feed's word on each symbol (delays included)
         self.pending_adjustments: list[Any] = []  # accepted, waiting for a stepped bar to book at
         self.replayed_adjustments: dict[int, list[dict[str, Any]]] = {}
 
@@ -519,6 +520,13 @@ class Session:
             )
         self._alerted = True
 
+    def feed_polled(self, status: dict[str, Any]) -> None:
+        """After each poll of the live feed: its word on every symbol (last bar, next due, delayed and
+        why) goes where `hflite status` reads it, even while no bar comes."""
+        self.feed_status = {s: st.summary() for s, st in status.items()}
+        if self.runtime is not None and not self.recovering:
+            self.journal.set_meta("book", json.dumps(self.book(), default=str))
+
     # -- what `hflite status` shows ----------------------------------------------------------------
     def book(self) -> dict[str, Any]:
         engine = self.engine
@@ -554,6 +562,7 @@ class Session:
             "halted": self.halted,
             "venue": self.remote.name if self.remote is not None else "paper",
             "held": self.gate.describe() if self.gate is not None else [],
+            "feed": dict(self.feed_status),
             "notes": self.notes,
         }
 
@@ -666,7 +675,15 @@ async def trade(
             source: AsyncIterator[BarEvent | None] = recorded_events(prep.md, speed, resume_ts)
         else:
             assert live_from is not None
-            source = live_source(settings, prep, resume_ts, live_from, once=once, **(feed_options or {}))
+            source = live_source(
+                settings,
+                prep,
+                resume_ts,
+                live_from,
+                once=once,
+                on_poll=session.feed_polled,
+                **(feed_options or {}),
+            )
         engine = await _drive(runtime, source, gate)
         if session.recovering:  # every bar of the feed was already decided: nothing new came
             session.go_live()
@@ -757,6 +774,7 @@ def live_source(
     live_from: int,
     *,
     once: bool,
+    on_poll: Callable[[dict[str, Any]], None] | None = None,
     **options: Any,
 ) -> AsyncIterator[BarEvent | None]:
     """The store's bars (history before ``live_from``; after it, the bar-times a restart re-runs
@@ -793,5 +811,7 @@ def live_source(
             for ev in batch:
                 yield ev
             yield None
+            if on_poll is not None:
+                on_poll(feed.status)
 
     return gen()
