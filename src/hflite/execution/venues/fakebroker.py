@@ -1445,7 +1445,9 @@ class FakeBrokerServer:
             try:
                 self.broker.refresh()
             except Exception as exc:  # a bad read keeps the old data; the next poll retries
-                print(f"fake broker: cannot refresh the market data: {exc}")
+                from hflite import logs
+
+                logs.get("hflite.fakebroker").warning("fakebroker.refresh_failed", error=str(exc))
 
     def stop(self) -> None:
         """Stop serving and close every open connection (streams and held replies end at once)."""
