@@ -72,6 +72,9 @@ class Broker(EventVenue):
     def _send_replace(self, order: Order, price: float) -> None:
         self.sent.append(("replace", [order.id], self.clock()))
 
+    def _send_resize(self, order: Order, qty: float) -> None:
+        self.sent.append(("resize", [order.id], self.clock()))
+
 
 class LegsBroker(Broker):
     """A venue without OCO support: the base class sends each leg through ``_send_submit``."""

@@ -163,6 +163,9 @@ class Replay(EventVenue):
     def _send_replace(self, order: Order, price: float) -> None:
         pass
 
+    def _send_resize(self, order: Order, qty: float) -> None:
+        pass
+
 
 def replay(
     orders: list[Order], applied: set[str], positions: dict[str, float], cash: float, events: list[VenueEvent]

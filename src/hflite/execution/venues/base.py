@@ -19,6 +19,7 @@ reconciliation, and ``sync`` (bring the inbox up to a bar-time before the engine
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ class _Inbox:
     events: list[VenueEvent] = field(default_factory=list)
 
 
-class EventVenue:
+class EventVenue(ABC):
     """Working orders whose state changes arrive as events (a broker, or the journal in recovery).
 
     Subclasses send (``_send_submit``, ``_send_cancel``, ``_send_replace``) and call ``deliver`` with
@@ -391,17 +392,18 @@ class EventVenue:
                 return list(self._inbox.get(symbol, []))
             return [ev for evs in self._inbox.values() for ev in evs]
 
-    def _send_submit(self, order: Order) -> None:
-        raise NotImplementedError
+    # -- what each venue sends (its adapter implements them; none may raise: failures become events)
+    @abstractmethod
+    def _send_submit(self, order: Order) -> None: ...
 
-    def _send_cancel(self, order: Order) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _send_cancel(self, order: Order) -> None: ...
 
-    def _send_replace(self, order: Order, price: float) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _send_replace(self, order: Order, price: float) -> None: ...
 
-    def _send_resize(self, order: Order, qty: float) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _send_resize(self, order: Order, qty: float) -> None: ...
 
 
 _PRIORITY = {OrderType.MARKET: 0, OrderType.STOP: 1}  # then stop-limits and limits (2)
