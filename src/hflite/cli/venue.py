@@ -1,5 +1,6 @@
-"""``hflite venue``: the venues a run can trade through; ``venue fake-broker`` serves the local fake
-broker that paper runs and the tests trade against."""
+"""``hflite venue``: the venues a run can trade through. ``venue check`` connects to a configured broker
+and prints what it sees; ``venue fake-broker`` serves the local fake broker that paper runs and the
+tests trade against."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Annotated
 import typer
 
 venue_app = typer.Typer(
-    help="Venues: serve the local fake broker (a broker API on 127.0.0.1 for paper runs and tests).\n\n"
-    "Example: hflite venue fake-broker --config configs/paper.toml --port 8765",
+    help="Venues: check a configured broker (keys, account, clock, latency) or serve the local fake broker "
+    "(a broker API on 127.0.0.1 for paper runs and tests).\n\n"
+    "Example: hflite venue check --config configs/alpaca_paper.toml",
     no_args_is_help=True,
 )
 
@@ -58,3 +60,78 @@ def fake_broker(
         fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         return
+
+
+@venue_app.command("check")
+def check(
+    config: Annotated[
+        list[Path],
+        typer.Option("--config", "-c", help="TOML config whose [venue] to check; repeat for several."),
+    ],
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting, e.g. venue.url=http://127.0.0.1:8765."),
+    ] = None,
+) -> None:
+    """Connect to each configured broker venue and print its account, cash, buying power, positions, open orders, clock skew and latency.
+
+    Keys come from the variables the config's [venue] names (environment or .env) and are never printed. Exits 1 when any venue fails, with the reason.
+    Example: hflite venue check --config configs/alpaca_paper.toml --config configs/oanda_practice.toml
+    """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
+    from rich.console import Console
+    from rich.table import Table
+
+    from hflite.cli import _load
+    from hflite.execution.venues.check import check_venue
+
+    console = Console()
+    failed = 0
+    for path in config:
+        result = check_venue(_load(path, sets))
+        where = f"{result.kind} at {result.endpoint}" + (" (LIVE)" if result.live else "")
+        if not result.ok:
+            failed += 1
+            console.print(f"[red]FAIL[/red] {path}: venue {where}: {result.error}", highlight=False)
+            continue
+        table = Table(title=f"{path}: venue {where}", show_header=False)
+        table.add_column("", style="bold")
+        table.add_column("")
+        for key, value in result.account.items():
+            table.add_row(key.replace("_", " "), _fmt(value))
+        for ccy, amount in sorted(result.cash.items()):
+            table.add_row(f"cash {ccy}", f"{amount:,.2f}")
+        table.add_row("positions", str(len(result.positions)))
+        table.add_row("open orders", str(len(result.open_orders)))
+        skew = result.clock_skew_s
+        table.add_row("clock skew", "n/a" if skew is None else f"{skew:+.3f} s (venue minus local)")
+        table.add_row("connect", f"{result.connect_ms:.1f} ms" if result.connect_ms is not None else "n/a")
+        table.add_row(
+            "latency", f"{result.latency_ms:.1f} ms per snapshot" if result.latency_ms is not None else "n/a"
+        )
+        console.print(table)
+        if result.positions:
+            pos = Table(title="positions")
+            for col in ("symbol", "qty", "avg price"):
+                pos.add_column(col, justify="right" if col != "symbol" else "left")
+            for p in result.positions:
+                pos.add_row(p.symbol, f"{p.qty:g}", f"{p.avg_price:,.4f}")
+            console.print(pos)
+        if result.open_orders:
+            orders = Table(title="open orders")
+            for col in ("client id", "symbol", "side", "type", "qty", "filled", "price", "status"):
+                orders.add_column(col)
+            for o in result.open_orders:
+                orders.add_row(
+                    o.order_id or o.venue_order_id, o.symbol, o.side.value, o.type.value, f"{o.qty:g}",
+                    f"{o.filled_qty:g}", "" if o.price is None else f"{o.price:g}", o.status.value,
+                )  # fmt: skip
+            console.print(orders)
+        console.print(f"[green]OK[/green] {path}: venue {where}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return str(value)

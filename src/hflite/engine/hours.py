@@ -32,7 +32,8 @@ import numpy as np
 
 from hflite import logs
 from hflite.domain.instrument import AssetClass, Calendar, Instrument, instrument_for
-from hflite.domain.order import Order, OrderStatus
+from hflite.domain.order import Order, OrderStatus, OrderType
+from hflite.execution.timing import Quote, TimingRules, crossing_price, limit_price, next_window
 from hflite.execution.venues.base import EventVenue, VenueEvent, VenueEventKind
 
 __all__ = ["MarketGate", "is_open", "next_open", "release_forever"]
@@ -144,6 +145,16 @@ class _Held:
     oco: bool
     open_ns: int
     prices: dict[str, float] = field(default_factory=dict)  # order id -> price replaced while held
+    reason: str = "market closed"
+
+
+@dataclass
+class _Priced:
+    """A market order sent as a limit priced from the spread, until its timeout."""
+
+    venue: _Wrapped
+    order: Order
+    deadline_ns: int
 
 
 @dataclass
@@ -158,7 +169,10 @@ class _Wrapped:
 
 
 class MarketGate:
-    """Holds the orders of closed markets and sends them at the open.
+    """Holds the orders of closed markets and sends them at the open; with ``rules``
+    (``[execution.timing]``, ``hflite.execution.timing``) also holds them through a session's first
+    and last minutes and while the quoted spread is too wide, and sends market orders as limits priced
+    from the spread (``quotes``: the venue's ``quote(symbol)``), re-priced or cancelled at their timeout.
 
     ``wrap(venue)`` routes the venue's sends through the gate: an order whose market is open now is
     sent at once; else it is held (logged once as ``order.held``) in FIFO order until ``due`` finds
@@ -173,8 +187,13 @@ class MarketGate:
         instruments: dict[str, Instrument],
         now: Callable[[], int] = time.time_ns,
         log: Any = None,
+        rules: TimingRules | None = None,
+        quotes: Callable[[str], Quote | None] | None = None,
     ) -> None:
         self.instruments = dict(instruments)
+        self.rules = rules if rules is not None and rules.active else None
+        self.quotes = quotes
+        self._priced: dict[str, _Priced] = {}
         self.now = now
         self.log = log if log is not None else logs.get("hflite.engine.hours")
         self._held: list[_Held] = []
@@ -218,20 +237,14 @@ class MarketGate:
             if not orders:
                 return
             now_ns = int(self.now())
-            open_ns = max(next_open(self._instrument(o.symbol), now_ns) for o in orders)
+            open_ns, reason = self._ready(orders, now_ns)
             if open_ns <= now_ns:
                 self.due(now_ns)  # whatever was held before goes first (FIFO)
                 self._call(w, orders, oco)
                 return
-            self._held.append(_Held(w, orders, oco, open_ns))
+            self._held.append(_Held(w, orders, oco, open_ns, reason=reason))
             for o in orders:
-                self.log.info(
-                    "order.held",
-                    order_id=o.id,
-                    symbol=o.symbol,
-                    open=_iso(open_ns),
-                    reason="market closed",
-                )
+                self.log.info("order.held", order_id=o.id, symbol=o.symbol, open=_iso(open_ns), reason=reason)
 
     def _cancel(self, w: _Wrapped, order: Order) -> None:
         with self._lock:
@@ -286,6 +299,7 @@ class MarketGate:
         that left SUBMITTED while held (the journal settled it) is dropped unsent."""
         with self._lock:
             t = int(self.now()) if now_ns is None else int(now_ns)
+            self._timeouts(t)
             sent: list[Order] = []
             entries, self._held = self._held, []
             for k, entry in enumerate(entries):
@@ -304,9 +318,10 @@ class MarketGate:
         if entry.open_ns > t:
             self._held.append(entry)
             return
-        if not all(is_open(self._instrument(o.symbol), t) for o in entry.orders):
-            # the open moved (a calendar refreshed): wait for the new one, in its place
-            entry.open_ns = max(next_open(self._instrument(o.symbol), t) for o in entry.orders)
+        ready, reason = self._ready(entry.orders, t)
+        if ready > t:
+            # the open moved (a calendar refreshed), or the spread is still too wide: wait, in place
+            entry.open_ns, entry.reason = ready, reason
             self._held.append(entry)
             return
         live = [o for o in entry.orders if o.status is OrderStatus.SUBMITTED]
@@ -321,7 +336,86 @@ class MarketGate:
             self._call(entry.venue, live, entry.oco)
             sent.extend(live)
 
+    def _ready(self, orders: list[Order], now_ns: int) -> tuple[int, str]:
+        """When ``orders`` may go out (``now_ns``: now) and why they wait."""
+        ready, reason = now_ns, ""
+        for o in orders:
+            inst = self._instrument(o.symbol)
+            if self.rules is None:
+                t, why = next_open(inst, now_ns), "market closed"
+            else:
+                t, why = next_window(inst, now_ns, self.rules)
+            if t > ready:
+                ready, reason = t, why
+        rules = self.rules
+        if ready <= now_ns and rules is not None and rules.max_spread_bps is not None and self.quotes:
+            for o in orders:
+                quote = self._quote(o.symbol)
+                if quote is not None and quote.spread_bps > rules.max_spread_bps:
+                    wait = int(rules.spread_recheck_s * NS_PER_S)
+                    return now_ns + wait, f"spread {quote.spread_bps:.1f} bps > {rules.max_spread_bps:g}"
+        return ready, reason
+
+    def _quote(self, symbol: str) -> Quote | None:
+        """The venue's quote, or None when it has none or asking failed (logged: never blocks)."""
+        if self.quotes is None:
+            return None
+        try:
+            return self.quotes(symbol)
+        except Exception as exc:  # a quote is advice: an order is not lost for want of one
+            self.log.warning("gate.quote_failed", symbol=symbol, error=str(exc))
+            return None
+
+    def _price_from_spread(self, w: _Wrapped, order: Order, now_ns: int) -> None:
+        """Send a market entry or exit as a limit priced from the quote (kept for its timeout)."""
+        rules = self.rules
+        if rules is None or not rules.limit_from_spread or order.type is not OrderType.MARKET:
+            return
+        if order.parent_id is not None or order.oco_group is not None:
+            return  # protective legs keep their types
+        quote = self._quote(order.symbol)
+        if quote is None or quote.spread_bps == float("inf"):
+            return
+        price = limit_price(order.side, quote, rules, self._instrument(order.symbol))
+        order.type, order.price = OrderType.LIMIT, price
+        self._priced[order.id] = _Priced(w, order, now_ns + int(rules.limit_timeout_s * NS_PER_S))
+        self.log.info(
+            "order.priced_from_spread", order_id=order.id, symbol=order.symbol, limit=price,
+            bid=quote.bid, ask=quote.ask, timeout_s=rules.limit_timeout_s,
+        )  # fmt: skip
+
+    def _timeouts(self, t: int) -> None:
+        """Limits priced from the spread that are past their timeout: re-priced across the spread
+        (``on_timeout = "market"``) or cancelled; forgotten once closed."""
+        rules = self.rules
+        for oid, p in list(self._priced.items()):
+            order = p.order
+            if not order.is_open:
+                del self._priced[oid]
+                continue
+            if p.deadline_ns > t or rules is None:
+                continue
+            del self._priced[oid]
+            if rules.on_timeout == "cancel":
+                self.log.info("order.limit_timeout", order_id=oid, symbol=order.symbol, action="cancel")
+                p.venue.cancel(order)
+                continue
+            quote = self._quote(order.symbol)
+            inst = self._instrument(order.symbol)
+            if quote is None:  # no quote now: cross from the limit itself
+                price = order.price or 0.0
+                quote = Quote(price, price)
+            new = crossing_price(order.side, quote, rules, inst)
+            self.log.info(
+                "order.limit_timeout", order_id=oid, symbol=order.symbol, action="market", limit=new
+            )
+            p.venue.replace(order, new)
+
     def _call(self, w: _Wrapped, orders: list[Order], oco: bool) -> None:
+        if self.rules is not None and not oco and not self._passing:
+            now_ns = int(self.now())
+            for o in orders:
+                self._price_from_spread(w, o, now_ns)
         self._passing += 1
         try:
             if oco:
@@ -336,7 +430,8 @@ class MarketGate:
     def next_wake(self) -> int | None:
         """The earliest open among held orders (ns UTC), None when nothing is held."""
         with self._lock:
-            return min((e.open_ns for e in self._held), default=None)
+            wakes = [e.open_ns for e in self._held] + [p.deadline_ns for p in self._priced.values()]
+            return min(wakes, default=None)
 
     def held(self) -> list[Order]:
         """The held orders, oldest first."""
@@ -348,7 +443,7 @@ class MarketGate:
         closed)``, for ``hflite status``."""
         with self._lock:
             return [
-                f"{o.symbol} {o.side.value} {o.qty:g}: held until {_fmt(e.open_ns)} (market closed)"
+                f"{o.symbol} {o.side.value} {o.qty:g}: held until {_fmt(e.open_ns)} ({e.reason})"
                 for e in self._held
                 for o in e.orders
             ]

@@ -573,27 +573,12 @@ def _iso(ns: int | None) -> str | None:
 
 def make_remote(settings: Settings, prep: Prepared) -> RemoteVenue | None:
     """The configured broker venue (None for ``paper``: the sim venue's rules on live bars)."""
-    kind = settings.venue.kind
-    if kind == "paper":
+    if settings.venue.kind == "paper":
         return None
-    from hflite.config import venue_keys
-    from hflite.execution.venues.rest import RestBrokerVenue
+    from hflite.execution.venues.registry import build, spec_from_settings
 
-    key_id, secret = venue_keys(settings)
-    v = settings.venue
     traded = {k: inst for k, inst in prep.instruments.items() if k in prep.md.traded}
-    return RestBrokerVenue(  # type: ignore[return-value]
-        kind,
-        v.url,
-        key_id,
-        secret,
-        instruments=traded,
-        drive_clock=v.drive_clock,
-        timeout_s=v.timeout_s,
-        max_retries=v.max_retries,
-        rate_per_min=v.rate_per_min,
-        max_clock_skew_s=v.max_clock_skew_s,
-    )
+    return build(spec_from_settings(settings, traded))
 
 
 async def recorded_events(
@@ -708,12 +693,16 @@ async def trade(
 
 
 def _market_gate(settings: Settings, prep: Prepared, remote: RemoteVenue | None, feed: str) -> Any:
-    """On the live clock, a broker's orders for a closed market wait for its open (engine.hours)."""
+    """On the live clock, a broker's orders for a closed market wait for its open (engine.hours), and
+    ``[execution.timing]``'s rules (session edges, spread, limits from the quote) apply."""
     if not isinstance(remote, EventVenue) or feed != "live" or settings.venue.drive_clock:
         return None
     from hflite.engine.hours import MarketGate
 
-    gate = MarketGate(prep.instruments)
+    quotes = getattr(remote, "quote", None)
+    gate = MarketGate(
+        prep.instruments, rules=settings.execution.timing.rules(), quotes=quotes if callable(quotes) else None
+    )
     gate.wrap(remote)
     return gate
 

@@ -70,7 +70,7 @@ def _confirm_on_terminal(settings: Settings, expected: str, confirm: Callable[[s
         raise LiveTradingRefused("live trading refused: no way to ask for confirmation")
     prompt = (
         f"Run {settings.run.name} will trade REAL MONEY on venue {settings.venue.kind} "
-        f"({redact.sanitize_url(settings.venue.url)}). Type {expected!r} to confirm: "
+        f"({redact.sanitize_url(settings.venue.endpoint)}). Type {expected!r} to confirm: "
     )
     try:
         answer = confirm(prompt)

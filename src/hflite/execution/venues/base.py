@@ -133,6 +133,48 @@ class VenueAuthError(VenueError):
     """The venue rejected our keys (or we have none)."""
 
 
+class VenueRateLimited(VenueError):
+    """The venue said slow down (HTTP 429, an exchange's rate-limit code) and retries ran out.
+    ``retry_after_s`` is the venue's own wait when it gave one."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class VenueUnavailable(VenueError):
+    """The venue could not be reached or answered 5xx / maintenance / disconnected."""
+
+
+class VenueNotFound(VenueError):
+    """The venue does not know the order (or account, or symbol) asked for."""
+
+
+class VenueUnknownState(VenueError):
+    """The venue's answer cannot be read (malformed payload) or a request's outcome is unknown:
+    reconcile before trading on."""
+
+
+class VenueRejected(VenueError):
+    """The venue refused a request on its merits (``reason`` holds its words)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+#: Our small set of venue failures: every adapter translates its vendor's errors into one of these at
+#: the border (sends never raise: they deliver REJECTED / UNKNOWN events instead).
+VENUE_ERRORS: tuple[type[VenueError], ...] = (
+    VenueRejected,
+    VenueRateLimited,
+    VenueUnavailable,
+    VenueAuthError,
+    VenueNotFound,
+    VenueUnknownState,
+)
+
+
 @runtime_checkable
 class Venue(Protocol):
     """What the engine calls. ``working`` holds each symbol's open orders at this venue."""

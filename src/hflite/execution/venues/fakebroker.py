@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hflite.domain.instrument import PEGGED, Instrument, fx_pair_for
-from hflite.domain.order import Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from hflite.domain.order import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from hflite.execution.venues.sim import BarView, SimVenue
 
 if TYPE_CHECKING:
@@ -72,7 +72,10 @@ class Fault(BaseModel):
     nth: list[int] = Field(default_factory=list, description="1-based counts of matching requests")
     every: int = Field(0, ge=0, description="every K-th matching request (0 = off)")
     respond: int | None = Field(None, ge=400, le=599, description="an HTTP error status to answer")
-    action: Literal["timeout", "drop"] | None = None
+    action: Literal["timeout", "drop", "malformed"] | None = None
+    retry_after_s: float | None = Field(
+        None, ge=0, le=3600, description="with respond = 429: the Retry-After header (default 1 s)"
+    )
 
     @field_validator("method", mode="before")
     @classmethod
@@ -89,7 +92,9 @@ class Fault(BaseModel):
     @model_validator(mode="after")
     def _one_effect(self) -> Fault:
         if (self.respond is None) == (self.action is None):
-            raise ValueError('give exactly one of respond (an HTTP status) or action ("timeout"|"drop")')
+            raise ValueError(
+                'give exactly one of respond (an HTTP status) or action ("timeout"|"drop"|"malformed")'
+            )
         if not self.nth and not self.every:
             raise ValueError("give nth (a list of counts) or every (K >= 1)")
         return self
@@ -108,6 +113,7 @@ class BehaviourScript(BaseModel):
     ack_delay_ms: int = Field(0, ge=0, le=600_000)
     drop_stream_every: int = Field(0, ge=0, description="close each SSE connection after N events")
     timeout_hold_s: float = Field(30.0, ge=0, le=3600, description='how long action="timeout" holds')
+    quote_spread_bps: float = Field(2.0, ge=0, le=10_000, description="latest quotes: bid/ask this far apart")
     fault: list[Fault] = Field(default_factory=list)
 
 
@@ -353,6 +359,7 @@ class FakeBroker:
         self._events: list[dict[str, Any]] = []
         self._requests: dict[str, int] = {}
         self._duplicates_refused = 0
+        self._rejections: list[str] = []  # reasons the next orders are refused with (reject_next)
         self._script = BehaviourScript()
         self._fault_counts: dict[tuple[str, str], int] = {}
         self.set_script(script or BehaviourScript())
@@ -580,6 +587,8 @@ class FakeBroker:
         if not isinstance(body, Mapping):
             raise _unprocessable("the request body must be a JSON object")
         with self._lock:
+            if self._rejections and source == "client":
+                raise BrokerError(403, 40310000, self._rejections.pop(0))
             spec = self._validate(body, source)
             entry = self._create(spec, source)
             if self.clock_mode == "wall" and entry.order.type is OrderType.MARKET:
@@ -836,6 +845,62 @@ class FakeBroker:
             if oid is None:
                 raise _not_found()
             self.cancel(oid)
+
+    def latest_quote(self, symbol: str) -> dict[str, Any]:
+        """GET /v2/stocks/{symbol}/quotes/latest (Alpaca market data): a quote around the latest
+        close, ``quote_spread_bps`` wide; 404 before the symbol's first bar."""
+        with self._lock:
+            if symbol not in self.md.traded:
+                raise _not_found()
+            close = self._last_close(symbol)
+            if close is None:
+                raise BrokerError(404, 40410000, f"no quote for {symbol} yet")
+            half = close * self._script.quote_spread_bps / 2e4
+            return {
+                "symbol": symbol,
+                "quote": {
+                    "t": format_ts(self._now_ns()), "ax": "V", "ap": close + half, "as": 1,
+                    "bx": "V", "bp": close - half, "bs": 1, "c": ["R"], "z": "B",
+                },
+            }  # fmt: skip
+
+    def reject_next(self, reason: str) -> None:
+        """Admin: refuse the next client order on its merits (403 with ``reason``), before it is taken."""
+        with self._lock:
+            self._rejections.append(reason)
+
+    def repeat_last_fill(self) -> int:
+        """Admin: send the last fill event again (same execution id, a new event seq), as a broker
+        that repeats itself after a reconnect does. Returns the new seq (0 when nothing filled yet)."""
+        with self._lock:
+            last = next((e for e in reversed(self._events) if e["event"] in ("fill", "partial_fill")), None)
+            if last is None:
+                return 0
+            again = dict(last, event_id=len(self._events) + 1)
+            self._events.append(again)
+            self._events_cond.notify_all()
+            return len(self._events)
+
+    def execute(self, order_id: str, qty: float, price: float, fee: float = 0.0) -> dict[str, Any]:
+        """Admin (contract tests, dialect fronts): the venue executes ``qty`` of a working order now at
+        ``price``, booked and reported exactly as a matched fill (``partial_fill`` / ``fill``)."""
+        with self._lock:
+            entry = self._entry(order_id)
+            order = entry.order
+            if not order.is_open:
+                raise _unprocessable("order is not open")
+            if not 0.0 < qty <= order.remaining + 1e-12 or not price > 0.0:
+                raise _unprocessable(f"qty must be in (0, {order.remaining:g}] and price > 0")
+            if order.status is OrderStatus.SUBMITTED:
+                order.apply(OrderEvent.ACCEPT)
+            ts = self._now_ns()
+            order.apply(OrderEvent.FILL, fill_qty=qty, fill_price=price, ts=ts)
+            fill = Fill(order.id, order.symbol, order.side, qty, price, fee, ts, max(self._i, 0))
+            self._on_fill(order, fill)
+            if not order.is_open:
+                book = self.venue.working.get(order.symbol, [])
+                self.venue.working[order.symbol] = [o for o in book if o is not order]
+            return self._order_json(entry, nested=True)
 
     def _cancel_entry(self, entry: _Entry, ts: int) -> None:
         self.venue.cancel(entry.order, ts)
@@ -1138,6 +1203,7 @@ def _activity_json(x: _Execution) -> dict[str, Any]:
 
 _ORDER_ID = re.compile(r"^/v2/orders/[^/]+$")
 _POSITION = re.compile(r"^/v2/positions/[^/]+$")
+_QUOTE = re.compile(r"^/v2/stocks/[^/]+/quotes/latest$")
 
 
 def path_key(path: str) -> str:
@@ -1146,6 +1212,8 @@ def path_key(path: str) -> str:
         return "/v2/orders/{id}"
     if _POSITION.match(path):
         return "/v2/positions/{symbol}"
+    if _QUOTE.match(path):
+        return "/v2/stocks/{symbol}/quotes/latest"
     return path
 
 
@@ -1199,7 +1267,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         if fault is not None and fault.respond is not None:
-            headers = {"Retry-After": "1"} if fault.respond == 429 else {}
+            wait = fault.retry_after_s if fault.retry_after_s is not None else 1
+            headers = {"Retry-After": f"{wait:g}"} if fault.respond == 429 else {}
             self._send_json(
                 fault.respond, {"code": fault.respond * 100000, "message": "injected fault"}, headers
             )
@@ -1215,6 +1284,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = self._route(method, url.path, params, raw)
         except BrokerError as exc:
             status, payload = exc.status, {"code": exc.code, "message": exc.message}
+        if fault is not None and fault.action == "malformed":  # processed; the answer is garbage
+            self._send(200, b'{"id": 42, "unexpected": [', "application/json")
+            return
         if fault is not None and fault.action == "timeout":
             app._stopping.wait(broker.script.timeout_hold_s)  # processed; never answered
             self._drop()
@@ -1269,6 +1341,8 @@ class _Handler(BaseHTTPRequestHandler):
             return b.activities(params)
         if path == "/admin/state":
             return b.state()
+        if _QUOTE.match(path):
+            return b.latest_quote(path.split("/")[3])
         raise BrokerError(404, 40400000, f"endpoint not found: GET {path}")
 
     def _admin_clock(self, body: Any) -> dict[str, Any]:
@@ -1311,6 +1385,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(422, {"code": 40010000, "message": "since_id and until_id must be integers"})
             return
         drop_every = broker.script.drop_stream_every
+        app._track_stream(self.connection, add=True)
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -1338,6 +1413,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except OSError:
             return
+        finally:
+            app._track_stream(self.connection, add=False)
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _read_body(self) -> bytes:
@@ -1404,6 +1481,7 @@ class FakeBrokerServer:
         self._key_id, self._secret = key_id.encode(), secret.encode()
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
+        self._streams: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         self._httpd: _Server | None = None
         self._threads: list[threading.Thread] = []
@@ -1465,6 +1543,22 @@ class FakeBrokerServer:
         httpd.server_close()
         for t in self._threads:
             t.join(timeout=2.0)
+
+    def _track_stream(self, conn: socket.socket, *, add: bool) -> None:
+        with self._conns_lock:
+            if add:
+                self._streams.add(conn)
+            else:
+                self._streams.discard(conn)
+
+    def drop_streams(self) -> int:
+        """Close every open event stream now (clients must resubscribe); returns how many."""
+        with self._conns_lock:
+            streams = list(self._streams)
+        for conn in streams:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        return len(streams)
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._conns_lock:

@@ -35,6 +35,7 @@ from hflite import redact as redaction
 from hflite.domain.instrument import Instrument
 from hflite.domain.order import OPEN as _OPEN
 from hflite.domain.order import Order, OrderStatus, OrderType, Side
+from hflite.execution.timing import Quote
 from hflite.execution.venues.base import (
     Capabilities,
     EventVenue,
@@ -44,10 +45,16 @@ from hflite.execution.venues.base import (
     VenueEvent,
     VenueEventKind,
     VenueFill,
+    VenueNotFound,
     VenueOrder,
     VenuePosition,
+    VenueRateLimited,
+    VenueRejected,
     VenueSnapshot,
+    VenueUnavailable,
+    VenueUnknownState,
 )
+from hflite.execution.venues.registry import VenueSpec
 
 __all__ = [
     "KEY_ID_ENV",
@@ -56,6 +63,7 @@ __all__ = [
     "RestBrokerVenue",
     "TokenBucket",
     "client_order_id",
+    "mask_account",
 ]
 
 _log = logging.getLogger(__name__)
@@ -250,6 +258,40 @@ class RestBrokerVenue(EventVenue):
                 target=self._read_stream, name=f"venue-{self.name}-sse", daemon=True
             )
             self._reader.start()
+
+    def quote(self, symbol: str) -> Quote | None:
+        """The latest bid/ask (GET /v2/stocks/{symbol}/quotes/latest, Alpaca's market-data shape);
+        None when the broker has none for the symbol. For ``[execution.timing]``."""
+        try:
+            resp = self._call("GET", f"/v2/stocks/{symbol}/quotes/latest", idempotent=True)
+        except _Failure as f:
+            if f.status == 404:
+                return None
+            raise self._error(f, f"reading the quote of {symbol}") from None
+        body = _json_or_none(resp)
+        q = body.get("quote") if isinstance(body, dict) else None
+        bid = _float_or_none(q.get("bp")) if isinstance(q, dict) else None
+        ask = _float_or_none(q.get("ap")) if isinstance(q, dict) else None
+        if bid is None or ask is None:
+            raise self._malformed(f"quote for {symbol}")
+        ts = q.get("t") if isinstance(q, dict) else None
+        return Quote(bid, ask, _parse_ts(str(ts)) if ts else 0)
+
+    def describe(self) -> dict[str, Any]:
+        """The account as ``hflite venue check`` shows it (the account number masked to its last 4)."""
+        account = self._get_json("/v2/account", "reading the account")
+        if not isinstance(account, dict):
+            raise VenueUnknownState(
+                f"venue {self.name}: malformed answer from GET /v2/account (not an object)"
+            )
+        number = str(account.get("account_number") or account.get("id") or "")
+        return {
+            "account": mask_account(number),
+            "status": account.get("status"),
+            "currency": account.get("currency"),
+            "buying_power": _float_or_none(account.get("buying_power")),
+            "equity": _float_or_none(account.get("equity")),
+        }
 
     def close(self) -> None:
         """Stop the stream reader and close the connections (idempotent)."""
@@ -631,7 +673,9 @@ class RestBrokerVenue(EventVenue):
         )
         last = _int_or_none(answer.get("last_event_id")) if isinstance(answer, dict) else None
         if last is None:
-            raise VenueError(f"venue {self.name}: malformed answer from POST /admin/clock (no last_event_id)")
+            raise VenueUnknownState(
+                f"venue {self.name}: malformed answer from POST /admin/clock (no last_event_id)"
+            )
         self.horizon = last
         if self._wait_for(last, self.sync_timeout_s if self._stream_up.is_set() else 0.0):
             return
@@ -693,7 +737,9 @@ class RestBrokerVenue(EventVenue):
             cash = {str(account.get("currency") or self.currency): float(account["cash"])}
             pos = {p.symbol: p for p in (_position(p) for p in positions)}
         except (KeyError, TypeError, ValueError):
-            raise VenueError(f"venue {self.name}: malformed account, clock or positions answer") from None
+            raise VenueUnknownState(
+                f"venue {self.name}: malformed account, clock or positions answer"
+            ) from None
         return VenueSnapshot(ts, cash, pos, orders, fills, cursor)
 
     def _missing(self, wanted: list[str], objs: dict[str, dict[str, Any]]) -> set[str]:
@@ -715,7 +761,9 @@ class RestBrokerVenue(EventVenue):
                 params["after"] = after
             page = self._get_json("/v2/orders", f"listing {status} orders", params)
             if not isinstance(page, list):
-                raise VenueError(f"venue {self.name}: malformed answer from GET /v2/orders (not a list)")
+                raise VenueUnknownState(
+                    f"venue {self.name}: malformed answer from GET /v2/orders (not a list)"
+                )
             new = 0
             for top in page:
                 for o in _flatten(top):
@@ -744,7 +792,9 @@ class RestBrokerVenue(EventVenue):
         for _ in range(_MAX_PAGES):
             page = self._get_json("/v2/account/activities/FILL", "listing fills", params)
             if not isinstance(page, list):
-                raise VenueError(f"venue {self.name}: malformed answer from GET activities (not a list)")
+                raise VenueUnknownState(
+                    f"venue {self.name}: malformed answer from GET activities (not a list)"
+                )
             for act in page:
                 act_id = str(act.get("id", ""))
                 if act_id in seen:
@@ -773,7 +823,9 @@ class RestBrokerVenue(EventVenue):
                 _parse_ts(str(act["transaction_time"])),
             )
         except (KeyError, TypeError, ValueError):
-            raise VenueError(f"venue {self.name}: malformed FILL activity {act.get('id', '?')}") from None
+            raise VenueUnknownState(
+                f"venue {self.name}: malformed FILL activity {act.get('id', '?')}"
+            ) from None
 
     def _client_of(self, venue_id: str) -> str:
         """Our order id of a broker order seen only in a fill (its broker id if it has none)."""
@@ -811,7 +863,7 @@ class RestBrokerVenue(EventVenue):
                 _parse_ts(str(o["created_at"])) if o.get("created_at") else 0,
             )
         except (KeyError, TypeError, ValueError):
-            raise VenueError(f"venue {self.name}: malformed order object {o.get('id', '?')}") from None
+            raise self._malformed(f"order object {o.get('id', '?')}") from None
 
     # -- HTTP --------------------------------------------------------------------------------------
     def _call(
@@ -896,16 +948,27 @@ class RestBrokerVenue(EventVenue):
             raise self._error(f, what) from None
         body = _json_or_none(resp)
         if body is None:
-            raise VenueError(f"venue {self.name}: malformed answer from {method} {path} (not JSON)")
+            raise self._malformed(f"answer from {method} {path} (not JSON)")
         return body
+
+    def _malformed(self, what: str) -> VenueUnknownState:
+        """The broker answered something we cannot read: its state is unknown until reconciled."""
+        return VenueUnknownState(f"venue {self.name}: malformed {what}")
 
     def _error(self, f: _Failure, what: str) -> VenueError:
         """The one-line domain error for a failed request."""
         if f.kind == "http" and f.status in (401, 403):
             return VenueAuthError(f"venue {self.name} at {self.url} rejected the keys (HTTP {f.status})")
         if f.kind == "unreachable":
-            return VenueError(self._redact(f"cannot reach venue {self.name} at {self.url}: {f.reason}"))
-        return VenueError(self._redact(f"venue {self.name}: {what} failed: {f.reason}"))
+            return VenueUnavailable(self._redact(f"cannot reach venue {self.name} at {self.url}: {f.reason}"))
+        message = self._redact(f"venue {self.name}: {what} failed: {f.reason}")
+        if f.kind == "refused":
+            return VenueRateLimited(message, f.retry_after)
+        if f.kind == "lost":
+            return VenueUnavailable(message)
+        if f.status == 404:
+            return VenueNotFound(message)
+        return VenueRejected(message)
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
@@ -928,6 +991,27 @@ class RestBrokerVenue(EventVenue):
 
 # -- payload helpers -------------------------------------------------------------------------------
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d{1,9})\d*)?(Z|z|[+-]\d\d:?\d\d)?$")
+
+
+def mask_account(account: str) -> str:
+    """An account id as it may be shown: its last four characters ("…1234"); "" stays ""."""
+    return f"…{account[-4:]}" if account else ""
+
+
+def from_spec(spec: VenueSpec) -> RestBrokerVenue:
+    """The ``fakebroker`` kind: this dialect against the local fake broker (``hflite venue fake-broker``)."""
+    return RestBrokerVenue(
+        spec.kind,
+        spec.endpoint,
+        spec.key_id,
+        spec.secret,
+        instruments=spec.instruments,
+        drive_clock=spec.drive_clock,
+        timeout_s=spec.timeout_s,
+        max_retries=spec.max_retries,
+        rate_per_min=spec.rate_per_min,
+        max_clock_skew_s=spec.max_clock_skew_s,
+    )
 
 
 def _parse_ts(text: str) -> int:

@@ -1,0 +1,1 @@
+"""Local fakes of real brokers' protocols (tests, demos): each is a front over ``FakeBroker``'s state."""
