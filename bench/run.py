@@ -92,6 +92,11 @@ BENCHES = [
         "over loopback; reconciliation of 1,000 orders",
         [("bar_to_order_p99_ms_ex_network", "<=", 5.0), ("reconcile_1000_s", "<=", 1.0)],
     ),
+    (
+        "venues",
+        "broker adapters against their local fakes over loopback: submit -> ack -> fill event, per order",
+        [("*_overhead_us_per_order", "<=", 1000.0)],
+    ),
 ]
 #: Figures shown when a benchmark reports them (patterns), in this order, then any other figure with a
 #: target.
@@ -112,7 +117,8 @@ SHOWN = [
     "prompt_tokens", "completion_tokens", "llm_to_replay",
     "bar_times", "bar_to_order_p50_ms_ex_network", "bar_to_order_p99_ms_ex_network", "bar_to_order_p99_ms",
     "phase_signals_mean_ms_ex_network", "phase_engine_mean_ms_ex_network", "reconcile_1000_s",
-    "reconcile_snapshot_1000_s",
+    "reconcile_snapshot_1000_s", "*_roundtrip_p50_ms", "*_roundtrip_p99_ms", "*_ack_p99_ms", "*_fill_p99_ms",
+    "*_overhead_us_per_order", "*_skipped",
 ]  # fmt: skip
 
 

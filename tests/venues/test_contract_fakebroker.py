@@ -107,11 +107,14 @@ class FakeBrokerHarness(FakeVenueHarness):
         self.server.stop()
 
 
+def make_harness(store) -> FakeBrokerHarness:
+    """A started harness over the sample store's SPY (the fixture's, and ``bench/venues.py``'s)."""
+    run = {"symbols": ["SPY"], "start": "2019-01-02", "end": "2019-12-31"}
+    return FakeBrokerHarness(FakeBroker.from_settings(make_settings(store, run=run), store))
+
+
 @pytest.fixture
 def harness(sample_store) -> Iterator[FakeBrokerHarness]:
-    settings = make_settings(
-        sample_store, run={"symbols": ["SPY"], "start": "2019-01-02", "end": "2019-12-31"}
-    )
-    h = FakeBrokerHarness(FakeBroker.from_settings(settings, sample_store))
+    h = make_harness(sample_store)
     yield h
     h.close()
