@@ -16,6 +16,27 @@ from hflite.data.store import Store
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_venue_key_in_any_file(tmp_path_factory: pytest.TempPathFactory):
+    """At the end of the session, every file the suite's runs wrote under the session's temporary
+    folder (journals, logs, reports, configs, stores) is searched for the venue test keys and account
+    ids (``tests.venues.contract.TEST_SECRETS``): one found is a leak, and fails the session."""
+    yield
+    from tests.venues.contract import TEST_SECRETS
+
+    secrets = [s.encode() for s in sorted(TEST_SECRETS)]
+    if not secrets:
+        return
+    leaks: list[str] = []
+    for path in tmp_path_factory.getbasetemp().rglob("*"):
+        if not path.is_file() or path.name == ".env" or path.stat().st_size > 200_000_000:
+            continue
+        data = path.read_bytes()
+        leaks += [f"{path}: {s.decode()[:4]}..." for s in secrets if s in data]
+    if leaks:
+        pytest.fail("venue test keys written to files:\n" + "\n".join(leaks[:20]), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(tmp_path_factory.mktemp("store"))

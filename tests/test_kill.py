@@ -29,6 +29,7 @@ import pytest
 from hflite.execution.oms import SqliteJournal
 from hflite.execution.venues.fakebroker import FakeBroker, FakeBrokerServer, parse_script
 from tests.conftest import make_settings
+from tests.venues.contract import register_test_secret
 
 KILLS = int(os.environ.get("HFLITE_KILLS", "100"))
 
@@ -104,6 +105,9 @@ def _cmd(config: Path, journal: Path, out: Path) -> list[str]:
     code = "import sys; from hflite.cli import app; sys.argv[0] = 'hflite'; app()"
     return [sys.executable, "-c", code, "run", "--config", str(config), "--speed", "max",
             "--journal", str(journal), "--out", str(out)]  # fmt: skip
+
+
+register_test_secret("kill-key-id", "kill-secret-value")
 
 
 def _env() -> dict[str, str]:

@@ -38,6 +38,17 @@ Fault = Literal["429", "503", "timeout", "malformed"]
 T0 = 1_704_488_400_000_000_000  # 2024-01-05T21:00:00Z
 
 
+#: Every venue test key and account id the suite uses: ``tests/conftest.py`` greps every file the
+#: suite's runs wrote (journals, logs, reports, configs) for them at the end of the session.
+TEST_SECRETS: set[str] = set()
+
+
+def register_test_secret(*values: str) -> None:
+    """Add test keys to the end-of-session grep (values shorter than 8 characters are ignored: too
+    likely to occur by chance)."""
+    TEST_SECRETS.update(v for v in values if isinstance(v, str) and len(v) >= 8)
+
+
 class FakeVenueHarness(ABC):
     """A vendor's local fake on 127.0.0.1 and the adapter pointed at it.
 
@@ -98,6 +109,10 @@ class FakeVenueHarness(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Stop the fake."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_test_secret(getattr(cls, "key_id", ""), getattr(cls, "secret", ""))
 
 
 # -- helpers -------------------------------------------------------------------------------------------
@@ -413,6 +428,8 @@ def test_contract_no_test_key_appears_in_any_log_line_or_error(harness, sleeps, 
 
 __all__ = [name for name in list(globals()) if name.startswith("test_contract_")] + [
     "FakeVenueHarness",
+    "TEST_SECRETS",
+    "register_test_secret",
     "sleeps",
     "venue",
 ]
