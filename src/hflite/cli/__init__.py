@@ -700,6 +700,12 @@ app.command("orders")(_trading.orders)
 app.command("reconcile")(_trading.reconcile)
 app.add_typer(venue_app, name="venue")
 
+# Execution quality and drift (hflite.cli.execution): read a paper or live run's journal.
+from hflite.cli import execution as _execution  # noqa: E402
+
+app.add_typer(_execution.execution_app, name="execution")
+app.command("drift")(_execution.drift)
+
 # The AI commands (hflite.cli_ai), listed after the run and data commands.
 app.add_typer(features_app, name="features")
 app.command("train")(train_command)

@@ -143,6 +143,13 @@ class Order:
     closed_ts: int | None = None
     stop_price: float | None = None  # STOP_LIMIT: the trigger (``price`` is then the limit)
     triggered: bool = False  # STOP_LIMIT: the trigger has fired; the order now works as a limit
+    # Execution quality (``execution.quality``): the decision bar's close, the last price known when
+    # the order was handed to the venue, and when both happened (wall-clock ns UTC in replay, paper
+    # and live; the bar-time in a backtest, which has no wall clock). 0: not recorded.
+    decision_price: float = 0.0
+    arrival_price: float = 0.0
+    decided_ns: int = 0
+    sent_ns: int = 0
 
     @property
     def remaining(self) -> float:
@@ -251,6 +258,33 @@ class Fill(NamedTuple):
     bar_index: int
     slippage: float = 0.0  # price units, always >= 0 (against us)
     liquidity_capped: bool = False
+
+
+class FillRecord(NamedTuple):
+    """A fill as the journal keeps it in replay, paper and live: the ``Fill`` (same fields first) with
+    what measures its quality (``execution.quality``): the order's type and price at the fill, the
+    decision's bar-time and price, the arrival price, and when it was decided, sent and applied
+    (wall-clock ns UTC), and the bar-time the engine booked it at."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    fee: float
+    ts: int  # the execution's time: the venue's clock (a broker) or the bar-time (the sim venue)
+    bar_index: int
+    slippage: float
+    liquidity_capped: bool
+    order_type: str
+    limit_price: float | None  # the order's limit or trigger price when it filled (None: market)
+    decision_ts: int  # the decision bar-time (the order's created_ts)
+    decision_price: float
+    arrival_price: float
+    decided_ns: int
+    sent_ns: int
+    applied_ns: int
+    bar_ts: int  # the bar-time the engine applied the fill at
 
 
 def bracket(

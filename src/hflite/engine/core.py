@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import gc
 import heapq
+import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from hflite.domain.instrument import Instrument
-from hflite.domain.order import OPEN, Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from hflite.domain.order import OPEN, Fill, FillRecord, Order, OrderStatus, OrderType, Side, TimeInForce
 from hflite.domain.portfolio import Portfolio
 from hflite.domain.signal import Exits, IntentKind, OrderIntent, RiskVerdict
 from hflite.engine.market import MarketData, SymbolBars
@@ -129,6 +130,11 @@ class Engine:
         self.last_i = -1
         self.steps = 0
         self._inst: dict[str, Instrument] = {s: b.instrument for s, b in md.bars.items()}
+        #: Wall clock (ns UTC) for execution-quality stamps where a journal keeps them (replay, paper,
+        #: live); None in a backtest, which stamps bar-times and journals plain fills.
+        self.clock: Callable[[], int] | None = (
+            time.time_ns if journal is not None and not isinstance(journal, MemoryJournal) else None
+        )
 
     # -- the step -------------------------------------------------------------------------------
     def step(self, i: int) -> None:
@@ -264,7 +270,15 @@ class Engine:
         pf, journal = self.portfolio, self.journal
         pf.apply_fill(fill, ccy, reason=order.reason)
         self.fills.append(fill)
-        journal.fill(fill)
+        clock = self.clock
+        if clock is None:
+            journal.fill(fill)
+        else:  # what the fill is measured against (execution.quality), in the same journal write
+            journal.fill(
+                _new(FillRecord, (*fill, order.type.value, order.price, order.created_ts,
+                                  order.decision_price, order.arrival_price, order.decided_ns,
+                                  order.sent_ns, clock(), self.md.timeline.item(fill.bar_index)))
+            )  # fmt: skip
         journal.order_updated(order)
         qty = pf.positions[sym].qty
         self.qty_log.append((fill.bar_index, sym, qty))
@@ -348,6 +362,8 @@ class Engine:
             )
         if both and prot.stop is not None and prot.take_profit is not None:
             pair = [prot.stop, prot.take_profit]
+            for o in pair:
+                self._sending(o, i)
             self.venue.submit_oco(pair)  # one cancels the other, at the venue where it can
             for o in pair:
                 self.journal.order_updated(o)
@@ -566,13 +582,24 @@ class Engine:
             i + 1 if first_bar is None else first_bar,
             None,
         )
+        order.decision_price = self.md.close_tl[sym].item(i)  # the decision bar's close
+        clock = self.clock
+        order.decided_ns = order.created_ts if clock is None else clock()
         self.orders[order.id] = order
         self.risk.on_order(order.created_ts)
         self.journal.order_created(order)  # journal BEFORE send
         if send:
+            self._sending(order, i)
             self.venue.submit(order)
             self.journal.order_updated(order)
         return order
+
+    def _sending(self, order: Order, i: int) -> None:
+        """Stamp an order as it goes to the venue: the last price known (timeline index ``i``'s close)
+        and the time (wall clock, or the bar-time in a backtest)."""
+        order.arrival_price = self.md.close_tl[order.symbol].item(i)
+        clock = self.clock
+        order.sent_ns = self.md.timeline.item(i) if clock is None else clock()
 
     # -- what the backtest driver needs ---------------------------------------------------------
     def next_needed(self, sym: str, k: int, targets: Targets) -> int:

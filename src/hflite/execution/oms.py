@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from hflite.domain.order import Fill, Order, OrderStatus
+from hflite.domain.order import Fill, FillRecord, Order, OrderStatus
 from hflite.domain.signal import RiskVerdict
 from hflite.execution.venues.base import VenueEvent, VenueEventKind
 
@@ -46,7 +46,7 @@ class OrderIds:
 class Journal(Protocol):
     def order_created(self, order: Order) -> None: ...
     def order_updated(self, order: Order) -> None: ...
-    def fill(self, fill: Fill) -> None: ...
+    def fill(self, fill: Fill | FillRecord) -> None: ...
     def verdict(self, verdict: RiskVerdict) -> None: ...
     def risk_event(self, event: dict[str, Any], state: dict[str, Any]) -> None: ...
     def venue_event(self, event: VenueEvent, bar_ts: int, i: int) -> None: ...
@@ -302,7 +302,7 @@ class MemoryJournal:
     def order_updated(self, order: Order) -> None:
         self.events.append((_UPDATED[order.status], order.id))
 
-    def fill(self, fill: Fill) -> None:
+    def fill(self, fill: Fill | FillRecord) -> None:
         self.events.append(("fill", fill.order_id))
 
     def verdict(self, verdict: RiskVerdict) -> None:
@@ -332,6 +332,7 @@ class SqliteJournal:
     def __init__(self, path: str | Path, *, create: bool = True, owner: JournalLock | None = None) -> None:
         self.path = Path(path)
         self.owner = owner
+        self._stamped: set[str] = set()  # orders whose send is in order_stamps already
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.is_file():
@@ -390,6 +391,8 @@ class SqliteJournal:
                                                           at REAL, source TEXT);
             CREATE TABLE IF NOT EXISTS adjustments (seq INTEGER PRIMARY KEY AUTOINCREMENT,
                                                     bar_ts INTEGER, body TEXT);
+            CREATE TABLE IF NOT EXISTS order_stamps (order_id TEXT PRIMARY KEY, decided_ns INTEGER,
+                                                     sent_ns INTEGER, arrival_price REAL);
             """
         )
         have = {r[1] for r in self.db.execute("PRAGMA table_info(runtime)")}
@@ -409,6 +412,22 @@ class SqliteJournal:
                 (order.id, order.symbol, order.status.value, json.dumps(asdict(order), default=str)),
             )
             self._event("order_created", order.id, asdict(order))
+            if order.decided_ns:
+                self._stamp(order)
+
+    def _stamp(self, order: Order) -> None:
+        """Keep an order's first decision and send stamps (execution.quality): a restart re-runs
+        decided bars and makes its orders again, later; their stamps must stay the first ones."""
+        sent = order.sent_ns or None
+        self.db.execute(
+            """INSERT INTO order_stamps(order_id, decided_ns, sent_ns, arrival_price) VALUES (?, ?, ?, ?)
+               ON CONFLICT(order_id) DO UPDATE SET
+                 sent_ns = COALESCE(order_stamps.sent_ns, excluded.sent_ns),
+                 arrival_price = COALESCE(order_stamps.arrival_price, excluded.arrival_price)""",
+            (order.id, order.decided_ns or None, sent, order.arrival_price if sent else None),
+        )
+        if sent:
+            self._stamped.add(order.id)
 
     def order_updated(self, order: Order) -> None:
         with self.db:
@@ -417,10 +436,23 @@ class SqliteJournal:
                 (order.status.value, json.dumps(asdict(order), default=str), order.id),
             )
             self._event(f"order_{order.status.value}", order.id, {"filled_qty": order.filled_qty})
+            if order.sent_ns and order.id not in self._stamped:
+                self._stamp(order)
 
-    def fill(self, fill: Fill) -> None:
+    def fill(self, fill: Fill | FillRecord) -> None:
+        """A fill; a FillRecord's decision and send stamps are the order's first ones (order_stamps)."""
+        body = fill._asdict()
         with self.db:
-            self._event("fill", fill.order_id, fill._asdict())
+            if isinstance(fill, FillRecord):
+                row = self.db.execute(
+                    "SELECT decided_ns, sent_ns, arrival_price FROM order_stamps WHERE order_id = ?",
+                    (fill.order_id,),
+                ).fetchone()
+                if row is not None:
+                    for key, value in zip(("decided_ns", "sent_ns", "arrival_price"), row, strict=True):
+                        if value is not None:
+                            body[key] = value
+            self._event("fill", fill.order_id, body)
 
     def verdict(self, verdict: RiskVerdict) -> None:
         with self.db:
