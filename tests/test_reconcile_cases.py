@@ -210,6 +210,26 @@ def test_a_fill_while_down_is_adopted_once_with_its_execution_id():
     assert (orders["o1"].status, orders["o1"].filled_qty, book) == (S.PARTIALLY_FILLED, 6.0, {"SPY": 6.0})
 
 
+def test_a_yen_fill_adopted_while_down_moves_no_dollars_in_the_cash_check():
+    # USD/JPY is quoted in yen: buying 10,000 at 150.00 costs 1.5M JPY, not dollars. The venue's USD
+    # cash is unchanged, so the run's must be too (it was an unexplained 1.5M gap before).
+    o = order("o1", S.ACCEPTED, qty=10_000.0, symbol="USDJPY")
+    f = vfill("X1", o, 10_000.0, 150.0, 0.0)
+    snap = snapshot([vorder(o, S.FILLED, 10_000.0, 150.0)], [f], {"USDJPY": (10_000.0, 150.0)})
+
+    rec = reconcile(
+        {o.id: o}, set(), {}, {"USD": RUN_CASH}, snap, symbols={"USDJPY"}, cash_offset=OFFSET,
+        currencies={"USDJPY": "JPY"},
+    )  # fmt: skip
+
+    assert rec.clean, rec.summary()
+    assert table(rec) == [("fill:X1", "fill", True, "")]
+    unmapped = reconcile(
+        {o.id: o}, set(), {}, {"USD": RUN_CASH}, snap, symbols={"USDJPY"}, cash_offset=OFFSET
+    )
+    assert not unmapped.clean  # booked as dollars: 1.5M unexplained
+
+
 def test_an_order_filled_while_down_is_closed_by_its_fills_alone():
     o = order("o1", S.ACCEPTED)
     f1, f2 = vfill("X1", o, 3.0, 100.0, ts=T0 + 1), vfill("X2", o, 7.0, 100.2, ts=T0 + 2)

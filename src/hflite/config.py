@@ -522,6 +522,11 @@ VENUE_ENDPOINTS: dict[str, tuple[str, str]] = {
 SIMULATED_VENUES: frozenset[str] = frozenset({"paper"})
 #: Keys a venue falls back to when both its variables are unset (the local fake broker accepts these).
 DEFAULT_VENUE_KEYS: dict[str, tuple[str, str]] = {"fakebroker": ("fake-key", "fake-secret")}
+#: Venues without API keys: TWS / IB Gateway is reached through its local socket, and the account id
+#: (``account_env``) is what is checked.
+KEYLESS_VENUES: frozenset[str] = frozenset({"ib"})
+#: Venues signed in with one token (read from ``secret_env``; ``key_id_env`` is not needed).
+TOKEN_VENUES: frozenset[str] = frozenset({"oanda"})
 #: The variable whose value confirms a live run when no terminal can ask (``hflite.execution.live_guard``).
 CONFIRM_LIVE_ENV = "HFLITE_CONFIRM_LIVE"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -987,12 +992,22 @@ def redacted(settings: Settings) -> dict[str, Any]:
 
 def venue_keys(settings: Settings) -> tuple[str, str]:
     """The (key id, secret) the configured broker venue signs in with, read from the environment or
-    ``.env``. The local fake broker falls back to ``DEFAULT_VENUE_KEYS`` when both are unset; any other
-    broker requires both. Never log the result: it is registered with ``hflite.redact`` regardless."""
+    ``.env``. The local fake broker falls back to ``DEFAULT_VENUE_KEYS`` when both are unset; IB has
+    no keys (``KEYLESS_VENUES``: empty strings); OANDA has a token only (``TOKEN_VENUES``: the
+    secret); any other broker requires both. Never log the result: it is registered with
+    ``hflite.redact`` regardless."""
     venue = settings.venue
     if venue.kind in SIMULATED_VENUES:
         raise ConfigError(f"venue {venue.kind} is simulated in-process: it has no keys")
     key_id, secret = venue.key_id, venue.secret
+    if venue.kind in KEYLESS_VENUES:
+        return "", ""
+    if venue.kind in TOKEN_VENUES:
+        if secret is None:
+            raise ConfigError(
+                f"venue {venue.kind} needs its API token in {venue.secret_env} (set it in .env)"
+            )
+        return (key_id.get_secret_value() if key_id is not None else ""), secret.get_secret_value()
     if key_id is None and secret is None and venue.kind in DEFAULT_VENUE_KEYS:
         return DEFAULT_VENUE_KEYS[venue.kind]
     if key_id is None or secret is None:

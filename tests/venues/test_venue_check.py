@@ -65,7 +65,7 @@ def test_check_prints_cash_positions_orders_skew_and_latency(server, sample_stor
     assert "OK" in out and "cash USD" in out and "96,994.00" in out
     assert "positions" in out and "SPY" in out and "250.5000" in out
     assert "run1.trend-SPY-20190102T000000-e1" in out and "accepted" in out
-    assert "clock skew" in out and "latency" in out and " ms per snapshot" in out
+    assert "clock skew" in out and "ms per request" in out and "ms (account, positions, orders, fills)" in out
     assert KEY_ID not in out and SECRET not in out
 
 

@@ -105,9 +105,8 @@ def check(
         skew = result.clock_skew_s
         table.add_row("clock skew", "n/a" if skew is None else f"{skew:+.3f} s (venue minus local)")
         table.add_row("connect", f"{result.connect_ms:.1f} ms" if result.connect_ms is not None else "n/a")
-        table.add_row(
-            "latency", f"{result.latency_ms:.1f} ms per snapshot" if result.latency_ms is not None else "n/a"
-        )
+        table.add_row("latency", _ms(result.latency_ms, "per request"))
+        table.add_row("snapshot", _ms(result.snapshot_ms, "(account, positions, orders, fills)"))
         console.print(table)
         if result.positions:
             pos = Table(title="positions")
@@ -131,7 +130,72 @@ def check(
         raise typer.Exit(1)
 
 
+def _ms(value: float | None, what: str) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms {what}"
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.2f}"
     return str(value)
+
+
+#: kind -> (the fake's module, its default port)
+FAKES: dict[str, tuple[str, int]] = {
+    "fakebroker": ("hflite.execution.venues.fakebroker", 8765),
+    "alpaca": ("hflite.execution.venues.fakes.alpaca", 8766),
+    "ccxt": ("hflite.execution.venues.fakes.binance", 8767),
+    "oanda": ("hflite.execution.venues.fakes.oanda", 8768),
+    "ib": ("hflite.execution.venues.fakes.tws", 7497),
+}
+
+
+@venue_app.command("fake")
+def fake(
+    kind: Annotated[
+        str, typer.Argument(help="alpaca, ccxt (speaks Binance spot), oanda, ib (TWS) or fakebroker.")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML config: symbols, fees, slippage, data.")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port on 127.0.0.1 (default: alpaca 8766, ccxt 8767, oanda 8768, ib 7497, fakebroker 8765)."
+        ),
+    ] = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(help="Behaviour script (TOML or JSON): faults, partial fills (docs/fake-broker.md)."),
+    ] = None,
+) -> None:
+    """Serve a local fake of a real broker's protocol on 127.0.0.1, filling orders with the sim venue's rules on the config's bars (driven clock: a recorded run with drive_clock = true moves its market).
+
+    Point a run at it with --set venue.kind=KIND --set venue.url=<the printed address> --set venue.drive_clock=true. Keys: HFLITE_BROKER_KEY_ID / HFLITE_BROKER_SECRET (each fake has documented defaults; docs/venues/KIND.md). Stop with Ctrl-C.
+    Example: hflite venue fake oanda --config configs/oanda_practice.toml
+    """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
+    import importlib
+
+    from hflite.cli import _load
+    from hflite.cli_errors import fail
+    from hflite.execution.venues.fakebroker import ScriptError
+
+    if kind not in FAKES:
+        fail(f"venue fake: unknown kind {kind!r} (one of {', '.join(FAKES)})")
+    module_name, default_port = FAKES[kind]
+    settings = _load(config, None)
+    serve = importlib.import_module(module_name).serve
+    options: dict[str, object] = {}
+    if script is not None:
+        if kind == "ccxt":
+            fail("venue fake ccxt: the Binance fake takes no behaviour script")
+        options["script_path"] = script
+    chosen = default_port if port is None else port
+    try:
+        serve(settings, port=chosen, **options)
+    except ScriptError as exc:
+        fail(str(exc))
+    except OSError as exc:  # the port is taken, or not ours to bind
+        fail(f"cannot listen on 127.0.0.1:{chosen}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        return

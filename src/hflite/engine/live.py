@@ -379,6 +379,7 @@ class Session:
                 symbols=set(engine.md.traded),
                 cash_offset=None if offset is None else float(offset),
                 accepted=(accepted := self.journal.accepted()),
+                currencies={s: b.instrument.currency for s, b in engine.md.bars.items()},
             )
             self.journal.save_reconciliation(rec.differences)
             if rec.clean:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hflite.domain.instrument import PEGGED
 from hflite.domain.order import OPEN, Order, OrderStatus
 from hflite.execution.venues.base import VenueEvent, VenueEventKind, VenueFill, VenueOrder, VenueSnapshot
 
@@ -127,13 +128,15 @@ def reconcile(
     qty_tol: float = 1e-9,
     cash_tol: float = 0.01,
     currency: str = "USD",
+    currencies: dict[str, str] | None = None,
 ) -> Reconciliation:
     """Compare the run (``orders`` by client order id, booked event ids, signed ``positions``, ``cash``
     per currency) with the venue's ``snapshot``. ``symbols``: the run's traded symbols (positions and
     orders in others are the user's own). ``cash_offset``: venue cash minus the run's, as recorded at the
     first reconciliation (None: this is it). ``accepted``: difference key -> the resolution a human
-    accepted."""
-    rec = _Reconciler(applied, snapshot, symbols, accepted or {}, qty_tol)
+    accepted. ``currencies``: symbol -> the currency its cash moves in (its quote currency; default
+    ``currency``): only the cash that adopted fills move in ``currency`` counts in its check."""
+    rec = _Reconciler(applied, snapshot, symbols, accepted or {}, qty_tol, currencies or {}, currency)
     fills = _fills_by_order(snapshot.fills)
     for oid, order in orders.items():
         rec.order(order, snapshot.orders.get(oid), fills.get(oid, ()))
@@ -175,13 +178,21 @@ class _Reconciler:
     run's book moved by every fill adopted."""
 
     def __init__(
-        self, applied: set[str], snap: VenueSnapshot, symbols: set[str], accepted: dict[str, str], tol: float
+        self,
+        applied: set[str],
+        snap: VenueSnapshot,
+        symbols: set[str],
+        accepted: dict[str, str],
+        tol: float,
+        currencies: dict[str, str],
+        currency: str,
     ) -> None:
         self.applied, self.snap, self.symbols, self.accepted, self.tol = applied, snap, symbols, accepted, tol
+        self.currencies, self.currency = currencies, currency
         self.diffs: list[Difference] = []
         self.adjustments: list[Adjustment] = []
         self.moved: dict[str, float] = {}  # signed qty adopted per symbol
-        self.cash_moved = 0.0
+        self.cash_moved = 0.0  # in ``currency``: what adopted fills and adjustments moved
         self._reconciled: list[VenueEvent] = []
         self._acks: list[VenueEvent] = []
         self._fills: list[VenueEvent] = []
@@ -275,8 +286,11 @@ class _Reconciler:
         self._acks.append(VenueEvent(_K.ACCEPTED, order.id, self.snap.ts, eid, symbol=order.symbol))
 
     def book(self, symbol: str, signed_qty: float, cash_delta: float) -> None:
+        """Move the run's book by an adopted fill: the position, and the cash when it moves in the
+        checked currency (a USD/JPY fill moves yen: not the dollars the cash check compares)."""
         self.moved[symbol] = self.moved.get(symbol, 0.0) + signed_qty
-        self.cash_moved += cash_delta
+        if PEGGED.get(ccy := self.currencies.get(symbol, self.currency), ccy) == self.currency:
+            self.cash_moved += cash_delta
 
     # -- orders ----------------------------------------------------------------------------------
     def order(self, order: Order, vo: VenueOrder | None, fills: Iterable[VenueFill]) -> None:
