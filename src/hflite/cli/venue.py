@@ -168,10 +168,13 @@ def fake(
         Path | None,
         typer.Option(help="Behaviour script (TOML or JSON): faults, partial fills (docs/fake-broker.md)."),
     ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting, e.g. data.dir=var/data.")
+    ] = None,
 ) -> None:
     """Serve a local fake of a real broker's protocol on 127.0.0.1, filling orders with the sim venue's rules on the config's bars (driven clock: a recorded run with drive_clock = true moves its market).
 
-    Point a run at it with --set venue.kind=KIND --set venue.url=<the printed address> --set venue.drive_clock=true. Keys: HFLITE_BROKER_KEY_ID / HFLITE_BROKER_SECRET (each fake has documented defaults; docs/venues/KIND.md). Stop with Ctrl-C.
+    Point a run at it with --set venue.kind=KIND --set venue.url=<the printed address> --set venue.drive_clock=true. It accepts the keys (and OANDA's and IB's account id) in the variables the config's [venue] names, else each fake's documented defaults (docs/venues/KIND.md). Stop with Ctrl-C.
     Example: hflite venue fake oanda --config configs/oanda_practice.toml
     """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     import importlib
@@ -183,13 +186,25 @@ def fake(
     if kind not in FAKES:
         fail(f"venue fake: unknown kind {kind!r} (one of {', '.join(FAKES)})")
     module_name, default_port = FAKES[kind]
-    settings = _load(config, None)
+    settings = _load(config, sets)
     serve = importlib.import_module(module_name).serve
     options: dict[str, object] = {}
     if script is not None:
         if kind == "ccxt":
             fail("venue fake ccxt: the Binance fake takes no behaviour script")
         options["script_path"] = script
+    v = settings.venue
+    if v.kind != kind:  # read the key variables as the fake's kind would (a paper config reads none)
+        v = type(v).model_validate({**v.model_dump(), "kind": kind, "drive_clock": False, "live": False})
+    key_id, secret = v.key_id, v.secret  # the config's key variables, read from the environment / .env
+    account = v.account
+    if kind in ("fakebroker", "alpaca", "ccxt"):
+        options["key_id"] = key_id.get_secret_value() if key_id is not None else None
+        options["secret"] = secret.get_secret_value() if secret is not None else None
+    elif kind == "oanda":
+        options["token"] = secret.get_secret_value() if secret is not None else None
+    if kind in ("oanda", "ib") and account is not None:
+        options["account_id" if kind == "oanda" else "account"] = account.get_secret_value()
     chosen = default_port if port is None else port
     try:
         serve(settings, port=chosen, **options)
