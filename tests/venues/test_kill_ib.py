@@ -15,20 +15,26 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from hflite.execution.oms import SqliteJournal
 from hflite.execution.venues.fakebroker import FakeBroker
 from hflite.execution.venues.fakes.tws import TwsServer
 from tests.conftest import make_settings
-from tests.test_kill import RUN, STRATEGY, _cmd, _report, _steps
+from tests.test_kill import RUN, STRATEGY
+from tests.venues.killing import (
+    assert_positions,
+    assert_same_end,
+    booked_fills,
+    cash_after,
+    cmd,
+    kill_and_restart,
+    reference_run,
+    report,
+    run_to_end,
+)
 
 KILLS = int(os.environ.get("HFLITE_KILLS", "10"))
 ACCOUNT = "DU5550123"
@@ -89,12 +95,6 @@ def _tws(store) -> TwsServer:
     return TwsServer(broker, accounts=(ACCOUNT,), hold_s=1.5, fault_every=FAULTS)
 
 
-def _run_to_end(cmd: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
 @pytest.mark.slow
 def test_an_ib_run_killed_at_random_points_ends_exactly_like_an_uninterrupted_one(sample_store, tmp_path):
     rng = random.Random(20261207)
@@ -102,75 +102,31 @@ def test_an_ib_run_killed_at_random_points_ends_exactly_like_an_uninterrupted_on
 
     with _tws(sample_store) as ref_tws:
         cfg = _config(tmp_path, store_root, ref_tws.url, "ref")
-        t0 = time.monotonic()
-        ref = subprocess.Popen(_cmd(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-report"), env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        first = None
-        while ref.poll() is None:
-            if first is None and _steps(tmp_path / "ref.sqlite") > 0:
-                first = time.monotonic() - t0
-            time.sleep(0.01)
-        out, err = ref.communicate()
-        assert ref.returncode == 0, out[-3000:] + err[-3000:]
-        total = _steps(tmp_path / "ref.sqlite")
-        startup = first or 1.0
-    ref_orders, ref_fills, ref_equity = _report(tmp_path / "ref-report")
-    assert len(ref_fills) > 20, "the run must trade for the test to mean anything"
+        total, startup = reference_run(
+            cmd(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-report"), tmp_path / "ref.sqlite", _env()
+        )
+    ref = report(tmp_path / "ref-report")
+    assert len(ref[1]) > 20, "the run must trade for the test to mean anything"
 
     with _tws(sample_store) as tws:
         cfg = _config(tmp_path, store_root, tws.url, "kill")
         journal, out_dir = tmp_path / "kill.sqlite", tmp_path / "kill-report"
-        kills = 0
-        while kills < KILLS:
-            before = _steps(journal)
-            proc = subprocess.Popen(_cmd(cfg, journal, out_dir), env=_env(), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
-            if rng.random() < 0.2:
-                deadline = time.monotonic() + rng.uniform(0.2, startup)
-                target = None
-            else:
-                deadline = time.monotonic() + 120.0
-                target = before + rng.randint(0, max(1, total // 12))
-            while proc.poll() is None and time.monotonic() < deadline:
-                if target is not None and _steps(journal) >= target:
-                    time.sleep(rng.uniform(0.0, 0.02))
-                    break
-                time.sleep(0.005)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                continue
-            assert proc.returncode == 0, proc.stderr.read()[-3000:] if proc.stderr else ""
-            break
-        assert kills >= KILLS * 0.8, f"only {kills} kills landed before the run finished"
-        final = _run_to_end(_cmd(cfg, journal, out_dir))
+        kill_and_restart(
+            cmd(cfg, journal, out_dir), journal, _env(), rng, kills=KILLS, startup=startup, stride=total // 12
+        )
+        final = run_to_end(cmd(cfg, journal, out_dir), _env(), timeout=300.0)
 
         # not one order twice at the venue (IB does not refuse a repeated orderRef: the adapter must)
         refs = Counter(tws.refs_at_venue())
         assert [r for r, n in refs.items() if n > 1 and r] == []
         # not one lost execution: every one at the venue is booked in the journal, once
-        j = SqliteJournal(journal)
-        try:
-            booked = Counter(ev.event_id for _, ev in j.venue_events() if ev.kind.value == "filled")
-        finally:
-            j.close()
+        booked = booked_fills(journal)
         assert set(tws.exec_ids()) == set(booked) and max(booked.values()) == 1
         account = tws.broker.account()
         positions = tws.broker.positions()
-    orders, fills, equity = _report(out_dir)
-    held = (
-        fills.assign(signed=fills.qty.where(fills.side == "buy", -fills.qty)).groupby("symbol").signed.sum()
-    )
-    venue_held = {p["symbol"]: float(p["qty"]) for p in positions}
-    for sym, qty in held.items():
-        assert venue_held.get(sym, 0.0) == pytest.approx(qty, abs=1e-9)
-    cash_run = (
-        100_000.0 - (fills.qty.where(fills.side == "buy", -fills.qty) * fills.price).sum() - fills.fee.sum()
-    )
-    assert float(account["cash"]) == pytest.approx(cash_run, abs=0.01)
+    end = report(out_dir)
+    fills = end[1]
+    assert_positions(fills, {p["symbol"]: float(p["qty"]) for p in positions})
+    assert float(account["cash"]) == pytest.approx(cash_after(fills), abs=0.01)
 
-    pd.testing.assert_frame_equal(ref_orders, orders)
-    pd.testing.assert_frame_equal(ref_fills, fills)
-    pd.testing.assert_series_equal(ref_equity, equity)
-    assert "resumed after" in final.stdout
+    assert_same_end(ref, end, final)

@@ -39,12 +39,11 @@ import functools
 import hashlib
 import json
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -72,7 +71,7 @@ from pydantic import ValidationError
 
 from hflite import redact as redaction
 from hflite.domain.instrument import AssetClass, Instrument
-from hflite.domain.order import OPEN, Order, OrderStatus, OrderType, Side
+from hflite.domain.order import OPEN, Order, OrderType, Side
 from hflite.execution.venues.base import (
     Capabilities,
     EventVenue,
@@ -91,8 +90,25 @@ from hflite.execution.venues.base import (
     VenueUnavailable,
     VenueUnknownState,
 )
+from hflite.execution.venues.common import Failure as _Failure
+from hflite.execution.venues.common import (
+    TokenBucket,
+    ack_events,
+    alpaca_order_ts,
+    alpaca_status,
+    client_order_id,
+    flatten_legs,
+    float_or_none,
+    fmt_ts,
+    need_price,
+    num,
+    oco_pair,
+    redact_secrets,
+    retry_after,
+    utc,
+    with_retries,
+)
 from hflite.execution.venues.registry import VenueSpec
-from hflite.execution.venues.rest import TokenBucket, client_order_id
 
 __all__ = [
     "LIVE_URL",
@@ -114,7 +130,6 @@ _REPLACE_MARK = "~r"  # client id of a replacement order: <our client id>~r<8 he
 _ORDERS_PAGE = 500  # Alpaca's maximum ``limit`` for GET /v2/orders
 _FILLS_PAGE = 100  # Alpaca's maximum ``page_size`` for activities
 _MAX_PAGES = 200
-_MAX_RETRY_AFTER_S = 60.0
 _DUPLICATE_CODE = 40010001
 _NY = ZoneInfo("America/New_York")
 
@@ -159,24 +174,6 @@ class Asset:
     min_order_size: float | None = None
     min_trade_increment: float | None = None
     price_increment: float | None = None
-
-
-class _Failure(Exception):
-    """One failed request, classified (never leaves this module). ``kind``: "refused" (429: not
-    processed), "unreachable" (nothing was sent), "lost" (timeout, 5xx, dropped: maybe processed),
-    "http" (any other 4xx: final), "malformed" (the answer is not the documented payload)."""
-
-    def __init__(
-        self, kind: str, reason: str, status: int = 0, retry_after: float | None = None, code: int = 0
-    ) -> None:
-        super().__init__(reason)
-        self.kind, self.reason, self.status, self.retry_after, self.code = (
-            kind,
-            reason,
-            status,
-            retry_after,
-            code,
-        )
 
 
 class _Client(TradingClient):
@@ -470,9 +467,9 @@ class AlpacaVenue(EventVenue):
             bool(obj.get("tradable", True)),
             bool(obj.get("fractionable", False)),
             bool(obj.get("shortable", False)),
-            _float_or_none(obj.get("min_order_size")),
-            _float_or_none(obj.get("min_trade_increment")),
-            _float_or_none(obj.get("price_increment")),
+            float_or_none(obj.get("min_order_size")),
+            float_or_none(obj.get("min_trade_increment")),
+            float_or_none(obj.get("price_increment")),
         )
         self._assets[symbol] = asset
         return asset
@@ -593,7 +590,7 @@ class AlpacaVenue(EventVenue):
             request = self._request_for(
                 entry,
                 order_class=OrderClass.BRACKET,
-                take_profit=TakeProfitRequest(limit_price=self._price(take, _need_price(take))),
+                take_profit=TakeProfitRequest(limit_price=self._price(take, need_price(take))),
                 stop_loss=self._stop_loss(stop),
             )
         except (ValueError, VenueError) as exc:
@@ -602,7 +599,7 @@ class AlpacaVenue(EventVenue):
         self._post([entry, take, stop], request, legs=[take, stop])
 
     def _send_oco(self, orders: list[Order]) -> None:
-        pair = _oco_pair(orders)
+        pair = oco_pair(orders)
         if pair is None:
             for order in orders:
                 self._send_submit(order)
@@ -616,7 +613,7 @@ class AlpacaVenue(EventVenue):
                 time_in_force=AlpacaTif(take.tif.value),
                 client_order_id=self._client_id(take.id),
                 order_class=OrderClass.OCO,
-                take_profit=TakeProfitRequest(limit_price=self._price(take, _need_price(take))),
+                take_profit=TakeProfitRequest(limit_price=self._price(take, need_price(take))),
                 stop_loss=self._stop_loss(stop),
             )
         except (ValueError, VenueError) as exc:
@@ -628,7 +625,7 @@ class AlpacaVenue(EventVenue):
         trigger = stop.stop_price if stop.type is OrderType.STOP_LIMIT else stop.price
         if trigger is None or not trigger > 0:
             raise ValueError(f"order {stop.id}: stop without a positive stop price")
-        limit = self._price(stop, _need_price(stop)) if stop.type is OrderType.STOP_LIMIT else None
+        limit = self._price(stop, need_price(stop)) if stop.type is OrderType.STOP_LIMIT else None
         return StopLossRequest(stop_price=self._price(stop, float(trigger)), limit_price=limit)
 
     def _request_for(self, order: Order, **extra: Any) -> Any:
@@ -645,13 +642,13 @@ class AlpacaVenue(EventVenue):
         if order.type is OrderType.MARKET:
             return MarketOrderRequest(**common)
         if order.type is OrderType.LIMIT:
-            return LimitOrderRequest(limit_price=self._price(order, _need_price(order)), **common)
+            return LimitOrderRequest(limit_price=self._price(order, need_price(order)), **common)
         if order.type is OrderType.STOP:
-            return StopOrderRequest(stop_price=self._price(order, _need_price(order)), **common)
+            return StopOrderRequest(stop_price=self._price(order, need_price(order)), **common)
         if order.stop_price is None or not order.stop_price > 0:
             raise ValueError(f"order {order.id}: stop_limit without a positive stop_price")
         return StopLimitOrderRequest(
-            limit_price=self._price(order, _need_price(order)),
+            limit_price=self._price(order, need_price(order)),
             stop_price=self._price(order, float(order.stop_price)),
             **common,
         )
@@ -717,7 +714,7 @@ class AlpacaVenue(EventVenue):
                 with self._ids_lock:
                     self._by_venue[str(leg_obj["id"])] = leg.id
                     self._current[leg.id] = str(leg_obj["id"])
-        ts = _order_ts(obj)
+        ts = alpaca_order_ts(obj, _parse_ts)
         if str(obj.get("status", "")) == "rejected":
             self._deliver_all(orders, VenueEventKind.REJECTED, "rejected by Alpaca", ts)
         else:
@@ -729,7 +726,7 @@ class AlpacaVenue(EventVenue):
         if obj is None:
             self._deliver_all([order], VenueEventKind.UNKNOWN, "duplicate client_order_id but lookup failed")
             return
-        ts = _order_ts(obj)
+        ts = alpaca_order_ts(obj, _parse_ts)
         status = str(obj.get("status", ""))
         if status == "rejected":
             self._deliver_all([order], VenueEventKind.REJECTED, "rejected by Alpaca", ts)
@@ -836,14 +833,14 @@ class AlpacaVenue(EventVenue):
                 self._by_venue[vid] = order.id
                 self._by_venue[new_vid] = order.id
                 self._current[order.id] = new_vid
-        ts = _order_ts(obj) or self._wall_ns()
+        ts = alpaca_order_ts(obj, _parse_ts) or self._wall_ns()
         if qty:
-            eid = f"{order.id}:resized:{_num(qty)}"
+            eid = f"{order.id}:resized:{num(qty)}"
             self.deliver(
                 [VenueEvent(VenueEventKind.REPLACED, order.id, ts, eid, qty=qty, symbol=order.symbol)]
             )
         else:
-            eid = f"{order.id}:replaced:{_num(price)}"
+            eid = f"{order.id}:replaced:{num(price)}"
             self.deliver(
                 [VenueEvent(VenueEventKind.REPLACED, order.id, ts, eid, price=price, symbol=order.symbol)]
             )
@@ -940,14 +937,14 @@ class AlpacaVenue(EventVenue):
         if update.get("qty") is not None and update.get("price") is None:
             qty = float(update["qty"])
             return VenueEvent(
-                VenueEventKind.REPLACED, oid, ts, f"{oid}:resized:{_num(qty)}", qty=qty, symbol=symbol
+                VenueEventKind.REPLACED, oid, ts, f"{oid}:resized:{num(qty)}", qty=qty, symbol=symbol
             )
         raw = update.get("price") or obj.get("stop_price" if obj.get("type") == "stop" else "limit_price")
         if raw is None:
             return None
         price = float(raw)
         return VenueEvent(
-            VenueEventKind.REPLACED, oid, ts, f"{oid}:replaced:{_num(price)}", price=price, symbol=symbol
+            VenueEventKind.REPLACED, oid, ts, f"{oid}:replaced:{num(price)}", price=price, symbol=symbol
         )
 
     # -- the driven clock (the local fake only) --------------------------------------------------
@@ -979,7 +976,7 @@ class AlpacaVenue(EventVenue):
             return
         listening_before = self._listening.is_set()
         listens = self._listens
-        answer = self._admin_json("POST", "/admin/clock", "moving the clock", json={"ts": _fmt_ts(ts)})
+        answer = self._admin_json("POST", "/admin/clock", "moving the clock", json={"ts": fmt_ts(ts)})
         try:
             last = int(answer["last_event_id"])
             before = int(answer.get("previous_event_id", last))
@@ -1041,7 +1038,7 @@ class AlpacaVenue(EventVenue):
         for oid in missing:
             obj = self._lookup(oid)
             if obj is not None:
-                for o in _flatten(obj):
+                for o in flatten_legs(obj):
                     objs[str(o.get("id"))] = o
         asked = set(wanted)
         orders: dict[str, VenueOrder] = {}
@@ -1084,7 +1081,7 @@ class AlpacaVenue(EventVenue):
                 if not isinstance(top, dict):
                     raise VenueUnknownState(f"venue {self.name}: malformed order in GET /v2/orders")
                 self._learn(top)
-                for o in _flatten(top):
+                for o in flatten_legs(top):
                     key = str(o.get("id"))
                     new += key not in objs
                     objs[key] = o
@@ -1093,7 +1090,7 @@ class AlpacaVenue(EventVenue):
             if len(page) < self.orders_page or not new:
                 return
             try:  # ``after`` is exclusive: step back a microsecond, duplicates are merged by id
-                after = _utc(_parse_ts(str(page[-1]["created_at"])) - 1_000)
+                after = utc(_parse_ts(str(page[-1]["created_at"])) - 1_000)
             except (KeyError, ValueError):
                 raise VenueUnknownState(
                     f"venue {self.name}: malformed created_at in GET /v2/orders"
@@ -1103,7 +1100,7 @@ class AlpacaVenue(EventVenue):
         """GET /v2/account/activities/FILL after ``since`` (RFC 3339 or ns), every page."""
         params: dict[str, Any] = {"direction": "asc", "page_size": self.fills_page}
         if since:
-            params["after"] = _fmt_ts(int(since)) if since.isdigit() else since
+            params["after"] = fmt_ts(int(since)) if since.isdigit() else since
         fills: list[VenueFill] = []
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
@@ -1160,7 +1157,7 @@ class AlpacaVenue(EventVenue):
     def _venue_order(self, o: dict[str, Any]) -> VenueOrder:
         try:
             kind = str(o.get("type") or o.get("order_type") or "market")
-            limit, stop = _float_or_none(o.get("limit_price")), _float_or_none(o.get("stop_price"))
+            limit, stop = float_or_none(o.get("limit_price")), float_or_none(o.get("stop_price"))
             if kind == "stop_limit":
                 otype, price, trigger = OrderType.STOP_LIMIT, limit, stop
             elif kind == "trailing_stop":
@@ -1178,7 +1175,7 @@ class AlpacaVenue(EventVenue):
                 float(o["qty"]),
                 filled,
                 float(o.get("filled_avg_price") or 0.0),
-                _status(str(o.get("status", "")), filled),
+                alpaca_status(str(o.get("status", "")), filled, replaced_is_open=False),
                 price,
                 trigger,
                 _parse_ts(str(o["created_at"])) if o.get("created_at") else 0,
@@ -1196,26 +1193,21 @@ class AlpacaVenue(EventVenue):
     def _call(self, fn: Callable[[], Any], *, idempotent: bool) -> Any:
         """One logical request through alpaca-py: retried on 429 and when nothing was sent, and on
         timeouts, 5xx and drops only when ``idempotent``; raises the last ``_Failure``."""
-        retry_kinds = {"refused", "unreachable"} | ({"lost"} if idempotent else set())
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                self.limiter.acquire()
-                self.requests += 1
-                return _translate(fn, self.timeout_s)
-            except _Failure as f:
-                if f.kind not in retry_kinds or attempt > self.max_retries:
-                    if f.kind in retry_kinds:
-                        f.reason = f"{f.reason} (gave up after {attempt} tries)"
-                    f.reason = self._redact(f.reason)
-                    raise
-                if f.retry_after is not None:
-                    wait = min(f.retry_after, _MAX_RETRY_AFTER_S)
-                else:
-                    cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-                    wait = random.uniform(cap / 2, cap)
-                self._sleep(wait)
+
+        def once() -> Any:
+            self.limiter.acquire()
+            self.requests += 1
+            return _translate(fn, self.timeout_s)
+
+        return with_retries(
+            once,
+            _Failure,
+            idempotent=idempotent,
+            attempts=1 + self.max_retries,
+            backoff=(self.backoff_base_s, self.backoff_max_s),
+            sleep=self._sleep,
+            redact=self._redact,
+        )
 
     def _read(self, fn: Callable[[], Any], what: str) -> Any:
         """An idempotent read, its failure as our VenueError."""
@@ -1242,18 +1234,12 @@ class AlpacaVenue(EventVenue):
         return VenueRejected(self._redact(f"{where}: {what} failed: {f.reason}"), f.reason)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, redaction.MASK)
-        return " ".join(redaction.redact(text).split())
+        return redact_secrets(text, self._secrets)
 
     def _deliver_all(
         self, orders: list[Order], kind: VenueEventKind, reason: str, ts: int | None = None
     ) -> None:
-        ts = ts if ts is not None else self._wall_ns()
-        suffix = {VenueEventKind.CANCELLED: "canceled"}.get(kind, kind.value)
-        self.deliver(
-            VenueEvent(kind, o.id, ts, f"{o.id}:{suffix}", reason=reason, symbol=o.symbol) for o in orders
-        )
+        self.deliver(ack_events(orders, kind, reason, ts if ts is not None else self._wall_ns()))
 
 
 def from_spec(spec: VenueSpec) -> AlpacaVenue:
@@ -1284,7 +1270,7 @@ def _translate(fn: Callable[[], Any], timeout_s: float) -> Any:
         message, code = _api_message(exc)
         detail = f"HTTP {status}" + (f": {message}" if message else "")
         if status == 429:
-            raise _Failure("refused", detail, 429, _retry_after(exc.response)) from None
+            raise _Failure("refused", detail, 429, retry_after(exc.response)) from None
         if status >= 500:
             raise _Failure("lost", detail, status) from None
         raise _Failure("http", message or detail, status, code=code) from None
@@ -1326,15 +1312,6 @@ def _api_message(exc: APIError) -> tuple[str, int]:
     return " ".join(text[:200].split()), 0
 
 
-def _retry_after(resp: Any) -> float | None:
-    value = resp.headers.get("Retry-After") if resp is not None else None
-    try:
-        seconds = float(value) if value is not None else -1.0
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(str(e.get("msg", "")) for e in exc.errors())[:200]
@@ -1373,16 +1350,6 @@ def _parse_ts(text: str) -> int:
     return int(t.as_unit("ns").value)
 
 
-def _utc(ns: int) -> datetime:
-    secs, rem = divmod(int(ns), 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).replace(microsecond=rem // 1000)
-
-
-def _fmt_ts(ns: int) -> str:
-    secs, frac = divmod(int(ns), 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
-
-
 def _market_day(d: dict[str, Any]) -> MarketDay:
     day = date.fromisoformat(str(d["date"]))
 
@@ -1395,83 +1362,6 @@ def _market_day(d: dict[str, Any]) -> MarketDay:
     return MarketDay(day, at(str(d["open"])), at(str(d["close"])))
 
 
-def _num(x: float) -> str:
-    text = format(Decimal(repr(float(x))), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
 def _float(value: Any) -> float:
-    v = _float_or_none(value)
+    v = float_or_none(value)
     return v if v is not None else 0.0
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None and value != "" else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _need_price(order: Order) -> float:
-    if order.price is None or not order.price > 0:
-        raise ValueError(f"order {order.id}: {order.type.value} order without a positive price")
-    return float(order.price)
-
-
-def _oco_pair(orders: list[Order]) -> tuple[Order, Order] | None:
-    """(stop, take-profit) when ``orders`` are one Alpaca OCO exit pair, else None."""
-    if len(orders) != 2:
-        return None
-    a, b = orders
-    if a.oco_group is None or a.oco_group != b.oco_group or a.symbol != b.symbol:
-        return None
-    if a.side is not b.side or abs(a.qty - b.qty) > 1e-12 or a.tif is not b.tif:
-        return None
-    for stop, take in ((a, b), (b, a)):
-        if stop.type in (OrderType.STOP, OrderType.STOP_LIMIT) and take.type is OrderType.LIMIT:
-            return stop, take
-    return None
-
-
-def _flatten(obj: Any) -> Iterator[dict[str, Any]]:
-    if not isinstance(obj, dict):
-        return
-    yield obj
-    for leg in obj.get("legs") or []:
-        yield from _flatten(leg)
-
-
-def _order_ts(obj: Any) -> int | None:
-    if not isinstance(obj, dict):
-        return None
-    for key in ("updated_at", "submitted_at", "created_at"):
-        if obj.get(key):
-            try:
-                return _parse_ts(str(obj[key]))
-            except ValueError:
-                continue
-    return None
-
-
-_OPEN_STATUSES = frozenset(
-    {"new", "accepted", "pending_new", "accepted_for_bidding", "pending_cancel", "pending_replace",
-     "held", "calculated", "stopped", "suspended"}
-)  # fmt: skip
-_CLOSED_STATUSES = {
-    "filled": OrderStatus.FILLED,
-    "canceled": OrderStatus.CANCELLED,
-    "expired": OrderStatus.EXPIRED,
-    "done_for_day": OrderStatus.EXPIRED,
-    "rejected": OrderStatus.REJECTED,
-    "replaced": OrderStatus.CANCELLED,  # only when asked alone: its replacement carries the order on
-}
-
-
-def _status(text: str, filled_qty: float) -> OrderStatus:
-    if text in _CLOSED_STATUSES:
-        return _CLOSED_STATUSES[text]
-    if text == "partially_filled" or (text in _OPEN_STATUSES and filled_qty > 0):
-        return OrderStatus.PARTIALLY_FILLED
-    if text in _OPEN_STATUSES:
-        return OrderStatus.ACCEPTED
-    raise ValueError(f"unknown order status {text!r}")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -63,8 +62,17 @@ from hflite.execution.venues.base import (
     VenueUnavailable,
     VenueUnknownState,
 )
+from hflite.execution.venues.common import (
+    TokenBucket,
+    ack_events,
+    float_or_none,
+    int_or_none,
+    mask_account,
+    need_positive,
+    redact_secrets,
+    with_retries,
+)
 from hflite.execution.venues.registry import VenueSpec
-from hflite.execution.venues.rest import TokenBucket
 
 __all__ = ["CLIENT_ID_LIMITS", "CcxtVenue", "ccxt_client_id", "from_spec"]
 
@@ -87,7 +95,6 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "warnOnFetchOpenOrdersWithoutSymbol": False,
     },
 }
-_MAX_RETRY_AFTER_S = 60.0
 _TRADES_PAGE = 1000
 _MAX_PAGES = 200
 _OPEN_TEXT = {"open", "new", "partially_filled"}
@@ -346,11 +353,11 @@ class CcxtVenue(EventVenue):
         limit: float | None = None
         trigger: float | None = None
         if order.type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
-            limit = self._price(unified, _need(order.price, order, "price"))
+            limit = self._price(unified, need_positive(order.price, order, "price"))
         if order.type is OrderType.STOP:
-            trigger = self._price(unified, _need(order.price, order, "stop price"))
+            trigger = self._price(unified, need_positive(order.price, order, "stop price"))
         elif order.type is OrderType.STOP_LIMIT:
-            trigger = self._price(unified, _need(order.stop_price, order, "stop_price"))
+            trigger = self._price(unified, need_positive(order.stop_price, order, "stop_price"))
         if trigger is not None:
             params["triggerPrice"] = trigger
         if order.type is not OrderType.MARKET and order.type is not OrderType.STOP:
@@ -578,10 +585,10 @@ class CcxtVenue(EventVenue):
         killed before it booked the answer): deliver the REPLACED it missed."""
         if order.price is None or order.type is OrderType.MARKET:
             return
-        got = _float_or_none(obj.get("triggerPrice") if order.type is OrderType.STOP else obj.get("price"))
+        got = float_or_none(obj.get("triggerPrice") if order.type is OrderType.STOP else obj.get("price"))
         if not got or abs(got - self._price(unified, order.price)) < 1e-9:
             return
-        ts = (_int_or_none(obj.get("timestamp")) or 0) * 1_000_000
+        ts = (int_or_none(obj.get("timestamp")) or 0) * 1_000_000
         eid = f"{order.id}:replaced:{got!r}"
         ev = VenueEvent(VenueEventKind.REPLACED, order.id, ts, eid, price=got, symbol=order.symbol)
         self.deliver([ev._replace(seq=self._after_move(ts))])
@@ -674,10 +681,10 @@ class CcxtVenue(EventVenue):
             events = [self._trade_event(symbol, t) for t in trades]
             self.deliver(ev for ev in events if ev is not None)
             for t in trades:
-                tid = _int_or_none(t.get("id"))
+                tid = int_or_none(t.get("id"))
                 if tid is not None and (numeric is None or tid > numeric):
                     numeric = tid
-                stamp = _int_or_none(t.get("timestamp"))
+                stamp = int_or_none(t.get("timestamp"))
                 if stamp is not None:
                     self._since_ms[symbol] = max(self._since_ms.get(symbol, 0), stamp)
             self._cursor[symbol] = numeric
@@ -698,8 +705,8 @@ class CcxtVenue(EventVenue):
         except _Failure as f:
             raise self._error(f, f"reading {symbol}'s trades") from None
         last = trades[-1] if isinstance(trades, list) and trades else None
-        self._cursor[symbol] = _int_or_none(last.get("id")) if last else None
-        if last and _int_or_none(last.get("timestamp")) is not None:
+        self._cursor[symbol] = int_or_none(last.get("id")) if last else None
+        if last and int_or_none(last.get("timestamp")) is not None:
             self._since_ms[symbol] = int(last["timestamp"]) + 1
         elif not last:
             self._since_ms[symbol] = self._wall_ns() // 1_000_000
@@ -710,7 +717,7 @@ class CcxtVenue(EventVenue):
         except (KeyError, TypeError, ValueError):
             _log.warning(f"venue {self.name}: malformed trade {trade.get('id', '?')} skipped")
             return None
-        seq = (_int_or_none(trade.get("id")) or 0) if self.drive_clock else 0
+        seq = (int_or_none(trade.get("id")) or 0) if self.drive_clock else 0
         return VenueEvent(
             VenueEventKind.FILLED, fill.order_id, fill.ts, fill.event_id, qty=fill.qty, price=fill.price,
             fee=fill.fee, symbol=symbol, seq=seq,
@@ -775,7 +782,7 @@ class CcxtVenue(EventVenue):
             raise VenueUnavailable(
                 f"venue {self.name}: moving the clock failed ({type(exc).__name__})"
             ) from None
-        last = _int_or_none(answer.get("last_event_id")) if isinstance(answer, dict) else None
+        last = int_or_none(answer.get("last_event_id")) if isinstance(answer, dict) else None
         if last is None:
             raise VenueUnknownState(
                 f"venue {self.name}: malformed answer from POST /admin/clock (no last_event_id)"
@@ -896,8 +903,8 @@ class CcxtVenue(EventVenue):
             cid = str(obj.get("clientOrderId") or "")
             unified = str(obj["symbol"])
             kind = str(obj.get("type") or "limit").lower()
-            trigger = _float_or_none(obj.get("triggerPrice") or obj.get("stopPrice"))
-            limit = _float_or_none(obj.get("price"))
+            trigger = float_or_none(obj.get("triggerPrice") or obj.get("stopPrice"))
+            limit = float_or_none(obj.get("price"))
             if trigger:
                 otype = (
                     OrderType.STOP
@@ -914,7 +921,7 @@ class CcxtVenue(EventVenue):
             if held is not None and amount < held.qty - 1e-12:
                 # a replacement (cancelReplace) holds what was left when it was placed: our order's
                 # total is filled before it plus what it has left
-                remaining = _float_or_none(obj.get("remaining"))
+                remaining = float_or_none(obj.get("remaining"))
                 remaining = amount - filled if remaining is None else remaining
                 amount, filled = held.qty, held.qty - remaining
             return VenueOrder(
@@ -929,7 +936,7 @@ class CcxtVenue(EventVenue):
                 _status(str(obj.get("status")), filled),
                 price,
                 trigger if otype is OrderType.STOP_LIMIT else None,
-                (_int_or_none(obj.get("timestamp")) or 0) * 1_000_000,
+                (int_or_none(obj.get("timestamp")) or 0) * 1_000_000,
             )
         except (KeyError, TypeError, ValueError):
             raise VenueUnknownState(f"venue {self.name}: malformed order {obj.get('id', '?')}") from None
@@ -979,7 +986,7 @@ class CcxtVenue(EventVenue):
         cash = float(balance["total"].get(quote) or 0.0)
         free = float((balance.get("free") or {}).get(quote) or 0.0)
         return {
-            "account": _mask(account),
+            "account": mask_account(account),
             "exchange": self.exchange_id,
             "environment": "live" if self.live else ("local" if self.endpoint else "sandbox"),
             "currency": quote,
@@ -1016,27 +1023,29 @@ class CcxtVenue(EventVenue):
     def _call(self, fn: Callable[..., Any], *args: Any, idempotent: bool) -> Any:
         """One logical request: retried on 429 and when nothing was sent, and (``idempotent``) on
         timeouts, 5xx and drops, with backoff (Retry-After wins); raises the last ``_Failure``."""
-        retry_kinds = {"refused", "unreachable"} | ({"lost"} if idempotent else set())
-        attempts = 1 + self.max_retries
-        for attempt in range(attempts):
+
+        def once() -> Any:
             try:
-                out = self._once(fn, *args)
+                return self._once(fn, *args)
             except _Failure as f:
                 if f.kind in ("lost", "unreachable"):
                     self._lost = True
-                if f.kind not in retry_kinds or attempt == attempts - 1:
-                    if f.kind in retry_kinds:
-                        f.reason = f"{f.reason} (gave up after {attempts} tries)"
-                    f.reason = self._redact(f.reason)
-                    raise
-                self._sleep(self._backoff(f, attempt))
-                continue
-            if self._lost:
-                self._lost = False
-                self.reconnected = True
-                _log.warning(f"venue {self.name}: the exchange answers again; reconciling")
-            return out
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise
+
+        out = with_retries(
+            once,
+            _Failure,
+            idempotent=idempotent,
+            attempts=1 + self.max_retries,
+            backoff=(self.backoff_base_s, self.backoff_max_s),
+            sleep=self._sleep,
+            redact=self._redact,
+        )
+        if self._lost:
+            self._lost = False
+            self.reconnected = True
+            _log.warning(f"venue {self.name}: the exchange answers again; reconciling")
+        return out
 
     def _once(self, fn: Callable[..., Any], *args: Any) -> Any:
         self.limiter.acquire()
@@ -1106,12 +1115,6 @@ class CcxtVenue(EventVenue):
             return None
         return value if value >= 0 else None
 
-    def _backoff(self, f: _Failure, attempt: int) -> float:
-        if f.retry_after is not None:
-            return min(f.retry_after, _MAX_RETRY_AFTER_S)
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
-        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not cryptography
-
     def _error(self, f: _Failure, what: str) -> VenueError:
         """The one-line domain error for a failed request."""
         text = self._redact(f"venue {self.name}: {what} failed: {f.reason}")
@@ -1132,16 +1135,11 @@ class CcxtVenue(EventVenue):
         return VenueRejected(text, f.reason)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, redaction.MASK)
-        return " ".join(redaction.redact(text).split())
+        return redact_secrets(text, self._secrets)
 
     def _deliver(self, order: Order, kind: VenueEventKind, reason: str, ts: int | None = None) -> None:
         ts = ts if ts is not None else self._wall_ns()
-        suffix = {VenueEventKind.CANCELLED: "cancelled"}.get(kind, kind.value)
-        self.deliver(
-            [VenueEvent(kind, order.id, ts, f"{order.id}:{suffix}", reason=reason, symbol=order.symbol)]
-        )
+        self.deliver(ack_events([order], kind, reason, ts, cancelled="cancelled"))
 
 
 def from_spec(spec: VenueSpec, **options: Any) -> CcxtVenue:
@@ -1192,17 +1190,11 @@ def _refused(exc: BaseException) -> bool:
     return False
 
 
-def _need(value: float | None, order: Order, what: str) -> float:
-    if value is None or not value > 0:
-        raise ValueError(f"order {order.id}: {order.type.value} order without a positive {what}")
-    return float(value)
-
-
 def _order_ts(obj: Any) -> int | None:
     if not isinstance(obj, Mapping):
         return None
     for key in ("lastUpdateTimestamp", "timestamp"):
-        ms = _int_or_none(obj.get(key))
+        ms = int_or_none(obj.get(key))
         if ms:
             return ms * 1_000_000
     return None
@@ -1247,21 +1239,3 @@ def _since_ms(since: str | None) -> int | None:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return int(stamp.timestamp() * 1000)
-
-
-def _mask(account: str) -> str:
-    return f"…{account[-4:]}" if account else ""
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None

@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hflite.domain.instrument import PEGGED, Instrument, fx_pair_for
 from hflite.domain.order import Fill, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
+from hflite.execution.venues.fakes.http import Handler, HttpApp, Server, wait_until_stopped
 from hflite.execution.venues.sim import BarView, SimVenue
 
 if TYPE_CHECKING:
@@ -1217,31 +1217,13 @@ def path_key(path: str) -> str:
     return path
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(Server):
     app: FakeBrokerServer
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server: _Server
     server_version = "hflite-fakebroker/1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        return  # quiet: tests start many servers
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):  # headers and body are separate writes: no Nagle wait
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.app._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server.app._track(self.connection, add=False)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -1416,33 +1398,6 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             app._track_stream(self.connection, add=False)
 
-    # -- plumbing ---------------------------------------------------------------------------------
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json", headers)
-
-    def _send(self, status: int, data: bytes, ctype: str, headers: Mapping[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if data:
-                self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-
 
 def _json_body(raw: bytes, *, toml_ok: bool = False) -> Any:
     """The request body as JSON (or, with ``toml_ok``, TOML: a behaviour script file posted as is)."""
@@ -1457,7 +1412,7 @@ def _json_body(raw: bytes, *, toml_ok: bool = False) -> Any:
         raise BrokerError(400, 40000000, "the request body is not valid JSON") from None
 
 
-class FakeBrokerServer:
+class FakeBrokerServer(HttpApp):
     """The fake broker over HTTP on ``host:port`` (0 = a free port), as a context manager::
 
         with FakeBrokerServer(broker) as srv:
@@ -1475,20 +1430,12 @@ class FakeBrokerServer:
         secret: str = DEFAULT_SECRET,
         poll_s: float = 5.0,
     ) -> None:
+        super().__init__(host, port)
         self.broker = broker
-        self.host, self.port = host, port
         self.poll_s = poll_s
         self._key_id, self._secret = key_id.encode(), secret.encode()
         self._stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
         self._streams: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        self._httpd: _Server | None = None
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -1502,16 +1449,8 @@ class FakeBrokerServer:
 
     def start(self) -> FakeBrokerServer:
         """Bind and serve in background threads; ``url`` is valid afterwards."""
-        httpd = _Server((self.host, self.port), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
         self._stopping.clear()
-        serve_thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fakebroker-http", daemon=True
-        )
-        serve_thread.start()
-        self._threads = [serve_thread]
+        self._start_http(_Server, _Handler, "fakebroker-http")
         if self.broker.clock_mode == "wall":
             poller = threading.Thread(target=self._poll_wall, name="fakebroker-clock", daemon=True)
             poller.start()
@@ -1531,18 +1470,7 @@ class FakeBrokerServer:
         """Stop serving and close every open connection (streams and held replies end at once)."""
         self._stopping.set()
         self.broker.wake_waiters()
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        for t in self._threads:
-            t.join(timeout=2.0)
+        self._stop_http()
 
     def _track_stream(self, conn: socket.socket, *, add: bool) -> None:
         with self._conns_lock:
@@ -1559,19 +1487,6 @@ class FakeBrokerServer:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         return len(streams)
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._conns_lock:
-            if add:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
-
-    def __enter__(self) -> FakeBrokerServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def broker_keys(key_id: str | None = None, secret: str | None = None) -> tuple[str, str]:
@@ -1605,12 +1520,7 @@ def serve(
     with FakeBrokerServer(broker, host, port, key_id=kid, secret=sec, poll_s=poll_s) as srv:
         n = len(broker.md.traded)
         print(f"fake broker listening on {srv.url} ({clock} clock, {n} symbols); Ctrl-C stops it")
-        if ready is not None:
-            ready.set()
-        waiter = stop or threading.Event()
-        with contextlib.suppress(KeyboardInterrupt):
-            while not waiter.wait(0.5):
-                pass
+        wait_until_stopped(ready, stop)
 
 
 __all__ = [

@@ -72,8 +72,15 @@ from hflite.execution.venues.base import (
     VenueUnavailable,
     VenueUnknownState,
 )
+from hflite.execution.venues.common import (
+    ack_events,
+    client_order_id,
+    fmt_ts,
+    mask_account,
+    need_price,
+    oco_pair,
+)
 from hflite.execution.venues.registry import VenueSpec
-from hflite.execution.venues.rest import client_order_id
 
 __all__ = ["DEFAULT_ENDPOINT", "IbVenue", "from_spec", "ib_contract", "parse_endpoint"]
 
@@ -382,7 +389,7 @@ class IbVenue(EventVenue):
         if self.account and self.account not in accounts:
             ib.disconnect()
             raise VenueAuthError(
-                f"venue {self.name} at {self.url}: account {_mask(self.account)} is not managed "
+                f"venue {self.name} at {self.url}: account {mask_account(self.account)} is not managed "
                 "by this TWS / "
                 "Gateway login (check HFLITE_BROKER_ACCOUNT)"
             )
@@ -580,9 +587,9 @@ class IbVenue(EventVenue):
             account=self.account,
         )
         if kind in ("LMT", "STP LMT"):
-            ib.lmtPrice = self._price(order.symbol, _need_price(order))
+            ib.lmtPrice = self._price(order.symbol, need_price(order))
         if kind == "STP":
-            ib.auxPrice = self._price(order.symbol, _need_price(order))
+            ib.auxPrice = self._price(order.symbol, need_price(order))
         if kind == "STP LMT":
             trigger = getattr(order, "stop_price", None)
             if trigger is None:
@@ -597,7 +604,7 @@ class IbVenue(EventVenue):
     def _send_oco(self, orders: list[Order]) -> None:
         """A position's stop-loss and take-profit as one OCA group (ocaType 1: cancel the rest with
         block), transmitted together."""
-        pair = _oco_pair(orders)
+        pair = oco_pair(orders, same_qty=False, same_tif=False)
         if pair is None:
             for order in orders:
                 self._send_submit(order)
@@ -852,12 +859,7 @@ class IbVenue(EventVenue):
         self.deliver(ev._replace(seq=self._next_tag) for ev in events)
 
     def _deliver_all(self, orders: list[Order], kind: VenueEventKind, reason: str) -> None:
-        ts = self._wall_ns()
-        suffix = {VenueEventKind.CANCELLED: "canceled"}.get(kind, kind.value)
-        self._emit(
-            VenueEvent(kind, o.id, ts, f"{o.id}:{suffix}", reason=redaction.redact(reason), symbol=o.symbol)
-            for o in orders
-        )
+        self._emit(ack_events(orders, kind, redaction.redact(reason), self._wall_ns()))
 
     def _on_status(self, trade: IbTrade) -> None:
         status = trade.orderStatus.status
@@ -1200,7 +1202,7 @@ class IbVenue(EventVenue):
         if not self.drive_clock:
             return
         try:
-            resp = self._http.post("/admin/clock", json={"ts": _fmt_ts(ts)})
+            resp = self._http.post("/admin/clock", json={"ts": fmt_ts(ts)})
         except httpx.HTTPError as exc:
             raise VenueUnavailable(
                 f"venue {self.name}: moving the fake TWS's clock failed ({type(exc).__name__})"
@@ -1254,7 +1256,7 @@ class IbVenue(EventVenue):
                 return None
 
         return {
-            "account": _mask(self.account),
+            "account": mask_account(self.account),
             "currency": summary.get("NetLiquidation", ("", self.currency))[1] or self.currency,
             "cash": num("TotalCashValue"),
             "buying_power": num("BuyingPower"),
@@ -1290,33 +1292,9 @@ def _restore(trade: IbTrade, status: str | None) -> None:
         trade.orderStatus.status = prior
 
 
-def _mask(account: str) -> str:
-    return f"…{account[-4:]}" if account else ""
-
-
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:120]
     return redaction.redact(text) or type(exc).__name__
-
-
-def _need_price(order: Order) -> float:
-    if order.price is None or not order.price > 0:
-        raise ValueError(f"order {order.id}: {order.type.value} order without a positive price")
-    return float(order.price)
-
-
-def _oco_pair(orders: list[Order]) -> tuple[Order, Order] | None:
-    """(stop, take-profit) when ``orders`` are one exit pair sharing an ``oco_group``."""
-    if len(orders) != 2:
-        return None
-    a, b = orders
-    if a.oco_group is None or a.oco_group != b.oco_group or a.symbol != b.symbol or a.side is not b.side:
-        return None
-    stops = {OrderType.STOP} | ({_STOP_LIMIT} if _STOP_LIMIT is not None else set())
-    for stop, take in ((a, b), (b, a)):
-        if stop.type in stops and take.type is OrderType.LIMIT:
-            return stop, take
-    return None
 
 
 def _ns(when: Any) -> int | None:
@@ -1325,11 +1303,6 @@ def _ns(when: Any) -> int | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(round(when.timestamp() * 1e6)) * 1000
-
-
-def _fmt_ts(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 def _since_ns(since: str | None) -> int | None:

@@ -21,21 +21,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from hflite import redact as redaction
 from hflite.domain.instrument import AssetClass, Instrument
@@ -58,14 +55,29 @@ from hflite.execution.venues.base import (
     VenueUnavailable,
     VenueUnknownState,
 )
+from hflite.execution.venues.common import (
+    TokenBucket,
+    ack_events,
+    client_order_id,
+    float_or_none,
+    fmt_ts,
+    int_or_none,
+    json_or_none,
+    need_price,
+    net_reason,
+    num,
+    oco_pair,
+    parse_rfc3339,
+    redact_secrets,
+    retry_after,
+    with_retries,
+)
 from hflite.execution.venues.registry import VenueSpec
-from hflite.execution.venues.rest import TokenBucket, client_order_id
 
 __all__ = ["OandaVenue", "from_spec", "oanda_name", "stream_host"]
 
 _log = logging.getLogger(__name__)
 
-_MAX_RETRY_AFTER_S = 60.0
 _SINCE_PAGE = 1000  # OANDA answers at most this many transactions per sinceid request
 _MAX_PAGES = 10_000
 _CREATES = {
@@ -270,7 +282,7 @@ class OandaVenue(EventVenue):
             redaction.register(self.account)
             self._secrets = (*self._secrets, self.account)
         resp = self._get(self._acct("/summary"), "reading the account")
-        body = _json_or_none(resp)
+        body = json_or_none(resp)
         account = body.get("account") if isinstance(body, dict) else None
         if not isinstance(account, dict):
             raise VenueUnknownState(f"venue {self.name}: malformed answer from GET .../summary (no account)")
@@ -278,7 +290,7 @@ class OandaVenue(EventVenue):
         self._check_clock(resp)
         self._read_instruments()
         if self._last_seq == 0 and not self.drive_clock:
-            self._last_seq = self._start_seq = _int(body.get("lastTransactionID")) or 0
+            self._last_seq = self._start_seq = int_or_none(body.get("lastTransactionID")) or 0
         if self._reader is None or not self._reader.is_alive():
             self._stop.clear()
             self._reader = threading.Thread(
@@ -360,10 +372,10 @@ class OandaVenue(EventVenue):
         return {
             "account": mask,
             "currency": acct.get("currency"),
-            "cash": _float(acct.get("balance")),
-            "buying_power": _float(acct.get("marginAvailable")),
-            "equity": _float(acct.get("NAV")),
-            "margin_used": _float(acct.get("marginUsed")),
+            "cash": float_or_none(acct.get("balance")),
+            "buying_power": float_or_none(acct.get("marginAvailable")),
+            "equity": float_or_none(acct.get("NAV")),
+            "margin_used": float_or_none(acct.get("marginUsed")),
             "open_trades": acct.get("openTradeCount"),
             "pending_orders": acct.get("pendingOrderCount"),
             "stream": self.stream_url and redaction.sanitize_url(self.stream_url),
@@ -395,7 +407,7 @@ class OandaVenue(EventVenue):
                 [order], VenueEventKind.UNKNOWN, f"submit: checking for an earlier send: {f.reason}"
             )
             return True
-        obj = _json_or_none(resp)
+        obj = json_or_none(resp)
         if not isinstance(obj, dict) or not isinstance(obj.get("order"), dict):
             self._deliver_all(
                 [order], VenueEventKind.UNKNOWN, "submit: malformed answer checking for an earlier send"
@@ -419,7 +431,7 @@ class OandaVenue(EventVenue):
         """A stop-loss and take-profit pair becomes the trade's STOP_LOSS and TAKE_PROFIT orders (one
         request; OANDA cancels both when the trade closes) when one open trade is exactly the position
         they exit; otherwise each goes as a reduce-only order of its own."""
-        pair = _oco_pair(orders)
+        pair = oco_pair(orders, same_tif=False, stops=frozenset({OrderType.STOP}))
         trade = self._trade_for(pair[0]) if pair is not None else None
         if pair is None or trade is None:
             for order in orders:
@@ -428,8 +440,8 @@ class OandaVenue(EventVenue):
         stop, take = pair
         try:
             details = {
-                "takeProfit": self._dependent(take, _need_price(take)),
-                "stopLoss": self._dependent(stop, _need_price(stop)),
+                "takeProfit": self._dependent(take, need_price(take)),
+                "stopLoss": self._dependent(stop, need_price(stop)),
             }
         except ValueError as exc:
             self._deliver_all(orders, VenueEventKind.REJECTED, str(exc))
@@ -457,7 +469,7 @@ class OandaVenue(EventVenue):
         trades = [t for t in body.get("trades", []) if isinstance(t, dict) and t.get("instrument") == name]
         if len(trades) != 1:
             return None
-        units = _float(trades[0].get("currentUnits")) or 0.0
+        units = float_or_none(trades[0].get("currentUnits")) or 0.0
         if units * sign <= 0 or abs(abs(units) - exit_order.qty) > 1e-9:
             return None
         return str(trades[0]["id"])
@@ -479,7 +491,7 @@ class OandaVenue(EventVenue):
                 reason = f"{f.code}: {f.reason}" if f.code and f.code not in f.reason else f.reason
                 self._deliver_all(orders, VenueEventKind.REJECTED, self._redact(reason))
             return
-        payload = _json_or_none(resp)
+        payload = json_or_none(resp)
         created = _created(payload)
         if not created:
             self._deliver_all(
@@ -508,7 +520,7 @@ class OandaVenue(EventVenue):
         reply = self._replace(order, {"price": text}, order.remaining)
         if reply is not None:
             new = float(text)
-            eid = f"{order.id}:replaced:{_num(new)}"
+            eid = f"{order.id}:replaced:{num(new)}"
             self.deliver(
                 [VenueEvent(VenueEventKind.REPLACED, order.id, reply, eid, price=new, symbol=order.symbol)]
             )
@@ -517,7 +529,7 @@ class OandaVenue(EventVenue):
         """A new total quantity: OANDA's replacement order is for what is left to fill of it."""
         reply = self._replace(order, {}, qty - order.filled_qty)
         if reply is not None:
-            eid = f"{order.id}:resized:{_num(qty)}"
+            eid = f"{order.id}:resized:{num(qty)}"
             self.deliver(
                 [VenueEvent(VenueEventKind.REPLACED, order.id, reply, eid, qty=qty, symbol=order.symbol)]
             )
@@ -541,7 +553,7 @@ class OandaVenue(EventVenue):
             if not (f.kind == "http" and f.status in (400, 404)):
                 _log.warning(self._redact(f"venue {self.name}: replace of {order.id} failed: {f.reason}"))
             return None
-        created = _created(_json_or_none(resp))
+        created = _created(json_or_none(resp))
         for txn in created:
             self._learn_txn(txn)
         return (_ts_or_none(created[0].get("time")) if created else None) or self._wall_ns()
@@ -554,7 +566,7 @@ class OandaVenue(EventVenue):
             )
         except _Failure:
             return "", None
-        o = (_json_or_none(resp) or {}).get("order")
+        o = (json_or_none(resp) or {}).get("order")
         if not isinstance(o, dict):
             return "", None
         self._learn(o)
@@ -596,9 +608,9 @@ class OandaVenue(EventVenue):
                 trigger = order.stop_price
                 if trigger is None:
                     raise ValueError(f"order {order.id}: stop_limit without a stop_price")
-                req.update(price=prec.price(trigger), priceBound=prec.price(_need_price(order)))
+                req.update(price=prec.price(trigger), priceBound=prec.price(need_price(order)))
             else:
-                req["price"] = prec.price(_need_price(order))
+                req["price"] = prec.price(need_price(order))
         req["clientExtensions"] = self._extensions(order)
         return req
 
@@ -665,7 +677,7 @@ class OandaVenue(EventVenue):
                                 self._on_line(line)
                                 failures = 0
                 except httpx.HTTPError as exc:
-                    reason = _net_reason(exc, self.stream_idle_s)
+                    reason = net_reason(exc, self.stream_idle_s)
                 except VenueError as exc:
                     reason = str(exc)
                 finally:
@@ -703,7 +715,7 @@ class OandaVenue(EventVenue):
         if not isinstance(msg, dict):
             return
         if msg.get("type") == "HEARTBEAT":
-            last = _int(msg.get("lastTransactionID"))
+            last = int_or_none(msg.get("lastTransactionID"))
             if last is not None and last > self._last_seq:
                 self._catch_up(last)  # missed while a line was lost: sinceid fills the gap
             return
@@ -724,13 +736,13 @@ class OandaVenue(EventVenue):
             for txn in txns:
                 if isinstance(txn, dict):
                     self._on_txn(txn)
-            last = _int(body.get("lastTransactionID")) or 0
+            last = int_or_none(body.get("lastTransactionID")) or 0
             if self._last_seq <= before or self._last_seq >= (until or last):
                 return
 
     def _on_txn(self, txn: dict[str, Any]) -> None:
         """Deliver one transaction's event (once per id, in order) and wake ``sync`` waiters."""
-        tid = _int(txn.get("id"))
+        tid = int_or_none(txn.get("id"))
         if tid is None:
             return
         with self._seq:
@@ -755,7 +767,7 @@ class OandaVenue(EventVenue):
                     self._fill_orders[str(txn["id"])] = str(txn.get("orderID", ""))
             elif kind == "ORDER_CANCEL" and txn.get("orderID"):
                 self._cancel_reasons[str(txn["orderID"])] = str(txn.get("reason") or "")
-            tid = _int(txn.get("id")) or 0
+            tid = int_or_none(txn.get("id")) or 0
             if tid == self._history + 1:
                 self._history = tid
 
@@ -803,10 +815,10 @@ class OandaVenue(EventVenue):
             symbol = self.orders[oid].symbol
         if kind in _CREATES:
             if txn.get("reason") == "REPLACEMENT":
-                price = _float(txn.get("price"))
+                price = float_or_none(txn.get("price"))
                 if price is None:
                     return None
-                eid = f"{oid}:replaced:{_num(price)}"
+                eid = f"{oid}:replaced:{num(price)}"
                 return VenueEvent(VenueEventKind.REPLACED, oid, ts, eid, price=price, symbol=symbol)
             return VenueEvent(VenueEventKind.ACCEPTED, oid, ts, f"{oid}:accepted", symbol=symbol)
         if kind.endswith("_ORDER_REJECT") and client:
@@ -835,10 +847,10 @@ class OandaVenue(EventVenue):
             "POST",
             f"{self.base_url}/admin/clock",
             "moving the clock",
-            json_body={"ts": _fmt_ts(ts)},
+            json_body={"ts": fmt_ts(ts)},
             limited=False,
         )
-        last = _int(answer.get("last_event_id"))
+        last = int_or_none(answer.get("last_event_id"))
         if last is None:
             raise VenueUnknownState(
                 f"venue {self.name}: malformed answer from POST /admin/clock (no last_event_id)"
@@ -861,7 +873,7 @@ class OandaVenue(EventVenue):
         for oid in wanted:
             self._client_id(oid)
         resp = self._get(self._acct("/summary"), "reading the account")
-        summary = _json_or_none(resp)
+        summary = json_or_none(resp)
         account = summary.get("account") if isinstance(summary, dict) else None
         if not isinstance(account, dict):
             raise VenueUnknownState(f"venue {self.name}: malformed answer from GET .../summary (no account)")
@@ -869,7 +881,7 @@ class OandaVenue(EventVenue):
         pending = self._json("GET", self._acct("/pendingOrders"), "listing pending orders").get("orders")
         if not isinstance(positions, list) or not isinstance(pending, list):
             raise VenueUnknownState(f"venue {self.name}: malformed positions or orders answer")
-        self._load_history(_int(summary.get("lastTransactionID")) or 0)
+        self._load_history(int_or_none(summary.get("lastTransactionID")) or 0)
         objs = {str(o.get("id")): o for o in pending if isinstance(o, dict)}
         have = {self._our_id((o.get("clientExtensions") or {}).get("id"), o.get("id")) for o in objs.values()}
         for oid in wanted:
@@ -896,7 +908,9 @@ class OandaVenue(EventVenue):
         except (KeyError, TypeError, ValueError):
             raise VenueUnknownState(f"venue {self.name}: malformed account or positions answer") from None
         ts = _date_ns(resp) or self._wall_ns()
-        return VenueSnapshot(ts, cash, pos, orders, fills, str(_int(summary.get("lastTransactionID")) or 0))
+        return VenueSnapshot(
+            ts, cash, pos, orders, fills, str(int_or_none(summary.get("lastTransactionID")) or 0)
+        )
 
     def _cash(
         self, account: dict[str, Any], positions: list[Any]
@@ -958,7 +972,7 @@ class OandaVenue(EventVenue):
             if f.kind == "http" and f.status == 404:
                 return None
             raise self._error(f, f"looking up order {order_id}") from None
-        o = (_json_or_none(resp) or {}).get("order")
+        o = (json_or_none(resp) or {}).get("order")
         if not isinstance(o, dict):
             raise VenueUnknownState(f"venue {self.name}: malformed answer looking up order {order_id}")
         self._learn(o)
@@ -966,7 +980,9 @@ class OandaVenue(EventVenue):
 
     def _open_trade_units(self) -> dict[str, float]:
         body = self._json("GET", self._acct("/openTrades"), "listing open trades")
-        return {str(t.get("id")): abs(_float(t.get("currentUnits")) or 0.0) for t in body.get("trades", [])}
+        return {
+            str(t.get("id")): abs(float_or_none(t.get("currentUnits")) or 0.0) for t in body.get("trades", [])
+        }
 
     def _venue_order(self, o: dict[str, Any], trades: dict[str, float]) -> VenueOrder:
         try:
@@ -987,13 +1003,13 @@ class OandaVenue(EventVenue):
                 qty = known.qty if known is not None else trades.get(str(o.get("tradeID")), filled)
                 side = known.side if known is not None else (done[0].side if done else Side.SELL)
                 symbol = known.symbol if known is not None else (done[0].symbol if done else "")
-            price, trigger = _float(o.get("price")), None
+            price, trigger = float_or_none(o.get("price")), None
             if kind in ("LIMIT", "TAKE_PROFIT", "MARKET_IF_TOUCHED"):
                 otype = OrderType.LIMIT
             elif kind == "MARKET":
                 otype = OrderType.MARKET
             elif o.get("priceBound") is not None and _STOP_LIMIT is not None:
-                otype, price, trigger = _STOP_LIMIT, _float(o["priceBound"]), price
+                otype, price, trigger = _STOP_LIMIT, float_or_none(o["priceBound"]), price
             else:
                 otype = OrderType.STOP
             state = str(o.get("state", ""))
@@ -1028,7 +1044,6 @@ class OandaVenue(EventVenue):
     ) -> httpx.Response:
         """One logical request: retried on 429 and on connection failures (nothing was sent), and on
         timeouts, 5xx and drops only when ``idempotent``; raises the last ``_Failure``."""
-        retry_kinds = {"refused", "unreachable"} | ({"lost"} if idempotent else set())
 
         def once() -> httpx.Response:
             if self._http.is_closed:
@@ -1039,44 +1054,29 @@ class OandaVenue(EventVenue):
             try:
                 resp = self._http.request(method, url, params=params, json=json_body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                raise _Failure("unreachable", _net_reason(exc, self.timeout_s)) from None
+                raise _Failure("unreachable", net_reason(exc, self.timeout_s)) from None
             except httpx.HTTPError as exc:
-                raise _Failure("lost", _net_reason(exc, self.timeout_s)) from None
+                raise _Failure("lost", net_reason(exc, self.timeout_s)) from None
             if resp.status_code < 300:
                 return resp
-            body = _json_or_none(resp)
+            body = json_or_none(resp)
             message = _v20_message(body, resp)
             detail = f"HTTP {resp.status_code}" + (f": {message}" if message else "")
             if resp.status_code == 429:
-                raise _Failure("refused", detail, 429, _retry_after(resp), body)
+                raise _Failure("refused", detail, 429, retry_after(resp), body)
             if resp.status_code >= 500:
                 raise _Failure("lost", detail, resp.status_code, body=body)
             raise _Failure("http", message or detail, resp.status_code, body=body)
 
-        retrying = Retrying(
-            stop=stop_after_attempt(1 + self.max_retries),
-            wait=self._backoff,
-            retry=retry_if_exception(lambda e: isinstance(e, _Failure) and e.kind in retry_kinds),
+        return with_retries(
+            once,
+            _Failure,
+            idempotent=idempotent,
+            attempts=1 + self.max_retries,
+            backoff=(self.backoff_base_s, self.backoff_max_s),
             sleep=self._sleep,
-            reraise=True,
+            redact=self._redact,
         )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return once()
-        except _Failure as f:
-            if f.kind in retry_kinds:
-                f.reason = f"{f.reason} (gave up after {1 + self.max_retries} tries)"
-            f.reason = self._redact(f.reason)
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _backoff(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Failure) and exc.retry_after is not None:
-            return min(exc.retry_after, _MAX_RETRY_AFTER_S)
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (state.attempt_number - 1))
-        return random.uniform(cap / 2, cap)  # noqa: S311 - jitter, not cryptography
 
     def _get(self, url: str, what: str, params: dict[str, Any] | None = None) -> httpx.Response:
         try:
@@ -1100,7 +1100,7 @@ class OandaVenue(EventVenue):
             )
         except _Failure as f:
             raise self._error(f, what) from None
-        body = _json_or_none(resp)
+        body = json_or_none(resp)
         if not isinstance(body, dict):
             path = (
                 urlsplit(url).path.replace(self.account, "{account}") if self.account else urlsplit(url).path
@@ -1130,18 +1130,12 @@ class OandaVenue(EventVenue):
         )
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, redaction.MASK)
-        return " ".join(redaction.redact(text).split())
+        return redact_secrets(text, self._secrets)
 
     def _deliver_all(
         self, orders: list[Order], kind: VenueEventKind, reason: str, ts: int | None = None
     ) -> None:
-        ts = ts if ts is not None else self._wall_ns()
-        suffix = {VenueEventKind.CANCELLED: "canceled"}.get(kind, kind.value)
-        self.deliver(
-            VenueEvent(kind, o.id, ts, f"{o.id}:{suffix}", reason=reason, symbol=o.symbol) for o in orders
-        )
+        self.deliver(ack_events(orders, kind, reason, ts if ts is not None else self._wall_ns()))
 
     def _price(self, symbol: str, price: float) -> str:
         name = self.names.get(symbol, symbol)
@@ -1171,22 +1165,13 @@ def from_spec(spec: VenueSpec) -> OandaVenue:
 
 
 # -- payload helpers -------------------------------------------------------------------------------
-_TS = re.compile(r"^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d{1,9})\d*)?(Z|z|[+-]\d\d:?\d\d)?$")
-
-
 def _parse_ts(text: str) -> int:
     """RFC 3339 (any fraction), or OANDA's UNIX format ("1467218400.000000000"), as ns UTC."""
     text = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         whole, _, frac = text.partition(".")
         return int(whole) * 1_000_000_000 + int((frac or "0")[:9].ljust(9, "0"))
-    m = _TS.match(text)
-    if m is None:
-        raise ValueError(f"not an RFC 3339 time: {text[:40]!r}")
-    date, clock, frac, zone = m.groups()
-    zone = "+00:00" if zone in (None, "Z", "z") else zone
-    whole_s = datetime.fromisoformat(f"{date}T{clock}{zone}")
-    return int(whole_s.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
+    return parse_rfc3339(text)
 
 
 def _ts_or_none(value: Any) -> int | None:
@@ -1194,11 +1179,6 @@ def _ts_or_none(value: Any) -> int | None:
         return _parse_ts(str(value)) if value else None
     except ValueError:
         return None
-
-
-def _fmt_ts(ns: int) -> str:
-    secs, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 def _date_ns(resp: httpx.Response) -> int | None:
@@ -1222,46 +1202,6 @@ def _date_skew_s(resp: httpx.Response, local_ns: int, *, centre: bool = False) -
 
 def _places(step: float) -> int:
     return max(0, round(-math.log10(step))) if step > 0 else 0
-
-
-def _num(x: float) -> str:
-    text = format(Decimal(repr(float(x))), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None and value != "" else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _need_price(order: Order) -> float:
-    if order.price is None or not order.price > 0:
-        raise ValueError(f"order {order.id}: {order.type.value} order without a positive price")
-    return float(order.price)
-
-
-def _oco_pair(orders: list[Order]) -> tuple[Order, Order] | None:
-    """(stop, take-profit) when ``orders`` are one exit pair sharing an ``oco_group``, else None."""
-    if len(orders) != 2:
-        return None
-    a, b = orders
-    if a.oco_group is None or a.oco_group != b.oco_group or a.symbol != b.symbol or a.side is not b.side:
-        return None
-    if abs(a.qty - b.qty) > 1e-12:
-        return None
-    for stop, take in ((a, b), (b, a)):
-        if stop.type is OrderType.STOP and take.type is OrderType.LIMIT:
-            return stop, take
-    return None
 
 
 def _created(payload: Any) -> list[dict[str, Any]]:
@@ -1298,7 +1238,7 @@ def _fee(txn: dict[str, Any]) -> float:
         if home > 0
         else ("gainQuoteHome", "gainQuoteHomeConversionFactor")
     )
-    rate = _float((factors.get(key) or {}).get("factor")) or _float(txn.get(legacy)) or 1.0
+    rate = float_or_none((factors.get(key) or {}).get("factor")) or float_or_none(txn.get(legacy)) or 1.0
     return home / rate
 
 
@@ -1320,36 +1260,3 @@ def _v20_message(body: Any, resp: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("errorMessage"):
         return " ".join(str(body["errorMessage"]).split())[:200]
     return " ".join(resp.text[:200].split())
-
-
-def _net_reason(exc: httpx.HTTPError, timeout_s: float) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return f"connect timed out after {timeout_s:g} s"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"no answer within {timeout_s:g} s"
-    text = str(exc).lower()
-    if isinstance(exc, httpx.ConnectError):
-        if "refused" in text:
-            return "connection refused"
-        if "name" in text or "address" in text:
-            return "host not found"
-        return "connection failed"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return "connection dropped"
-    return f"transport error ({type(exc).__name__})"
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    try:
-        seconds = float(value) if value is not None else -1.0
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
-def _json_or_none(resp: httpx.Response) -> Any:
-    try:
-        return resp.json() if resp.content else None
-    except ValueError:
-        return None

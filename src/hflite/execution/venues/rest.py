@@ -14,27 +14,21 @@ connection refused). Every request, the stream's included, takes a token from on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import random
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from hflite import redact as redaction
 from hflite.domain.instrument import Instrument
 from hflite.domain.order import OPEN as _OPEN
-from hflite.domain.order import Order, OrderStatus, OrderType, Side
+from hflite.domain.order import Order, OrderType, Side
 from hflite.execution.timing import Quote
 from hflite.execution.venues.base import (
     Capabilities,
@@ -54,6 +48,29 @@ from hflite.execution.venues.base import (
     VenueUnavailable,
     VenueUnknownState,
 )
+from hflite.execution.venues.common import (
+    MAX_CLIENT_ID_CHARS,
+    Failure,
+    TokenBucket,
+    ack_events,
+    alpaca_order_ts,
+    alpaca_status,
+    client_order_id,
+    flatten_legs,
+    float_or_none,
+    fmt_ts,
+    int_or_none,
+    json_or_none,
+    mask_account,
+    need_price,
+    net_reason,
+    num,
+    oco_pair,
+    parse_rfc3339,
+    redact_secrets,
+    retry_after,
+    with_retries,
+)
 from hflite.execution.venues.registry import VenueSpec
 
 __all__ = [
@@ -72,79 +89,11 @@ _log = logging.getLogger(__name__)
 KEY_ID_ENV = "HFLITE_BROKER_KEY_ID"
 SECRET_ENV = "HFLITE_BROKER_SECRET"  # noqa: S105 - a variable name, not a secret
 
-#: Alpaca's limit on ``client_order_id``; longer order ids travel as "hf-" + 40 hex digits.
-MAX_CLIENT_ID_CHARS = 48
 _ORDERS_PAGE = 500  # Alpaca's maximum ``limit`` for GET /v2/orders
 _FILLS_PAGE = 100  # Alpaca's maximum ``page_size`` for activities
 _MAX_PAGES = 200  # a guard against a broker that paginates forever
-_MAX_RETRY_AFTER_S = 60.0
 _STREAM_PATH = "/v2/events/trades"
 _STOP_LIMIT: OrderType | None = getattr(OrderType, "STOP_LIMIT", None)
-
-
-def client_order_id(order_id: str) -> str:
-    """The ``client_order_id`` an order travels under: its id, or a deterministic short form."""
-    if len(order_id) <= MAX_CLIENT_ID_CHARS:
-        return order_id
-    return "hf-" + hashlib.sha256(order_id.encode()).hexdigest()[:40]
-
-
-class TokenBucket:
-    """``rate_per_min`` tokens a minute, at most ``burst`` saved up; ``acquire`` waits for one.
-
-    ``clock`` (monotonic seconds) and ``sleep`` are injectable so tests count waits instead of
-    spending them. Thread-safe: the stream reader and the engine share one bucket."""
-
-    def __init__(
-        self,
-        rate_per_min: int,
-        burst: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate_per_min <= 0:
-            raise ValueError(f"rate_per_min must be > 0, got {rate_per_min}")
-        self.rate_per_s = rate_per_min / 60.0
-        self.burst = float(burst if burst is not None else max(1, rate_per_min // 10))
-        if self.burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst}")
-        self.clock, self.sleep = clock, sleep
-        self._tokens = self.burst
-        self._last = clock()
-        self._lock = threading.Lock()
-        self.waited_s = 0.0
-
-    def acquire(self) -> None:
-        with self._lock:
-            while True:
-                now = self.clock()
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate_per_s)
-                self._last = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                wait = (1.0 - self._tokens) / self.rate_per_s
-                self.waited_s += wait
-                self.sleep(wait)
-
-
-class _Failure(Exception):
-    """One failed attempt, classified (never leaves this module).
-
-    ``kind``: "refused" (429: not processed), "unreachable" (nothing was sent), "lost" (timeout, 5xx,
-    dropped connection: the broker may have processed it), "http" (any other 4xx: final)."""
-
-    def __init__(
-        self, kind: str, reason: str, status: int = 0, retry_after: float | None = None, code: int = 0
-    ) -> None:
-        super().__init__(reason)
-        self.kind, self.reason, self.status, self.retry_after, self.code = (
-            kind,
-            reason,
-            status,
-            retry_after,
-            code,
-        )
 
 
 class RestBrokerVenue(EventVenue):
@@ -264,18 +213,18 @@ class RestBrokerVenue(EventVenue):
         None when the broker has none for the symbol. For ``[execution.timing]``."""
         try:
             resp = self._call("GET", f"/v2/stocks/{symbol}/quotes/latest", idempotent=True)
-        except _Failure as f:
+        except Failure as f:
             if f.status == 404:
                 return None
             raise self._error(f, f"reading the quote of {symbol}") from None
-        body = _json_or_none(resp)
+        body = json_or_none(resp)
         q = body.get("quote") if isinstance(body, dict) else None
-        bid = _float_or_none(q.get("bp")) if isinstance(q, dict) else None
-        ask = _float_or_none(q.get("ap")) if isinstance(q, dict) else None
+        bid = float_or_none(q.get("bp")) if isinstance(q, dict) else None
+        ask = float_or_none(q.get("ap")) if isinstance(q, dict) else None
         if bid is None or ask is None:
             raise self._malformed(f"quote for {symbol}")
         ts = q.get("t") if isinstance(q, dict) else None
-        return Quote(bid, ask, _parse_ts(str(ts)) if ts else 0)
+        return Quote(bid, ask, parse_rfc3339(str(ts)) if ts else 0)
 
     def describe(self) -> dict[str, Any]:
         """The account as ``hflite venue check`` shows it (the account number masked to its last 4)."""
@@ -289,8 +238,8 @@ class RestBrokerVenue(EventVenue):
             "account": mask_account(number),
             "status": account.get("status"),
             "currency": account.get("currency"),
-            "buying_power": _float_or_none(account.get("buying_power")),
-            "equity": _float_or_none(account.get("equity")),
+            "buying_power": float_or_none(account.get("buying_power")),
+            "equity": float_or_none(account.get("equity")),
         }
 
     def close(self) -> None:
@@ -304,7 +253,7 @@ class RestBrokerVenue(EventVenue):
     def _check_clock(self) -> None:
         clock = self._get_json("/v2/clock", "reading the clock")
         try:
-            broker_ns = _parse_ts(str(clock["timestamp"]))
+            broker_ns = parse_rfc3339(str(clock["timestamp"]))
         except (KeyError, ValueError):
             raise VenueError(
                 f"venue {self.name}: malformed answer from GET /v2/clock (no timestamp)"
@@ -326,7 +275,7 @@ class RestBrokerVenue(EventVenue):
         self._post_order([order], body)
 
     def _send_oco(self, orders: list[Order]) -> None:
-        pair = _oco_pair(orders)
+        pair = oco_pair(orders)
         if pair is None:
             for order in orders:
                 self._send_submit(order)
@@ -344,7 +293,7 @@ class RestBrokerVenue(EventVenue):
         body.pop("limit_price")
         body.update(
             order_class="oco",
-            take_profit={"limit_price": self._price(take.symbol, _need_price(take))},
+            take_profit={"limit_price": self._price(take.symbol, need_price(take))},
             stop_loss=stop_loss,
         )
         self._post_order([take, stop], body)
@@ -353,7 +302,7 @@ class RestBrokerVenue(EventVenue):
         """POST /v2/orders and deliver what it tells: ACCEPTED, REJECTED or UNKNOWN per order."""
         try:
             resp = self._call("POST", "/v2/orders", json_body=body, idempotent=False)
-        except _Failure as f:
+        except Failure as f:
             if f.kind == "lost":
                 self._deliver_all(orders, VenueEventKind.UNKNOWN, f"submit: {f.reason}")
             elif f.kind == "http" and f.status == 422 and _is_duplicate(f):
@@ -362,10 +311,10 @@ class RestBrokerVenue(EventVenue):
             else:  # refused or unreachable to the end, or a final 4xx: the order was not placed
                 self._deliver_all(orders, VenueEventKind.REJECTED, self._redact(f.reason))
             return
-        payload = _json_or_none(resp)
-        for obj in _flatten(payload) if isinstance(payload, dict) else []:
+        payload = json_or_none(resp)
+        for obj in flatten_legs(payload) if isinstance(payload, dict) else []:
             self._learn(obj)
-        ts = _order_ts(payload) if isinstance(payload, dict) else None
+        ts = alpaca_order_ts(payload) if isinstance(payload, dict) else None
         status = str(payload.get("status", "")) if isinstance(payload, dict) else ""
         if status == "rejected":
             self._deliver_all(orders, VenueEventKind.REJECTED, "rejected by the venue", ts)
@@ -378,7 +327,7 @@ class RestBrokerVenue(EventVenue):
         if obj is None:
             self._deliver_all([order], VenueEventKind.UNKNOWN, "duplicate client_order_id but lookup failed")
             return
-        ts = _order_ts(obj)
+        ts = alpaca_order_ts(obj)
         status = str(obj.get("status", ""))
         closing = {"canceled": VenueEventKind.CANCELLED, "expired": VenueEventKind.EXPIRED}
         if status == "rejected":
@@ -396,7 +345,7 @@ class RestBrokerVenue(EventVenue):
                 return  # the broker never got it: the UNKNOWN path reconciles it
         try:
             self._call("DELETE", f"/v2/orders/{venue_id}", idempotent=True)
-        except _Failure as f:
+        except Failure as f:
             if f.kind == "http" and f.status in (404, 422):
                 return  # already closed or gone: its final state arrives as an event
             _log.warning(self._redact(f"venue {self.name}: cancel of {order.id} failed: {f.reason}"))
@@ -410,9 +359,9 @@ class RestBrokerVenue(EventVenue):
                 params={"client_order_id": self._client_id(order_id)},
                 idempotent=True,
             )
-        except _Failure:
+        except Failure:
             return None  # unknown there, or unreachable: reconciliation settles it
-        obj = _json_or_none(resp)
+        obj = json_or_none(resp)
         if isinstance(obj, dict):
             self._learn(obj)
         return self._venue_id(order_id)
@@ -425,14 +374,14 @@ class RestBrokerVenue(EventVenue):
         text = self._price(order.symbol, price)
         try:
             resp = self._call("PATCH", f"/v2/orders/{venue_id}", json_body={field: text}, idempotent=True)
-        except _Failure as f:
+        except Failure as f:
             if f.kind == "http" and f.status in (404, 422):
                 return
             _log.warning(self._redact(f"venue {self.name}: replace of {order.id} failed: {f.reason}"))
             return
         new = float(text)
-        ts = _order_ts(_json_or_none(resp)) or self._wall_ns()
-        eid = f"{order.id}:replaced:{_num(new)}"
+        ts = alpaca_order_ts(json_or_none(resp)) or self._wall_ns()
+        eid = f"{order.id}:replaced:{num(new)}"
         self.deliver([VenueEvent(VenueEventKind.REPLACED, order.id, ts, eid, price=new, symbol=order.symbol)])
 
     def _send_resize(self, order: Order, qty: float) -> None:
@@ -441,16 +390,14 @@ class RestBrokerVenue(EventVenue):
         if venue_id is None:
             return
         try:
-            resp = self._call(
-                "PATCH", f"/v2/orders/{venue_id}", json_body={"qty": _num(qty)}, idempotent=True
-            )
-        except _Failure as f:
+            resp = self._call("PATCH", f"/v2/orders/{venue_id}", json_body={"qty": num(qty)}, idempotent=True)
+        except Failure as f:
             if f.kind == "http" and f.status in (404, 422):
                 return
             _log.warning(self._redact(f"venue {self.name}: resize of {order.id} failed: {f.reason}"))
             return
-        ts = _order_ts(_json_or_none(resp)) or self._wall_ns()
-        eid = f"{order.id}:resized:{_num(qty)}"
+        ts = alpaca_order_ts(json_or_none(resp)) or self._wall_ns()
+        eid = f"{order.id}:resized:{num(qty)}"
         self.deliver([VenueEvent(VenueEventKind.REPLACED, order.id, ts, eid, qty=qty, symbol=order.symbol)])
 
     def cancel_venue_order(self, venue_order_id: str) -> None:
@@ -458,7 +405,7 @@ class RestBrokerVenue(EventVenue):
         cancel); one already closed or gone is left alone."""
         try:
             self._call("DELETE", f"/v2/orders/{venue_order_id}", idempotent=True)
-        except _Failure as f:
+        except Failure as f:
             if f.kind == "http" and f.status in (404, 422):
                 return
             raise self._error(f, f"cancelling venue order {venue_order_id}") from None
@@ -467,22 +414,22 @@ class RestBrokerVenue(EventVenue):
         """The POST /v2/orders body of a simple order (ValueError when the order cannot be sent)."""
         body: dict[str, Any] = {
             "symbol": order.symbol,
-            "qty": _num(order.qty),
+            "qty": num(order.qty),
             "side": order.side.value,
             "type": order.type.value,
             "time_in_force": order.tif.value,
             "client_order_id": self._client_id(order.id),
         }
         if order.type is OrderType.LIMIT:
-            body["limit_price"] = self._price(order.symbol, _need_price(order))
+            body["limit_price"] = self._price(order.symbol, need_price(order))
         elif order.type is OrderType.STOP:
-            body["stop_price"] = self._price(order.symbol, _need_price(order))
+            body["stop_price"] = self._price(order.symbol, need_price(order))
         elif _STOP_LIMIT is not None and order.type is _STOP_LIMIT:
             trigger = getattr(order, "stop_price", None)
             if trigger is None:
                 raise ValueError(f"order {order.id}: stop_limit without a stop_price")
             body["stop_price"] = self._price(order.symbol, float(trigger))
-            body["limit_price"] = self._price(order.symbol, _need_price(order))
+            body["limit_price"] = self._price(order.symbol, need_price(order))
         return body
 
     def adopt(self, order: Order) -> None:
@@ -513,14 +460,14 @@ class RestBrokerVenue(EventVenue):
         params = {"client_order_id": self._client_id(order_id)}
         try:
             resp = self._call("GET", "/v2/orders:by_client_order_id", params=params, idempotent=True)
-        except _Failure as f:
+        except Failure as f:
             if not (f.kind == "http" and f.status == 404):
                 _log.warning(self._redact(f"venue {self.name}: lookup of {order_id} failed: {f.reason}"))
             return None
-        obj = _json_or_none(resp)
+        obj = json_or_none(resp)
         if not isinstance(obj, dict):
             return None
-        for o in _flatten(obj):
+        for o in flatten_legs(obj):
             self._learn(o)
         return obj
 
@@ -555,7 +502,7 @@ class RestBrokerVenue(EventVenue):
                                 self._on_message(seq, data)
                                 failures = 0
                 except httpx.HTTPError as exc:
-                    reason = _net_reason(exc, self.stream_idle_s)
+                    reason = net_reason(exc, self.stream_idle_s)
                 finally:
                     self._stream_up.clear()
                     self._stream_resp = None
@@ -589,7 +536,7 @@ class RestBrokerVenue(EventVenue):
             _log.warning(f"venue {self.name}: malformed trade event {seq} skipped")
             update = None
         if seq is None and isinstance(update, dict):
-            seq = _int_or_none(update.get("event_id"))
+            seq = int_or_none(update.get("event_id"))
         with self._seq:
             if seq is not None and seq <= self._last_seq:
                 return
@@ -611,7 +558,7 @@ class RestBrokerVenue(EventVenue):
         oid = self.order_id(cid) if cid else str(obj.get("id", ""))
         stamp = update.get("timestamp") or update.get("at") or obj.get("updated_at")
         try:
-            ts = _parse_ts(str(stamp)) if stamp else self._wall_ns()
+            ts = parse_rfc3339(str(stamp)) if stamp else self._wall_ns()
         except ValueError:
             ts = self._wall_ns()
         symbol = str(obj.get("symbol", ""))
@@ -650,13 +597,13 @@ class RestBrokerVenue(EventVenue):
             if kind == "replaced":
                 if update.get("qty") is not None and update.get("price") is None:  # a new quantity
                     qty = float(update["qty"])
-                    eid = f"{oid}:resized:{_num(qty)}"
+                    eid = f"{oid}:resized:{num(qty)}"
                     return VenueEvent(VenueEventKind.REPLACED, oid, ts, eid, qty=qty, symbol=symbol)
                 raw = update.get("price") or obj.get(
                     "stop_price" if obj.get("type") == "stop" else "limit_price"
                 )
                 price = float(raw)  # type: ignore[arg-type]
-                eid = f"{oid}:replaced:{_num(price)}"
+                eid = f"{oid}:replaced:{num(price)}"
                 return VenueEvent(VenueEventKind.REPLACED, oid, ts, eid, price=price, symbol=symbol)
         except (KeyError, TypeError, ValueError):
             _log.warning(f"venue {self.name}: malformed {kind} event for {oid} skipped")
@@ -669,9 +616,9 @@ class RestBrokerVenue(EventVenue):
         if not self.drive_clock:
             return
         answer = self._json_call(  # the fake broker's test hook: not the broker's API, not rate limited
-            "POST", "/admin/clock", "moving the clock", json_body={"ts": _fmt_ts(ts)}, limited=False
+            "POST", "/admin/clock", "moving the clock", json_body={"ts": fmt_ts(ts)}, limited=False
         )
-        last = _int_or_none(answer.get("last_event_id")) if isinstance(answer, dict) else None
+        last = int_or_none(answer.get("last_event_id")) if isinstance(answer, dict) else None
         if last is None:
             raise VenueUnknownState(
                 f"venue {self.name}: malformed answer from POST /admin/clock (no last_event_id)"
@@ -697,7 +644,7 @@ class RestBrokerVenue(EventVenue):
             params = {"since_id": self._last_seq, "until_id": until}
             try:
                 resp = self._call("GET", _STREAM_PATH, params=params, idempotent=True)
-            except _Failure as f:
+            except Failure as f:
                 raise self._error(f, "fetching trade events") from None
             for seq, data in _sse_messages(resp.text.splitlines()):
                 self._on_message(seq, data)
@@ -723,7 +670,7 @@ class RestBrokerVenue(EventVenue):
         for oid in missing:
             obj = self._lookup(oid)
             if obj is not None:
-                for o in _flatten(obj):
+                for o in flatten_legs(obj):
                     objs[str(o.get("id"))] = o
         orders: dict[str, VenueOrder] = {}
         asked = set(wanted)
@@ -733,7 +680,7 @@ class RestBrokerVenue(EventVenue):
                 orders[vo.order_id or vo.venue_order_id] = vo
         fills = self._fills(since, objs)
         try:
-            ts = _parse_ts(str(clock["timestamp"]))
+            ts = parse_rfc3339(str(clock["timestamp"]))
             cash = {str(account.get("currency") or self.currency): float(account["cash"])}
             pos = {p.symbol: p for p in (_position(p) for p in positions)}
         except (KeyError, TypeError, ValueError):
@@ -766,7 +713,7 @@ class RestBrokerVenue(EventVenue):
                 )
             new = 0
             for top in page:
-                for o in _flatten(top):
+                for o in flatten_legs(top):
                     self._learn(o)
                     key = str(o.get("id"))
                     new += key not in objs
@@ -777,12 +724,12 @@ class RestBrokerVenue(EventVenue):
                 return
             # ``after`` is exclusive: step back a microsecond so orders sharing the boundary
             # timestamp are not skipped (they come again and are deduplicated by id).
-            after = _fmt_ts(_parse_ts(str(page[-1]["created_at"])) - 1_000)
+            after = fmt_ts(parse_rfc3339(str(page[-1]["created_at"])) - 1_000)
 
     def _fills(self, since: str | None, objs: dict[str, dict[str, Any]]) -> list[VenueFill]:
         params: dict[str, Any] = {"direction": "asc", "page_size": self.fills_page}
         if since:
-            params["after"] = _fmt_ts(int(since)) if since.isdigit() else since
+            params["after"] = fmt_ts(int(since)) if since.isdigit() else since
         by_venue_id = {vid: oid for oid, vid in self._venue_ids.items()}
         for o in objs.values():
             if o.get("id") and o.get("client_order_id"):
@@ -820,7 +767,7 @@ class RestBrokerVenue(EventVenue):
                 float(act["qty"]),
                 float(act["price"]),
                 float(act.get("commission") or 0.0),
-                _parse_ts(str(act["transaction_time"])),
+                parse_rfc3339(str(act["transaction_time"])),
             )
         except (KeyError, TypeError, ValueError):
             raise VenueUnknownState(
@@ -830,8 +777,8 @@ class RestBrokerVenue(EventVenue):
     def _client_of(self, venue_id: str) -> str:
         """Our order id of a broker order seen only in a fill (its broker id if it has none)."""
         try:
-            obj = _json_or_none(self._call("GET", f"/v2/orders/{venue_id}", idempotent=True))
-        except _Failure:
+            obj = json_or_none(self._call("GET", f"/v2/orders/{venue_id}", idempotent=True))
+        except Failure:
             return venue_id
         cid = obj.get("client_order_id") if isinstance(obj, dict) else None
         return self.order_id(str(cid)) if cid else venue_id
@@ -839,7 +786,7 @@ class RestBrokerVenue(EventVenue):
     def _venue_order(self, o: dict[str, Any]) -> VenueOrder:
         try:
             kind = str(o.get("type") or o.get("order_type") or "market")
-            limit, stop = _float_or_none(o.get("limit_price")), _float_or_none(o.get("stop_price"))
+            limit, stop = float_or_none(o.get("limit_price")), float_or_none(o.get("stop_price"))
             if kind == "stop_limit":
                 otype = _STOP_LIMIT or OrderType.STOP
                 price, trigger = (limit, stop) if _STOP_LIMIT is not None else (stop, stop)
@@ -857,10 +804,10 @@ class RestBrokerVenue(EventVenue):
                 float(o["qty"]),
                 filled,
                 float(o.get("filled_avg_price") or 0.0),
-                _status(str(o.get("status", "")), filled),
+                alpaca_status(str(o.get("status", "")), filled, replaced_is_open=True),
                 price,
                 trigger,
-                _parse_ts(str(o["created_at"])) if o.get("created_at") else 0,
+                parse_rfc3339(str(o["created_at"])) if o.get("created_at") else 0,
             )
         except (KeyError, TypeError, ValueError):
             raise self._malformed(f"order object {o.get('id', '?')}") from None
@@ -877,55 +824,39 @@ class RestBrokerVenue(EventVenue):
         limited: bool = True,
     ) -> httpx.Response:
         """One logical request: retried on 429 and on connection failures (nothing was sent), and
-        on timeouts, 5xx and drops only when ``idempotent``; raises the last ``_Failure``."""
-        retry_kinds = {"refused", "unreachable"} | ({"lost"} if idempotent else set())
+        on timeouts, 5xx and drops only when ``idempotent``; raises the last ``Failure``."""
 
         def once() -> httpx.Response:
             if self._http.is_closed:
-                raise _Failure("closed", f"venue {self.name} is closed")
+                raise Failure("closed", f"venue {self.name} is closed")
             if limited:
                 self.limiter.acquire()
             self.requests += 1
             try:
                 resp = self._http.request(method, path, params=params, json=json_body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                raise _Failure("unreachable", _net_reason(exc, self.timeout_s)) from None
+                raise Failure("unreachable", net_reason(exc, self.timeout_s)) from None
             except httpx.HTTPError as exc:
-                raise _Failure("lost", _net_reason(exc, self.timeout_s)) from None
+                raise Failure("lost", net_reason(exc, self.timeout_s)) from None
             if resp.status_code < 300:
                 return resp
             message, code = _broker_message(resp)
             detail = f"HTTP {resp.status_code}" + (f": {message}" if message else "")
             if resp.status_code == 429:
-                raise _Failure("refused", detail, 429, _retry_after(resp))
+                raise Failure("refused", detail, 429, retry_after(resp))
             if resp.status_code >= 500:
-                raise _Failure("lost", detail, resp.status_code)
-            raise _Failure("http", message or detail, resp.status_code, code=code)
+                raise Failure("lost", detail, resp.status_code)
+            raise Failure("http", message or detail, resp.status_code, code=code)
 
-        retrying = Retrying(
-            stop=stop_after_attempt(1 + self.max_retries),
-            wait=self._backoff,
-            retry=retry_if_exception(lambda e: isinstance(e, _Failure) and e.kind in retry_kinds),
+        return with_retries(
+            once,
+            Failure,
+            idempotent=idempotent,
+            attempts=1 + self.max_retries,
+            backoff=(self.backoff_base_s, self.backoff_max_s),
             sleep=self._sleep,
-            reraise=True,
+            redact=self._redact,
         )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    return once()
-        except _Failure as f:
-            if f.kind in retry_kinds:
-                f.reason = f"{f.reason} (gave up after {1 + self.max_retries} tries)"
-            f.reason = self._redact(f.reason)
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _backoff(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Failure) and exc.retry_after is not None:
-            return min(exc.retry_after, _MAX_RETRY_AFTER_S)
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (state.attempt_number - 1))
-        return random.uniform(cap / 2, cap)
 
     def _get_json(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
         return self._json_call("GET", path, what, params=params)
@@ -944,9 +875,9 @@ class RestBrokerVenue(EventVenue):
             resp = self._call(
                 method, path, params=params, json_body=json_body, idempotent=True, limited=limited
             )
-        except _Failure as f:
+        except Failure as f:
             raise self._error(f, what) from None
-        body = _json_or_none(resp)
+        body = json_or_none(resp)
         if body is None:
             raise self._malformed(f"answer from {method} {path} (not JSON)")
         return body
@@ -955,7 +886,7 @@ class RestBrokerVenue(EventVenue):
         """The broker answered something we cannot read: its state is unknown until reconciled."""
         return VenueUnknownState(f"venue {self.name}: malformed {what}")
 
-    def _error(self, f: _Failure, what: str) -> VenueError:
+    def _error(self, f: Failure, what: str) -> VenueError:
         """The one-line domain error for a failed request."""
         if f.kind == "http" and f.status in (401, 403):
             return VenueAuthError(f"venue {self.name} at {self.url} rejected the keys (HTTP {f.status})")
@@ -971,33 +902,19 @@ class RestBrokerVenue(EventVenue):
         return VenueRejected(message)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, redaction.MASK)
-        return " ".join(redaction.redact(text).split())  # one line
+        return redact_secrets(text, self._secrets)
 
     def _deliver_all(
         self, orders: list[Order], kind: VenueEventKind, reason: str, ts: int | None = None
     ) -> None:
-        ts = ts if ts is not None else self._wall_ns()
-        suffix = {VenueEventKind.CANCELLED: "canceled"}.get(kind, kind.value)
-        self.deliver(
-            VenueEvent(kind, o.id, ts, f"{o.id}:{suffix}", reason=reason, symbol=o.symbol) for o in orders
-        )
+        self.deliver(ack_events(orders, kind, reason, ts if ts is not None else self._wall_ns()))
 
     def _price(self, symbol: str, price: float) -> str:
         inst = self.instruments.get(symbol)
-        return _num(inst.round_price(price) if inst is not None else price)
+        return num(inst.round_price(price) if inst is not None else price)
 
 
 # -- payload helpers -------------------------------------------------------------------------------
-_TS = re.compile(r"^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d{1,9})\d*)?(Z|z|[+-]\d\d:?\d\d)?$")
-
-
-def mask_account(account: str) -> str:
-    """An account id as it may be shown: its last four characters ("…1234"); "" stays ""."""
-    return f"…{account[-4:]}" if account else ""
-
-
 def from_spec(spec: VenueSpec) -> RestBrokerVenue:
     """The ``fakebroker`` kind: this dialect against the local fake broker (``hflite venue fake-broker``)."""
     return RestBrokerVenue(
@@ -1012,106 +929,6 @@ def from_spec(spec: VenueSpec) -> RestBrokerVenue:
         rate_per_min=spec.rate_per_min,
         max_clock_skew_s=spec.max_clock_skew_s,
     )
-
-
-def _parse_ts(text: str) -> int:
-    """RFC 3339 (any fraction, any offset) as ns since the epoch, UTC."""
-    m = _TS.match(text.strip())
-    if m is None:
-        raise ValueError(f"not an RFC 3339 time: {text[:40]!r}")
-    date, clock, frac, zone = m.groups()
-    zone = "+00:00" if zone in (None, "Z", "z") else zone
-    whole = datetime.fromisoformat(f"{date}T{clock}{zone}")
-    return int(whole.timestamp()) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
-
-
-def _fmt_ts(ns: int) -> str:
-    """ns since the epoch as RFC 3339 UTC with nanoseconds."""
-    secs, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
-
-
-def _num(x: float) -> str:
-    """A number as Alpaca's decimal string: shortest round-trip, never an exponent."""
-    text = format(Decimal(repr(float(x))), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _need_price(order: Order) -> float:
-    if order.price is None or not order.price > 0:
-        raise ValueError(f"order {order.id}: {order.type.value} order without a positive price")
-    return float(order.price)
-
-
-def _oco_pair(orders: list[Order]) -> tuple[Order, Order] | None:
-    """(stop, take-profit) when ``orders`` are one Alpaca OCO exit pair, else None."""
-    if len(orders) != 2:
-        return None
-    a, b = orders
-    if a.oco_group is None or a.oco_group != b.oco_group or a.symbol != b.symbol:
-        return None
-    if a.side is not b.side or abs(a.qty - b.qty) > 1e-12 or a.tif is not b.tif:
-        return None
-    stops = {OrderType.STOP} | ({_STOP_LIMIT} if _STOP_LIMIT is not None else set())
-    for stop, take in ((a, b), (b, a)):
-        if stop.type in stops and take.type is OrderType.LIMIT:
-            return stop, take
-    return None
-
-
-def _flatten(obj: Any) -> Iterator[dict[str, Any]]:
-    """An order object and its legs."""
-    if not isinstance(obj, dict):
-        return
-    yield obj
-    for leg in obj.get("legs") or []:
-        yield from _flatten(leg)
-
-
-def _order_ts(obj: Any) -> int | None:
-    if not isinstance(obj, dict):
-        return None
-    for key in ("updated_at", "submitted_at", "created_at"):
-        if obj.get(key):
-            try:
-                return _parse_ts(str(obj[key]))
-            except ValueError:
-                continue
-    return None
-
-
-_OPEN_STATUSES = frozenset(
-    {
-        "new",
-        "accepted",
-        "pending_new",
-        "accepted_for_bidding",
-        "pending_cancel",
-        "pending_replace",
-        "replaced",
-        "held",
-        "calculated",
-        "stopped",
-        "suspended",
-    }
-)
-_CLOSED_STATUSES = {
-    "filled": OrderStatus.FILLED,
-    "canceled": OrderStatus.CANCELLED,
-    "expired": OrderStatus.EXPIRED,
-    "done_for_day": OrderStatus.EXPIRED,
-    "rejected": OrderStatus.REJECTED,
-}
-
-
-def _status(text: str, filled_qty: float) -> OrderStatus:
-    if text in _CLOSED_STATUSES:
-        return _CLOSED_STATUSES[text]
-    if text == "partially_filled" or (text in _OPEN_STATUSES and filled_qty > 0):
-        return OrderStatus.PARTIALLY_FILLED
-    if text in _OPEN_STATUSES:
-        return OrderStatus.ACCEPTED
-    raise ValueError(f"unknown order status {text!r}")
 
 
 def _position(p: dict[str, Any]) -> VenuePosition:
@@ -1136,7 +953,7 @@ def _sse_messages(lines: Iterable[str]) -> Iterator[tuple[int | None, str]]:
         name, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if name == "id":
-            seq = _int_or_none(value)
+            seq = int_or_none(value)
         elif name == "data":
             data.append(value)
     if data:
@@ -1150,57 +967,9 @@ def _broker_message(resp: httpx.Response) -> tuple[str, int]:
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("message"):
-        return " ".join(str(body["message"]).split())[:200], _int_or_none(body.get("code")) or 0
+        return " ".join(str(body["message"]).split())[:200], int_or_none(body.get("code")) or 0
     return " ".join(resp.text[:200].split()), 0
 
 
-def _is_duplicate(f: _Failure) -> bool:
+def _is_duplicate(f: Failure) -> bool:
     return f.code == 40010001 or "client_order_id must be unique" in f.reason
-
-
-def _net_reason(exc: httpx.HTTPError, timeout_s: float) -> str:
-    """A transport failure in a few words (no URL, no traceback)."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return f"connect timed out after {timeout_s:g} s"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"no answer within {timeout_s:g} s"
-    text = str(exc).lower()
-    if isinstance(exc, httpx.ConnectError):
-        if "refused" in text:
-            return "connection refused"
-        if "name" in text or "address" in text:
-            return "host not found"
-        return "connection failed"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return "connection dropped"
-    return f"transport error ({type(exc).__name__})"
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("Retry-After")
-    try:
-        seconds = float(value) if value is not None else -1.0
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
-def _json_or_none(resp: httpx.Response) -> Any:
-    try:
-        return resp.json() if resp.content else None
-    except ValueError:
-        return None
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None and value != "" else None
-    except (TypeError, ValueError):
-        return None

@@ -34,14 +34,12 @@ import contextlib
 import hashlib
 import hmac
 import json
-import socket
 import struct
 import threading
 import uuid
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -58,6 +56,7 @@ from hflite.execution.venues.fakebroker import (
     parse_ts,
     path_key,
 )
+from hflite.execution.venues.fakes.http import Handler, HttpApp, Server, wait_until_stopped
 
 if TYPE_CHECKING:
     from hflite.config import Settings
@@ -524,31 +523,13 @@ def _frame(opcode: int, data: bytes) -> bytes:
     return head + data
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(Server):
     app: FakeAlpacaServer
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server: _Server
     server_version = "hflite-fake-alpaca/1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        return
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.app._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server.app._track(self.connection, add=False)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -755,33 +736,6 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             closed.set()
 
-    # -- plumbing ---------------------------------------------------------------------------------
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json", headers)
-
-    def _send(self, status: int, data: bytes, ctype: str, headers: Mapping[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if data:
-                self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-
 
 def _op_of(method: str, path: str) -> str | None:
     if method == "POST" and path == "/v2/orders":
@@ -804,7 +758,7 @@ def _json(raw: bytes) -> Any:
         raise _err(400, 40010000, "request body format is invalid") from None
 
 
-class FakeAlpacaServer:
+class FakeAlpacaServer(HttpApp):
     """The fake Alpaca on ``host:port`` (0 = a free port), REST and ``/stream`` on one port, as a
     context manager. ``fault_next``, ``drop_streams``, ``down``/``up`` drive its misbehaviour."""
 
@@ -821,8 +775,8 @@ class FakeAlpacaServer:
     ) -> None:
         import time
 
+        super().__init__(host, port)
         self.front = AlpacaFront(broker)
-        self.host, self.port = host, port
         self._key_id, self._secret = key_id.encode(), secret.encode()
         self.hold_s = hold_s if hold_s is not None else broker.script.timeout_hold_s
         self.wall_ns = wall_ns or time.time_ns
@@ -831,14 +785,6 @@ class FakeAlpacaServer:
         self.last_update: dict[str, Any] | None = None
         self._faults: dict[str, deque[tuple[str, float | None]]] = {op: deque() for op in _OPS}
         self._faults_lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -881,46 +827,15 @@ class FakeAlpacaServer:
             }
 
     def start(self) -> FakeAlpacaServer:
-        httpd = _Server((self.host, self.port), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
         self.stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-alpaca-http", daemon=True
-        )
-        self._thread.start()
+        self._start_http(_Server, _Handler, "fake-alpaca-http")
         return self
 
     def stop(self) -> None:
         """Stop serving and close every connection (streams and held replies end at once)."""
         self.stopping.set()
         self.front.broker.wake_waiters()
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._conns_lock:
-            if add:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
-
-    def __enter__(self) -> FakeAlpacaServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._stop_http()
 
 
 def serve(
@@ -945,9 +860,4 @@ def serve(
             f"fake alpaca listening on {srv.url} (stream {srv.url.replace('http', 'ws')}/stream); "
             "Ctrl-C stops it"
         )
-        if ready is not None:
-            ready.set()
-        waiter = stop or threading.Event()
-        with contextlib.suppress(KeyboardInterrupt):
-            while not waiter.wait(0.5):
-                pass
+        wait_until_stopped(ready, stop)

@@ -29,26 +29,24 @@ base asset or BNB (the fake charges the core's fee in the quote asset), weights 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import math
 import re
-import socket
 import sys
 import threading
 import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
 from hflite.execution.venues.fakebroker import BrokerError, FakeBroker, Fault, format_ts, parse_ts
+from hflite.execution.venues.fakes.http import Handler, HttpApp, Server, wait_until_stopped
 
 if TYPE_CHECKING:
     from hflite.config import Settings
@@ -814,10 +812,7 @@ def _limit(params: Mapping[str, str]) -> int:
 # -- HTTP -----------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(Server):
     app: FakeBinanceServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -826,24 +821,9 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server: _Server
     server_version = "hflite-fakebinance/1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        return
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.app._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server.app._track(self.connection, add=False)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -960,26 +940,8 @@ class _Handler(BaseHTTPRequestHandler):
             return {"ts": format_ts(front.broker.clock_ns), "last_event_id": last}
         raise BinanceError(404, -1000, f"Unknown endpoint {method} {path}.")
 
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
-    def _send(self, status: int, data: bytes, ctype: str, headers: Mapping[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-
-
-class FakeBinanceServer:
+class FakeBinanceServer(HttpApp):
     """The fake Binance spot API over HTTP on ``host:port`` (0 = a free port), as a context manager::
 
         with FakeBinanceServer(BinanceFront(broker, {"BTC-USD": "BTC/USDT"})) as srv:
@@ -997,19 +959,11 @@ class FakeBinanceServer:
         secret: str = DEFAULT_SECRET,
         recv_window_ms: int = RECV_WINDOW_MS,
     ) -> None:
+        super().__init__(host, port)
         self.front = front
-        self.host, self.port = host, port
         self.recv_window_ms = recv_window_ms
         self._key_id, self._secret = key_id.encode(), secret.encode()
         self._stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def check_key(self, key_id: str | None) -> None:
         """-2015 (HTTP 401) unless the API key is right (compared in constant time)."""
@@ -1033,44 +987,13 @@ class FakeBinanceServer:
             raise BinanceError(400, -1022, "Signature for this request is not valid.")
 
     def start(self) -> FakeBinanceServer:
-        httpd = _Server((self.host, self.port), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
         self._stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fakebinance-http", daemon=True
-        )
-        self._thread.start()
+        self._start_http(_Server, _Handler, "fakebinance-http")
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._conns_lock:
-            if add:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
-
-    def __enter__(self) -> FakeBinanceServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._stop_http()
 
 
 def _without_signature(part: str) -> str:
@@ -1098,9 +1021,4 @@ def serve(
     ) as srv:
         names = ", ".join(f"{m.ours}={m.id}" for m in front.markets.values())
         print(f"fake binance spot listening on {srv.url} ({names}); Ctrl-C stops it")
-        if ready is not None:
-            ready.set()
-        waiter = stop or threading.Event()
-        with contextlib.suppress(KeyboardInterrupt):
-            while not waiter.wait(0.5):
-                pass
+        wait_until_stopped(ready, stop)

@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -43,6 +42,7 @@ import numpy as np
 
 from hflite.domain.instrument import AssetClass, fx_pair_for
 from hflite.execution.venues.fakebroker import BrokerError, FakeBroker, format_ts, parse_ts
+from hflite.execution.venues.fakes.http import Handler, HttpApp, Server, wait_until_stopped
 from hflite.execution.venues.oanda import oanda_name
 
 if TYPE_CHECKING:
@@ -1202,31 +1202,13 @@ _CANCEL = re.compile(r"^/orders/(?P<spec>[^/]+)/cancel$")
 _TRADE_ORDERS = re.compile(r"^/trades/(?P<spec>[^/]+)/orders$")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(Server):
     app: OandaFakeServer
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     server: _Server
     server_version = "hflite-oanda-fake/1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        return
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.app._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.server.app._track(self.connection, add=False)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -1250,7 +1232,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         if not app.authorised(self.headers.get("Authorization")):
-            self._send(401, {"errorMessage": "Insufficient authorization to perform request."})
+            self._send_json(401, {"errorMessage": "Insufficient authorization to perform request."})
             return
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         op = _op(method, url.path)
@@ -1260,7 +1242,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {"Retry-After": _dec(fault[1] if fault[1] is not None else 1.0)} if fault[0] == "429" else {}
             )
             message = "Too many requests" if fault[0] == "429" else "Service temporarily unavailable"
-            self._send(int(fault[0]), {"errorMessage": message}, headers)
+            self._send_json(int(fault[0]), {"errorMessage": message}, headers)
             return
         if method == "GET" and url.path.endswith("/transactions/stream"):
             self._stream(url.path)
@@ -1274,9 +1256,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         if fault is not None and fault[0] == "malformed":
-            self._send_raw(200, b'{"lastTransactionID": "', "application/json")
+            self._send(200, b'{"lastTransactionID": "', "application/json")
             return
-        self._send(status, payload)
+        self._send_json(status, payload)
 
     def _route(self, method: str, path: str, params: dict[str, str], raw: bytes) -> tuple[int, Any]:
         front = self.server.app.front
@@ -1375,7 +1357,7 @@ class _Handler(BaseHTTPRequestHandler):
         front = app.front
         m = _ACCOUNT.match(path.removesuffix("/transactions/stream"))
         if m is None or m["acct"] != front.account_id:
-            self._send(403, {"errorMessage": "The provided request was forbidden."})
+            self._send_json(403, {"errorMessage": "The provided request was forbidden."})
             return
         self.close_connection = True
         self.send_response(200)
@@ -1414,30 +1396,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
-    # -- plumbing ------------------------------------------------------------------------------------------
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-    def _send(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
-
-    def _send_raw(
-        self, status: int, data: bytes, ctype: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("RequestID", f"{time.time_ns()}")
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True
+    def _extra_headers(self) -> Mapping[str, str]:
+        return {"RequestID": f"{time.time_ns()}"}
 
 
 def _op(method: str, path: str) -> str | None:
@@ -1466,7 +1426,7 @@ def _json(raw: bytes) -> Any:
         raise V20Error(400, "The request body is not valid JSON") from None
 
 
-class OandaFakeServer:
+class OandaFakeServer(HttpApp):
     """The OANDA fake over HTTP on ``host:port`` (0 = a free port), REST and the transaction stream
     on one address, as a context manager. ``stop()`` closes streams and held replies at once."""
 
@@ -1481,20 +1441,12 @@ class OandaFakeServer:
         timeout_hold_s: float = 2.0,
         poll_s: float = 5.0,
     ) -> None:
+        super().__init__(host, port)
         self.front = front
-        self.host, self.port = host, port
         self.heartbeat_s, self.timeout_hold_s, self.poll_s = heartbeat_s, timeout_hold_s, poll_s
         self._token = token.encode()
         self._stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
         self._streams: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        self._httpd: _Server | None = None
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -1506,16 +1458,8 @@ class OandaFakeServer:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token)
 
     def start(self) -> OandaFakeServer:
-        httpd = _Server((self.host, self.port), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
         self._stopping.clear()
-        serving = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="oanda-fake-http", daemon=True
-        )
-        serving.start()
-        self._threads = [serving]
+        self._start_http(_Server, _Handler, "oanda-fake-http")
         if self.front.core.clock_mode == "wall":
             poller = threading.Thread(target=self._poll_wall, name="oanda-fake-clock", daemon=True)
             poller.start()
@@ -1535,18 +1479,7 @@ class OandaFakeServer:
     def stop(self) -> None:
         self._stopping.set()
         self.front.wake()
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        for t in self._threads:
-            t.join(timeout=2.0)
+        self._stop_http()
 
     def drop_streams(self) -> int:
         """Close every open transaction stream now (clients must reconnect); returns how many."""
@@ -1557,19 +1490,9 @@ class OandaFakeServer:
                 conn.shutdown(socket.SHUT_RDWR)
         return len(streams)
 
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._conns_lock:
-            (self._conns.add if add else self._conns.discard)(conn)
-
     def _track_stream(self, conn: socket.socket, *, add: bool) -> None:
         with self._conns_lock:
             (self._streams.add if add else self._streams.discard)(conn)
-
-    def __enter__(self) -> OandaFakeServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def serve(
@@ -1598,12 +1521,7 @@ def serve(
     with OandaFakeServer(front, host, port, token=secret) as srv:
         names = ", ".join(sorted(front.symbols))
         print(f"OANDA v20 fake listening on {srv.url} ({clock} clock, {names}); Ctrl-C stops it")
-        if ready is not None:
-            ready.set()
-        waiter = stop or threading.Event()
-        with contextlib.suppress(KeyboardInterrupt):
-            while not waiter.wait(0.5):
-                pass
+        wait_until_stopped(ready, stop)
 
 
 __all__ = [

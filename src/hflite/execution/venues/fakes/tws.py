@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from hflite.domain.instrument import AssetClass, Instrument
 from hflite.execution.venues.fakebroker import BrokerError, FakeBroker, format_ts, parse_ts
+from hflite.execution.venues.fakes.http import wait_until_stopped
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -1524,12 +1525,7 @@ def serve(
         print(
             f"fake TWS (API version {SERVER_VERSION}) listening on {tws.url} ({clock} clock); Ctrl-C stops it"
         )
-        if ready is not None:
-            ready.set()
-        waiter = stop or threading.Event()
-        with contextlib.suppress(KeyboardInterrupt):
-            while not waiter.wait(0.5):
-                pass
+        wait_until_stopped(ready, stop)
 
 
 def main(argv: list[str] | None = None) -> None:
