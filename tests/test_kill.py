@@ -26,6 +26,7 @@ from tests.venues.killing import (
     KEYS,
     SCRIPT,
     assert_positions,
+    assert_quality_pages,
     assert_same_end,
     booked_fills,
     cash_after,
@@ -112,6 +113,7 @@ def test_a_run_killed_at_100_random_points_ends_exactly_like_an_uninterrupted_on
             cmd(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-report"), tmp_path / "ref.sqlite", env()
         )
     ref = report(tmp_path / "ref-report")
+    assert_quality_pages(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-quality", env())
     assert len(ref[1]) > 20, "the run must trade for the test to mean anything"
 
     with FakeBrokerServer(_broker(sample_store), **KEYS) as srv:

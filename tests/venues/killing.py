@@ -184,3 +184,27 @@ def assert_same_end(
     pd.testing.assert_frame_equal(ref[1], end[1])
     pd.testing.assert_series_equal(ref[2], end[2])
     assert "resumed after" in final.stdout
+
+
+def assert_quality_pages(config: Path, journal: Path, out: Path, environ: dict[str, str]) -> None:
+    """``hflite execution report`` and ``hflite drift`` on a finished paper session's journal (against a
+    fake broker) write their pages: slippage per fill, and the live-vs-backtest P&L taken apart."""
+    code = "import sys; from hflite.cli import app; sys.argv[0] = 'hflite'; app()"
+    report_cmd = ["execution", "report", "--journal", str(journal), "--out", str(out)]
+    drift_cmd = ["drift", "--config", str(config), "--journal", str(journal), "--out", str(out)]
+    done = run_to_end([sys.executable, "-c", code, *report_cmd], environ)
+    assert "slip_decision_bps" in done.stdout and "execution by symbol" in done.stdout, done.stdout[-2000:]
+    fills = pd.read_csv(out / "execution_fills.csv")
+    booked = (
+        pd.read_csv(journal.parent / "ref-report" / "fills.csv")
+        if (journal.parent / "ref-report").is_dir()
+        else None
+    )
+    if booked is not None:
+        assert len(fills) == len(booked)  # every fill of the run, measured
+    assert len(fills) > 0 and fills["price"].gt(0).all() and fills["fee_bps"].ge(0).all()
+    assert fills["slip_decision_bps"].notna().all()  # every fill has its decision price
+    done = run_to_end([sys.executable, "-c", code, *drift_cmd], environ)
+    assert "total" in done.stdout.lower(), done.stdout[-2000:]
+    for page in ("execution.html", "drift.html"):
+        assert (out / page).stat().st_size > 5_000, page

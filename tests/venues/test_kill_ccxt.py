@@ -26,6 +26,7 @@ from tests.conftest import make_settings
 from tests.venues.killing import (
     KEYS,
     assert_positions,
+    assert_quality_pages,
     assert_same_end,
     booked_fills,
     cash_after,
@@ -120,6 +121,7 @@ def test_a_ccxt_run_killed_at_random_points_ends_exactly_like_an_uninterrupted_o
             cmd(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-report"), tmp_path / "ref.sqlite", env()
         )
     ref = report(tmp_path / "ref-report")
+    assert_quality_pages(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-quality", env())
     assert len(ref[1]) > 10, "the run must trade for the test to mean anything"
 
     front = _front(sample_store)

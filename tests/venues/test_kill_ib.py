@@ -26,6 +26,7 @@ from tests.conftest import make_settings
 from tests.test_kill import RUN, STRATEGY
 from tests.venues.killing import (
     assert_positions,
+    assert_quality_pages,
     assert_same_end,
     booked_fills,
     cash_after,
@@ -106,6 +107,7 @@ def test_an_ib_run_killed_at_random_points_ends_exactly_like_an_uninterrupted_on
             cmd(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-report"), tmp_path / "ref.sqlite", _env()
         )
     ref = report(tmp_path / "ref-report")
+    assert_quality_pages(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-quality", _env())
     assert len(ref[1]) > 20, "the run must trade for the test to mean anything"
 
     with _tws(sample_store) as tws:

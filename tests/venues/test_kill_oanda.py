@@ -29,6 +29,7 @@ from hflite.execution.venues.fakes.oanda import OandaFakeServer, OandaFront
 from tests.conftest import make_settings
 from tests.venues.killing import (
     assert_positions,
+    assert_quality_pages,
     assert_same_end,
     booked_fills,
     cmd,
@@ -119,6 +120,7 @@ def test_a_run_against_the_oanda_fake_killed_at_random_points_ends_like_an_unint
             cmd(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-report"), tmp_path / "ref.sqlite", _env()
         )
     ref = report(tmp_path / "ref-report")
+    assert_quality_pages(cfg, tmp_path / "ref.sqlite", tmp_path / "ref-quality", _env())
     assert len(ref[1]) > 10, "the run must trade for the test to mean anything"
 
     with _server(sample_store) as srv:
