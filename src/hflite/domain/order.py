@@ -144,8 +144,8 @@ class Order:
     stop_price: float | None = None  # STOP_LIMIT: the trigger (``price`` is then the limit)
     triggered: bool = False  # STOP_LIMIT: the trigger has fired; the order now works as a limit
     # Execution quality (``execution.quality``): the decision bar's close, the last price known when
-    # the order was handed to the venue, and when both happened (wall-clock ns UTC in replay, paper
-    # and live; the bar-time in a backtest, which has no wall clock). 0: not recorded.
+    # the order was handed to the venue, and when both happened (wall-clock ns UTC), stamped in the
+    # journaled runs (replay, paper, live). 0: not recorded (a backtest measures nothing).
     decision_price: float = 0.0
     arrival_price: float = 0.0
     decided_ns: int = 0

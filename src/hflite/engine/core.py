@@ -131,7 +131,7 @@ class Engine:
         self.steps = 0
         self._inst: dict[str, Instrument] = {s: b.instrument for s, b in md.bars.items()}
         #: Wall clock (ns UTC) for execution-quality stamps where a journal keeps them (replay, paper,
-        #: live); None in a backtest, which stamps bar-times and journals plain fills.
+        #: live); None in a backtest, which stamps nothing (the fields stay 0) and journals plain fills.
         self.clock: Callable[[], int] | None = (
             time.time_ns if journal is not None and not isinstance(journal, MemoryJournal) else None
         )
@@ -362,8 +362,9 @@ class Engine:
             )
         if both and prot.stop is not None and prot.take_profit is not None:
             pair = [prot.stop, prot.take_profit]
-            for o in pair:
-                self._sending(o, i)
+            if (clock := self.clock) is not None:
+                for o in pair:
+                    self._sending(o, i, clock)
             self.venue.submit_oco(pair)  # one cancels the other, at the venue where it can
             for o in pair:
                 self.journal.order_updated(o)
@@ -582,24 +583,25 @@ class Engine:
             i + 1 if first_bar is None else first_bar,
             None,
         )
-        order.decision_price = self.md.close_tl[sym].item(i)  # the decision bar's close
         clock = self.clock
-        order.decided_ns = order.created_ts if clock is None else clock()
+        if clock is not None:  # a journaled run measures its execution (a backtest has nothing to)
+            order.decision_price = self.md.close_tl[sym].item(i)  # the decision bar's close
+            order.decided_ns = clock()
         self.orders[order.id] = order
         self.risk.on_order(order.created_ts)
         self.journal.order_created(order)  # journal BEFORE send
         if send:
-            self._sending(order, i)
+            if clock is not None:
+                self._sending(order, i, clock)
             self.venue.submit(order)
             self.journal.order_updated(order)
         return order
 
-    def _sending(self, order: Order, i: int) -> None:
-        """Stamp an order as it goes to the venue: the last price known (timeline index ``i``'s close)
-        and the time (wall clock, or the bar-time in a backtest)."""
+    def _sending(self, order: Order, i: int, clock: Callable[[], int]) -> None:
+        """Stamp an order as it goes to the venue (journaled runs): the last price known (timeline
+        index ``i``'s close) and the wall-clock time."""
         order.arrival_price = self.md.close_tl[order.symbol].item(i)
-        clock = self.clock
-        order.sent_ns = self.md.timeline.item(i) if clock is None else clock()
+        order.sent_ns = clock()
 
     # -- what the backtest driver needs ---------------------------------------------------------
     def next_needed(self, sym: str, k: int, targets: Targets) -> int:
