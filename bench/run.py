@@ -118,7 +118,7 @@ SHOWN = [
     "bar_times", "bar_to_order_p50_ms_ex_network", "bar_to_order_p99_ms_ex_network", "bar_to_order_p99_ms",
     "phase_signals_mean_ms_ex_network", "phase_engine_mean_ms_ex_network", "reconcile_1000_s",
     "reconcile_snapshot_1000_s", "*_roundtrip_p50_ms", "*_roundtrip_p99_ms", "*_ack_p99_ms", "*_fill_p99_ms",
-    "*_overhead_us_per_order", "*_skipped",
+    "*_cpu_us_per_order", "*_transport_us_per_order", "*_overhead_us_per_order", "*_skipped",
 ]  # fmt: skip
 
 

@@ -8,12 +8,17 @@ event delivered (FILLED) -> ``match`` books it. Per order, with ``time.perf_coun
 - ``<kind>_ack_p50_ms`` / ``_p99``: submit until the ACCEPTED event is in the adapter's inbox;
 - ``<kind>_fill_p50_ms`` / ``_p99``: the fake's execution until the FILLED event is in the inbox;
 - ``<kind>_roundtrip_p50_ms`` / ``_p99``: the two together (submit -> ack -> fill event);
-- ``<kind>_overhead_us_per_order``: the CPU time the adapter (with its vendor client library)
-  spends per order, excluding the network and the fake: the calling thread's CPU
-  (``time.thread_time``) inside ``submit`` and ``match``, plus the CPU of every thread the adapter
-  started (stream readers, pollers, event loops; read per thread from /proc through psutil). Waiting
-  on the network costs no CPU, so it is excluded by construction; the fake runs in its own threads.
-  Target < 1 ms (1000 us).
+- ``<kind>_cpu_us_per_order``: the CPU time the adapter and its vendor client library spend per
+  order: the calling thread's CPU (``time.thread_time``) inside ``submit`` and ``match``, plus the
+  CPU of every thread the adapter started (stream readers, pollers, event loops; read per thread from
+  /proc through psutil). Waiting costs no CPU; the fake runs in its own threads.
+- ``<kind>_transport_us_per_order``: the part of it inside the HTTP transports (requests'
+  ``HTTPAdapter.send``, httpx's ``HTTPTransport.handle_request`` and response streams: connections,
+  HTTP framing, socket I/O), as ``bench/runtime.py`` counts the network;
+- ``<kind>_overhead_us_per_order``: the difference, the adapter's overhead excluding the network.
+  Target < 1 ms (1000 us). Websocket frames (alpaca's stream) and the TWS socket (ib_async) are not
+  metered: there the figure includes the client's own socket and framing work.
+- ccxt has no push stream: its poller's requests while an order waits count in its CPU.
 
 Run with ``python bench/venues.py [orders]`` or ``python bench/run.py venues``.
 """
@@ -53,6 +58,67 @@ HARNESSES = {
     "oanda": "tests.venues.test_contract_oanda",
     "ib": "tests.venues.test_contract_ib",
 }
+
+
+class TransportMeter:
+    """CPU seconds spent inside the HTTP transports (requests' ``HTTPAdapter.send``, httpx's
+    ``HTTPTransport.handle_request`` and its response streams), per thread: the network part of an
+    adapter's CPU (connection handling, HTTP framing, socket reads and writes). The main thread counts
+    only while ``inside`` is set (during the adapter's own calls, not the fake's)."""
+
+    def __init__(self) -> None:
+        self.by_thread: dict[int, float] = {}
+        self.inside = False
+        self._main = threading.main_thread().native_id
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _add(self, spent: float) -> None:
+        tid = threading.get_native_id()
+        if tid != self._main or self.inside:
+            self.by_thread[tid] = self.by_thread.get(tid, 0.0) + spent
+
+    def _wrap(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+        meter = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            c0 = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                meter._add(time.thread_time() - c0)
+
+        def timed_iter(self_: Any) -> Any:
+            it = original(self_)
+            while True:
+                c0 = time.thread_time()
+                try:
+                    chunk = next(it)
+                except StopIteration:
+                    meter._add(time.thread_time() - c0)
+                    return
+                meter._add(time.thread_time() - c0)
+                yield chunk
+
+        setattr(owner, name, timed_iter if name == "__iter__" else timed)
+        self._undo.append((owner, name, original))
+
+    def install(self) -> TransportMeter:
+        import httpx._transports.default as httpx_default
+        import requests.adapters
+
+        self._wrap(requests.adapters.HTTPAdapter, "send")
+        self._wrap(httpx_default.HTTPTransport, "handle_request")
+        self._wrap(httpx_default.ResponseStream, "__iter__")
+        return self
+
+    def uninstall(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+        self._undo.clear()
+
+    def cpu(self, threads: set[int]) -> float:
+        return sum(v for t, v in self.by_thread.items() if t in threads or t == self._main)
 
 
 def _thread_cpu(native_ids: set[int]) -> float:
@@ -96,10 +162,13 @@ def bench_kind(kind: str, store: Store, orders: int) -> dict[str, float] | None:
             venue.match(o.symbol, bar(1), booked)
         adapter_threads |= {t.native_id for t in threading.enumerate()} - before
         cpu_main, cpu0_threads = 0.0, _thread_cpu(adapter_threads)
+        meter = TransportMeter().install()
         for n in range(orders):
             o = make_order(harness, side=SIDES[n % 2])  # buy, sell, ...: flat every two orders
             t0, c0 = time.perf_counter(), time.thread_time()
+            meter.inside = True
             venue.submit(o)
+            meter.inside = False
             cpu_main += time.thread_time() - c0
             _wait(lambda o=o: bool(ours(venue, o, VenueEventKind.ACCEPTED)))
             t1 = time.perf_counter()
@@ -108,11 +177,15 @@ def bench_kind(kind: str, store: Store, orders: int) -> dict[str, float] | None:
             _wait(lambda o=o: bool(ours(venue, o, VenueEventKind.FILLED)))
             t3 = time.perf_counter()
             c0 = time.thread_time()
+            meter.inside = True
             venue.match(o.symbol, bar(n + 2), booked)
+            meter.inside = False
             cpu_main += time.thread_time() - c0
             acks.append(t1 - t0)
             fills.append(t3 - t2)
         cpu_threads = _thread_cpu(adapter_threads) - cpu0_threads
+        meter.uninstall()
+        transport = meter.cpu(adapter_threads)
         venue.close()
     finally:
         harness.close()
@@ -125,12 +198,15 @@ def bench_kind(kind: str, store: Store, orders: int) -> dict[str, float] | None:
         f"{kind}_fill_p99_ms": float(np.percentile(fill, 99)),
         f"{kind}_roundtrip_p50_ms": float(np.percentile(rt, 50)),
         f"{kind}_roundtrip_p99_ms": float(np.percentile(rt, 99)),
-        f"{kind}_overhead_us_per_order": (cpu_main + cpu_threads) / orders * 1e6,
+        f"{kind}_cpu_us_per_order": (cpu_main + cpu_threads) / orders * 1e6,
+        f"{kind}_transport_us_per_order": transport / orders * 1e6,
+        f"{kind}_overhead_us_per_order": (cpu_main + cpu_threads - transport) / orders * 1e6,
     }
     print(
         f"{kind}: round trip p50 {out[f'{kind}_roundtrip_p50_ms']:.2f} ms, p99 "
-        f"{out[f'{kind}_roundtrip_p99_ms']:.2f} ms; adapter CPU per order "
-        f"{out[f'{kind}_overhead_us_per_order']:.0f} us (target < {TARGET_US:.0f} us)"
+        f"{out[f'{kind}_roundtrip_p99_ms']:.2f} ms; CPU per order {out[f'{kind}_cpu_us_per_order']:.0f} us, "
+        f"of which HTTP transport {out[f'{kind}_transport_us_per_order']:.0f} us; adapter overhead ex "
+        f"network {out[f'{kind}_overhead_us_per_order']:.0f} us (target < {TARGET_US:.0f} us)"
     )
     return out
 
