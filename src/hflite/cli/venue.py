@@ -73,9 +73,9 @@ def check(
         typer.Option("--set", help="Override a setting, e.g. venue.url=http://127.0.0.1:8765."),
     ] = None,
 ) -> None:
-    """Connect to each configured broker venue and print its account, cash, buying power, positions, open orders, clock skew and latency.
+    r"""Connect to each configured broker venue and print its account, cash, buying power, positions, open orders, clock skew and latency.
 
-    Keys come from the variables the config's [venue] names (environment or .env) and are never printed. Exits 1 when any venue fails, with the reason.
+    Keys come from the variables the config's \[venue] names (environment or .env) and are never printed. Exits 1 when any venue fails, with the reason.
     Example: hflite venue check --config configs/alpaca_paper.toml --config configs/oanda_practice.toml
     """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from rich.console import Console
@@ -172,9 +172,9 @@ def fake(
         list[str] | None, typer.Option("--set", help="Override a setting, e.g. data.dir=var/data.")
     ] = None,
 ) -> None:
-    """Serve a local fake of a real broker's protocol on 127.0.0.1, filling orders with the sim venue's rules on the config's bars (driven clock: a recorded run with drive_clock = true moves its market).
+    r"""Serve a local fake of a real broker's protocol on 127.0.0.1, filling orders with the sim venue's rules on the config's bars (driven clock: a recorded run with drive_clock = true moves its market).
 
-    Point a run at it with --set venue.kind=KIND --set venue.url=<the printed address> --set venue.drive_clock=true. It accepts the keys (and OANDA's and IB's account id) in the variables the config's [venue] names, else each fake's documented defaults (docs/venues/KIND.md). Stop with Ctrl-C.
+    Point a run at it with --set venue.kind=KIND --set venue.url=<the printed address> --set venue.drive_clock=true. It accepts the keys (and OANDA's and IB's account id) in the variables the config's \[venue] names, else each fake's documented defaults (docs/venues/KIND.md). Stop with Ctrl-C.
     Example: hflite venue fake oanda --config configs/oanda_practice.toml
     """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     import importlib

@@ -46,11 +46,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
 import requests
 from alpaca.common.exceptions import APIError
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.requests import StockLatestQuoteRequest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus
 from alpaca.trading.enums import TimeInForce as AlpacaTif
@@ -72,6 +75,7 @@ from pydantic import ValidationError
 from hflite import redact as redaction
 from hflite.domain.instrument import AssetClass, Instrument
 from hflite.domain.order import OPEN, Order, OrderType, Side
+from hflite.execution.timing import Quote
 from hflite.execution.venues.base import (
     Capabilities,
     EventVenue,
@@ -111,6 +115,7 @@ from hflite.execution.venues.common import (
 from hflite.execution.venues.registry import VenueSpec
 
 __all__ = [
+    "DATA_URL",
     "LIVE_URL",
     "PAPER_URL",
     "AlpacaVenue",
@@ -125,6 +130,8 @@ _log = logging.getLogger(__name__)
 
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
+DATA_URL = "https://data.alpaca.markets"  # market data (quotes), for paper and live accounts alike
+_ALPACA_HOSTS = frozenset({"paper-api.alpaca.markets", "api.alpaca.markets"})
 FRACTION_DECIMALS = 9  # Alpaca's precision for fractional share quantities
 _REPLACE_MARK = "~r"  # client id of a replacement order: <our client id>~r<8 hex>
 _ORDERS_PAGE = 500  # Alpaca's maximum ``limit`` for GET /v2/orders
@@ -182,6 +189,21 @@ class _Client(TradingClient):
 
     def __init__(self, key_id: str, secret: str, *, paper: bool, url: str, timeout_s: float) -> None:
         super().__init__(key_id, secret, paper=paper, raw_data=True, url_override=url)
+        self._retry = 0
+        self.timeout_s = timeout_s
+
+    def _one_request(self, method: str, url: str, opts: dict, retry: int) -> dict:  # type: ignore[type-arg]
+        return super()._one_request(method, url, {**opts, "timeout": self.timeout_s}, retry)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class _DataClient(StockHistoricalDataClient):
+    """The market-data client (latest quotes) with the same timeout and no retry loop of its own."""
+
+    def __init__(self, key_id: str, secret: str, *, url: str, timeout_s: float) -> None:
+        super().__init__(key_id, secret, raw_data=True, url_override=url)
         self._retry = 0
         self.timeout_s = timeout_s
 
@@ -299,6 +321,9 @@ class AlpacaVenue(EventVenue):
         self._to_venue.update(symbols or {})
         self._from_venue = {v: s for s, v in self._to_venue.items()}
         self._client = _Client(key_id, secret, paper=not live, url=self.endpoint, timeout_s=timeout_s)
+        # market data lives at data.alpaca.markets (paper and live alike); a local fake serves both
+        data_url = DATA_URL if urlsplit(self.endpoint).hostname in _ALPACA_HOSTS else self.endpoint
+        self._data = _DataClient(key_id, secret, url=data_url, timeout_s=timeout_s)
         self._admin: httpx.Client | None = None
         self._assets: dict[str, Asset] = {}
         self._client_ids: dict[str, str] = {}  # short client id -> our order id
@@ -382,6 +407,7 @@ class AlpacaVenue(EventVenue):
             self._thread.join(timeout=3.0)
         self._thread = None
         self._client.close()
+        self._data.close()
         if self._admin is not None:
             self._admin.close()
 
@@ -398,6 +424,19 @@ class AlpacaVenue(EventVenue):
         self._listening.clear()
 
     # -- what venue check shows ------------------------------------------------------------------
+    def quote(self, symbol: str) -> Quote | None:
+        """The latest NBBO quote of a stock (GET /v2/stocks/quotes/latest on the market-data API), for
+        ``[execution.timing]``; None for crypto and for a symbol without a quote."""
+        venue_symbol = self.venue_symbol(symbol)
+        if "/" in venue_symbol:  # crypto quotes come from another feed: not used for timing
+            return None
+        request = StockLatestQuoteRequest(symbol_or_symbols=venue_symbol)
+        quotes = self._read(lambda: self._data.get_stock_latest_quote(request), f"reading {symbol}'s quote")
+        q = quotes.get(venue_symbol) if isinstance(quotes, dict) else None
+        if not isinstance(q, dict) or not q.get("bp") or not q.get("ap"):
+            return None
+        return Quote(float(q["bp"]), float(q["ap"]), _parse_ts(str(q["t"])) if q.get("t") else 0)
+
     def market_clock(self) -> MarketClock:
         """GET /v2/clock: Alpaca's time, whether the market is open, its next open and close."""
         obj = self._read(self._client.get_clock, "reading the clock")

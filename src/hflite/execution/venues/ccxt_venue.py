@@ -44,6 +44,7 @@ from hflite import redact as redaction
 from hflite.domain.instrument import Instrument
 from hflite.domain.order import OPEN as _OPEN
 from hflite.domain.order import Order, OrderStatus, OrderType, Side, TimeInForce
+from hflite.execution.timing import Quote
 from hflite.execution.venues.base import (
     Capabilities,
     EventVenue,
@@ -400,6 +401,24 @@ class CcxtVenue(EventVenue):
                 f"notional {amount * ref:.2f} {market.get('quote', '')} is below {unified}'s minimum "
                 f"notional {float(low):g}"
             )
+
+    def quote(self, symbol: str) -> Quote | None:
+        """The exchange's best bid and ask for ``symbol`` (``fetch_ticker``), for ``[execution.timing]``;
+        None when the symbol is not mapped or the ticker has no book."""
+        try:
+            unified = self._unified_of(symbol)
+        except ValueError:
+            return None
+        try:
+            ticker = self._call(self.exchange.fetch_ticker, unified, idempotent=True)
+        except _Failure as f:
+            raise self._error(f, f"reading {symbol}'s ticker") from None
+        bid = ticker.get("bid") if isinstance(ticker, dict) else None
+        ask = ticker.get("ask") if isinstance(ticker, dict) else None
+        if not bid or not ask:
+            return None
+        ts = ticker.get("timestamp")
+        return Quote(float(bid), float(ask), int(ts) * 1_000_000 if ts else 0)
 
     def last_price(self, unified: str) -> float | None:
         """The exchange's last price (None when it cannot say)."""

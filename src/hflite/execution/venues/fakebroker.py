@@ -864,6 +864,17 @@ class FakeBroker:
                 },
             }  # fmt: skip
 
+    def latest_quotes(self, symbols: str) -> dict[str, Any]:
+        """GET /v2/stocks/quotes/latest?symbols=A,B (Alpaca market data, as alpaca-py asks): the
+        quotes of the symbols that have one (``latest_quote``), under "quotes"."""
+        quotes: dict[str, Any] = {}
+        for sym in (s for s in symbols.split(",") if s):
+            try:
+                quotes[sym] = self.latest_quote(sym)["quote"]
+            except BrokerError:
+                continue
+        return {"quotes": quotes}
+
     def reject_next(self, reason: str) -> None:
         """Admin: refuse the next client order on its merits (403 with ``reason``), before it is taken."""
         with self._lock:
@@ -1323,6 +1334,8 @@ class _Handler(Handler):
             return b.activities(params)
         if path == "/admin/state":
             return b.state()
+        if path == "/v2/stocks/quotes/latest":
+            return b.latest_quotes(params.get("symbols", ""))
         if _QUOTE.match(path):
             return b.latest_quote(path.split("/")[3])
         raise BrokerError(404, 40400000, f"endpoint not found: GET {path}")

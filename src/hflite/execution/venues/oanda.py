@@ -37,6 +37,7 @@ import httpx
 from hflite import redact as redaction
 from hflite.domain.instrument import AssetClass, Instrument
 from hflite.domain.order import Order, OrderStatus, OrderType, Side, TimeInForce
+from hflite.execution.timing import Quote
 from hflite.execution.venues.base import (
     Capabilities,
     EventVenue,
@@ -364,6 +365,25 @@ class OandaVenue(EventVenue):
             self._get(self._acct("/summary"), "reading the account")
             times.append((time.perf_counter() - t0) * 1e3)
         return sorted(times)[len(times) // 2]
+
+    def quote(self, symbol: str) -> Quote | None:
+        """The instrument's best bid and ask (GET .../pricing), for ``[execution.timing]``; None for a
+        symbol not traded here or an instrument not tradeable now."""
+        name = self.names.get(symbol)
+        if name is None:
+            return None
+        body = self._json(
+            "GET", self._acct("/pricing"), f"reading {symbol}'s price", params={"instruments": name}
+        )
+        prices = body.get("prices") if isinstance(body, dict) else None
+        row = next((p for p in prices or [] if isinstance(p, dict) and p.get("instrument") == name), None)
+        if row is None or not row.get("tradeable", True):
+            return None
+        try:
+            bid, ask = float(row["bids"][0]["price"]), float(row["asks"][0]["price"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise VenueUnknownState(f"venue {self.name}: malformed price for {name}") from None
+        return Quote(bid, ask, _parse_ts(str(row["time"])) if row.get("time") else 0)
 
     def describe(self) -> dict[str, Any]:
         """What ``hflite venue check`` prints: the account (masked), currency, balance, margin, NAV."""

@@ -623,12 +623,17 @@ class _Handler(Handler):
         }
         if path in simple:
             return simple[path]()
+        with_params = {
+            "/v2/calendar": calendar_json,
+            "/v2/orders": front.list_orders,
+            "/v2/account/activities/FILL": front.activities,
+            # the market-data API's latest quotes (stocks)
+            "/v2/stocks/quotes/latest": lambda p: front.broker.latest_quotes(p.get("symbols", "")),
+        }
+        if path in with_params:
+            return with_params[path](params)
         if path == "/v2/clock":
             return clock_json(app.wall_ns())
-        if path == "/v2/calendar":
-            return calendar_json(params)
-        if path == "/v2/orders":
-            return front.list_orders(params)
         if path == "/v2/orders:by_client_order_id":
             return front.by_client_id(params.get("client_order_id", ""))
         if path.startswith("/v2/orders/"):
@@ -637,8 +642,6 @@ class _Handler(Handler):
             return front.position(path.split("/v2/positions/", 1)[1])
         if path.startswith("/v2/assets/"):
             return front.asset(path.split("/v2/assets/", 1)[1])
-        if path == "/v2/account/activities/FILL":
-            return front.activities(params)
         if path == "/admin/events":
             try:
                 since = int(params.get("since_id") or 0)
@@ -702,6 +705,14 @@ class _Handler(Handler):
         closed = threading.Event()
         threading.Thread(target=self._ws_reader, args=(send, closed), daemon=True).start()
         generation = app.drops
+        app.streaming(+1)
+        try:
+            self._follow(app, send, closed, cursor, generation)
+        finally:
+            app.streaming(-1)
+
+    def _follow(self, app: Any, send: Any, closed: threading.Event, cursor: int, generation: int) -> None:
+        """Send the trade updates after ``cursor`` as they happen, until the stream is dropped."""
         sent = 0
         while not app.stopping.is_set() and not closed.is_set():
             if app.drops != generation:
@@ -782,6 +793,8 @@ class FakeAlpacaServer(HttpApp):
         self.wall_ns = wall_ns or time.time_ns
         self.stopping = threading.Event()
         self.drops = 0
+        self._streams = 0  # trade_updates connections following the event log now
+        self._streams_cond = threading.Condition()
         self.last_update: dict[str, Any] | None = None
         self._faults: dict[str, deque[tuple[str, float | None]]] = {op: deque() for op in _OPS}
         self._faults_lock = threading.Lock()
@@ -805,9 +818,18 @@ class FakeAlpacaServer(HttpApp):
         with self._faults_lock:
             return self._faults[op].popleft() if self._faults[op] else (None, None)
 
-    def drop_streams(self) -> None:
-        """Close every trade_updates connection now (clients must reconnect)."""
-        self.drops += 1
+    def streaming(self, delta: int) -> None:
+        """Count a trade_updates connection in (+1) or out (-1)."""
+        with self._streams_cond:
+            self._streams += delta
+            self._streams_cond.notify_all()
+
+    def drop_streams(self, wait_s: float = 5.0) -> None:
+        """Close every trade_updates connection now (clients must reconnect); a client still
+        subscribing is waited for (up to ``wait_s``), so the drop is never lost to a race."""
+        with self._streams_cond:
+            self._streams_cond.wait_for(lambda: self._streams > 0, timeout=wait_s)
+            self.drops += 1
         self.front.broker.wake_waiters()
 
     def move_clock(self, body: Any) -> dict[str, Any]:

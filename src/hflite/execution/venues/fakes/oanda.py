@@ -1016,6 +1016,32 @@ class OandaFront:
         close = self._last_close(pair[0])
         return 1.0 if close is None else (1.0 / close if pair[1] else close)
 
+    def pricing(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET .../pricing?instruments=A,B: each tradeable instrument's bid and ask around the core's
+        last close (``latest_quote``), at its display precision."""
+        wanted = [n for n in params.get("instruments", "").split(",") if n]
+        if not wanted:
+            raise V20Error(400, "Invalid value specified for 'instruments'")
+        prices = []
+        for name in wanted:
+            symbol = self.symbols.get(name)
+            if symbol is None:
+                raise V20Error(400, f"Invalid value specified for 'instruments': {name}")
+            try:
+                q = self.core.latest_quote(symbol)["quote"]
+            except BrokerError:
+                continue
+            places = _places(self.core.venue.instruments[symbol].tick_size)
+            bid, ask = _fixed(q["bp"], places), _fixed(q["ap"], places)
+            prices.append(
+                {
+                    "type": "PRICE", "instrument": name, "time": q["t"], "status": "tradeable",
+                    "tradeable": True, "bids": [{"price": bid, "liquidity": 10_000_000}],
+                    "asks": [{"price": ask, "liquidity": 10_000_000}], "closeoutBid": bid, "closeoutAsk": ask,
+                }
+            )  # fmt: skip
+        return {"prices": prices, "time": format_ts(self.core.clock_ns)}
+
     def instruments(self, params: Mapping[str, str]) -> dict[str, Any]:
         """GET .../instruments: precision, minimum size and margin rate from the core's instruments."""
         wanted = set(params["instruments"].split(",")) if params.get("instruments") else None
@@ -1291,6 +1317,7 @@ class _Handler(Handler):
             return front.summary()
         routes = {
             "/instruments": lambda: front.instruments(params),
+            "/pricing": lambda: front.pricing(params),
             "/orders": lambda: front.list_orders(params),
             "/pendingOrders": lambda: front.list_orders(params, pending_only=True),
             "/trades": lambda: front.list_trades(params),
