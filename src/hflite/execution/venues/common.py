@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, Protocol, TypeVar, cast
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from hflite import redact as redaction
 from hflite.domain.order import Order, OrderStatus, OrderType
@@ -168,19 +169,33 @@ def with_retries(
     ``backoff`` (base, max seconds). The last failure is raised, its reason redacted (and saying it
     gave up)."""
     retry_kinds = {"refused", "unreachable"} | ({"lost"} if idempotent else set())
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return once()
-        except failure as exc:
-            f = cast(_Classified, exc)
-            if f.kind not in retry_kinds or attempt >= attempts:
-                if f.kind in retry_kinds:
-                    f.reason = f"{f.reason} (gave up after {attempts} tries)"
-                f.reason = redact(f.reason)
-                raise
-            sleep(backoff_s(f.retry_after, attempt, *backoff))
+
+    def retryable(exc: BaseException) -> bool:
+        return isinstance(exc, failure) and cast(_Classified, exc).kind in retry_kinds
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        after = cast(_Classified, exc).retry_after if exc is not None else None
+        return backoff_s(after, state.attempt_number, *backoff)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(max(1, attempts)),
+        retry=retry_if_exception(retryable),
+        wait=wait,
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                return once()
+    except failure as exc:
+        f = cast(_Classified, exc)
+        if f.kind in retry_kinds:  # retryable, so it stopped for the attempts
+            f.reason = f"{f.reason} (gave up after {attempts} tries)"
+        f.reason = redact(f.reason)
+        raise
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
 # -- HTTP answers (httpx; ``retry_after`` reads any response with ``headers``) -------------------------
