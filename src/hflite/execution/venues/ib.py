@@ -97,6 +97,7 @@ _SUMMARY_TAGS = "AccountType,NetLiquidation,TotalCashValue,BuyingPower,Available
 _REJECTING = frozenset(
     {103, 104, 105, 106, 107, 109, 110, 200, 201, 203, 321, 382, 383, 387, 391, 399, 434, 461}
 )
+_SYNC_TRIES = 3  # the clock's barrier, across a dropped connection
 _CANCELLED_STATE = re.compile(r"state: *(?:Api)?Cancelled", re.IGNORECASE)
 _INFO = frozenset({2104, 2106, 2107, 2108, 2158, 2119, 2100, 2150})
 _PACING = 100
@@ -1213,7 +1214,15 @@ class IbVenue(EventVenue):
             raise VenueUnknownState(
                 f"venue {self.name}: malformed answer from POST /admin/clock (HTTP {resp.status_code})"
             ) from None
-        self._read("waiting for TWS's messages", self._ib.reqCurrentTimeAsync, self.sync_timeout_s)
+        for attempt in range(_SYNC_TRIES):
+            try:
+                self._read("waiting for TWS's messages", self._ib.reqCurrentTimeAsync, self.sync_timeout_s)
+                break
+            except VenueUnavailable:
+                # the socket dropped mid-barrier (a gateway restart, error 1100): the reader
+                # reconnects (and flags ``reconnected``: the runtime reconciles); wait for it, again
+                if attempt == _SYNC_TRIES - 1:
+                    raise
 
         async def flush() -> None:  # fills still waiting for their commission: book them now
             for exec_id in list(self._unbooked):
