@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 venue_app = typer.Typer(
-    help="Venues: check a configured broker (keys, account, clock, latency) or serve the local fake broker "
-    "(a broker API on 127.0.0.1 for paper runs and tests).\n\n"
+    help="Venues: check a configured broker (keys, account, clock, latency), or serve a local fake of one "
+    "(Alpaca, Binance for ccxt, OANDA, IB's TWS, or the fake broker) for paper runs and tests.\n\n"
     "Example: hflite venue check --config configs/alpaca_paper.toml",
     no_args_is_help=True,
 )
