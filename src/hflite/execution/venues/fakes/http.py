@@ -12,6 +12,7 @@ import contextlib
 import json
 import socket
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -78,7 +79,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class HttpApp:
+class HttpApp(ABC):
     """Serves ``handler`` on ``host:port`` (0 = a free port) in a background thread (``_start_http``)
     and stops promptly (``_stop_http``: every tracked connection is shut down). A context manager
     around the subclass's ``start`` / ``stop``."""
@@ -94,11 +95,13 @@ class HttpApp:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError
+        """Bind and serve (the subclass calls ``_start_http`` and starts its own threads)."""
 
+    @abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop serving (the subclass wakes its waiters and calls ``_stop_http``)."""
 
     def _start_http(self, server: type[Server], handler: type[Handler], name: str) -> None:
         """Bind (``url`` is valid afterwards) and serve in a daemon thread called ``name``."""
