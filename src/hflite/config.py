@@ -689,6 +689,98 @@ class RuntimeConfig(BaseModel):
         return self
 
 
+Level = Literal["info", "warning", "critical"]
+
+
+def _alerting_levels() -> list[Level]:
+    return ["warning", "critical"]
+
+
+class AlertChannelConfig(BaseModel):
+    """One alert channel: an apprise URL read from ``.env`` (never from the config: it holds tokens)."""
+
+    model_config = FROZEN
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
+    url_env: str = Field(
+        min_length=1,
+        description="the environment variable (or .env line) holding the apprise URL, e.g. "
+        "HFLITE_ALERT_DISCORD = discord://webhook_id/webhook_token",
+    )
+    levels: list[Level] = Field(
+        default_factory=_alerting_levels, min_length=1, description="levels it receives"
+    )
+    kinds: list[str] = Field(
+        default_factory=list, description="event kinds it receives (empty: every kind at its levels)"
+    )
+
+
+class AlertsConfig(BaseModel):
+    """``[alerts]``: where the runtime's alerts go (docs/operating.md)."""
+
+    model_config = FROZEN
+    enabled: bool = True
+    channels: list[AlertChannelConfig] = Field(default_factory=list)
+    dedup_s: float = Field(300.0, ge=0, le=86_400, description="the same alert again within this is dropped")
+    per_minute: int = Field(20, ge=1, le=10_000, description="at most this many alerts per channel a minute")
+    retries: int = Field(5, ge=0, le=100, description="retries of a failed delivery (exponential backoff)")
+    retry_base_s: float = Field(2.0, gt=0, le=3600)
+    timeout_s: float = Field(10.0, gt=0, le=300, description="one delivery attempt's time limit")
+    queue_max: int = Field(1000, ge=1, le=1_000_000, description="undelivered alerts kept; older ones drop")
+    fills: bool = Field(True, description="an info alert for every fill")
+    daily_summary: str | None = Field(
+        "17:15", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM in summary_tz; None = off"
+    )
+    summary_tz: str = "America/New_York"
+    stale_after_bars: float = Field(
+        3.0, gt=0, le=1000, description="a symbol's feed is stale after this many bar intervals with no bar"
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertsConfig:
+        names = [c.name for c in self.channels]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"channel names must be unique: {', '.join(dup)} repeated")
+        return self
+
+
+class ApiConfig(BaseModel):
+    """``[api]``: the control API (``hflite run --api`` or ``hflite serve``)."""
+
+    model_config = FROZEN
+    host: str = Field("127.0.0.1", description="loopback by default; another address needs tls_cert")
+    port: int = Field(8765, ge=0, le=65_535, description="0: any free port (printed at start)")
+    token_env: str = Field("HFLITE_API_TOKEN", description="the .env variable holding the bearer token")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    control_per_minute: int = Field(10, ge=1, le=10_000, description="control commands per client a minute")
+    read_per_second: int = Field(200, ge=1, le=100_000, description="reads per client a second")
+
+
+class TelegramConfig(BaseModel):
+    """``[telegram]``: the bot that notifies and takes commands from the configured chats only."""
+
+    model_config = FROZEN
+    enabled: bool = False
+    token_env: str = "HFLITE_TELEGRAM_TOKEN"  # noqa: S105 - the variable's name, not a token
+    chat_ids: list[int] = Field(default_factory=list, description="the only chats it answers and notifies")
+    base_url: str | None = Field(None, description="the Bot API's URL (None: https://api.telegram.org/bot)")
+    notify_levels: list[Level] = Field(default_factory=_alerting_levels)
+
+    @model_validator(mode="after")
+    def _needs_chats(self) -> TelegramConfig:
+        if self.enabled and not self.chat_ids:
+            raise ValueError("enabled = true needs chat_ids: the bot answers the configured chats only")
+        return self
+
+
+class MetricsConfig(BaseModel):
+    """``[metrics]``: Prometheus metrics on the API's ``/metrics``."""
+
+    model_config = FROZEN
+    enabled: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HFLITE_",
@@ -710,6 +802,10 @@ class Settings(BaseSettings):
     report: ReportConfig = Field(default_factory=ReportConfig)
     ai: AIConfig = Field(default_factory=AIConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -46,7 +47,11 @@ from hflite.engine.run import Prepared, Progress, build_result, make_engine, ope
 from hflite.engine.runtime import BarEvent, LiveRuntime, RecordedFeed
 from hflite.execution.oms import Command, JournalLock, SqliteJournal
 from hflite.execution.venues.base import EventVenue, RemoteVenue, VenueEvent, VenueEventKind
+from hflite.ops.watch import NoOps, Watch
 from hflite.strategy.base import SignalSet
+
+if TYPE_CHECKING:
+    from hflite.ops.watch import OpsKit
 
 #: Seconds between reconciliation attempts while halted on an unexplained difference.
 HALT_POLL_S = 2.0
@@ -182,8 +187,10 @@ class Session:
         id_prefix: str = "",
         gate: Any = None,
         alert: Callable[[str, str], None] | None = None,
+        ops: Watch | None = None,
     ) -> None:
         self.prep = prep
+        self.ops = ops  # ops.watch.Watch: fills, verdicts, risk events... to the alert/metrics bus
         self.alert = alert  # (what, why): the alert hook (the CLI prints it; alert channels plug in here)
         self.gate = gate  # engine.hours.MarketGate: holds orders while their market is closed (live clock)
         self.id_prefix = id_prefix
@@ -209,6 +216,12 @@ class Session:
         self.feed_status: dict[str, str] = {}  # the live feed's word on each symbol (delays included)
         self.pending_adjustments: list[Any] = []  # accepted, waiting for a stepped bar to book at
         self.replayed_adjustments: dict[int, list[dict[str, Any]]] = {}
+        self._orders_seen = 0  # orders counted by _order_states (the book's orders by status)
+        self._unsettled: dict[str, Order] = {}
+        self._settled: dict[str, int] = {}
+        self.step_ns: int | None = None  # wall clock when the bar-time being stepped arrived
+        self.trade_scan = 0  # portfolio.trades before this index are closed and journaled
+        self.trades_journaled = {str(t.get("key")) for t in journal.events_of("trade")}
 
     # -- wiring ---------------------------------------------------------------------------------
     def build(self) -> LiveRuntime:
@@ -260,6 +273,7 @@ class Session:
 
     # -- the hooks ------------------------------------------------------------------------------
     async def before(self, ts: int) -> None:
+        self.step_ns = time.time_ns()
         if self.recovering:
             if self.resume_ts is not None and ts <= self.resume_ts:
                 assert self.recovery_control is not None
@@ -289,8 +303,11 @@ class Session:
         if self.pending_adjustments:  # accepted before any bar was stepped: booked at this one
             self._adjust_now()
         self.journal.decided(ts)
+        self._journal_trades()
         book = self.book()
-        self.journal.set_meta("book", json.dumps(book, default=str))
+        self.journal.mark(ts, float(book["equity"]), json.dumps(book, default=str))
+        if self.ops is not None:
+            self.ops.after(self.engine, ts, book, self.step_ns)
         if self.status_cb is not None:
             self.status_cb(book)
         if self.check_after_step and self.remote is not None:
@@ -300,12 +317,35 @@ class Session:
             if isinstance(self.remote, EventVenue):
                 self.remote.needs_reconcile = True
 
+    def _journal_trades(self) -> None:
+        """Closed round trips not journaled yet (``/trades``), once each (a re-run bar-time finds
+        them journaled by their key)."""
+        trades = self.engine.portfolio.trades
+        for t in trades[self.trade_scan :]:
+            if t.is_open:
+                continue
+            key = f"{t.symbol}|{t.entry_ts}|{t.exit_ts}"
+            if key in self.trades_journaled:
+                continue
+            self.trades_journaled.add(key)
+            body = {"key": key, "symbol": t.symbol, "direction": t.direction, "qty": t.qty,
+                    "entry_ts": t.entry_ts, "entry_price": t.entry_price, "exit_ts": t.exit_ts,
+                    "exit_price": t.exit_price, "pnl": t.pnl, "fees": t.fees,
+                    "entry_reason": t.entry_reason, "exit_reason": t.exit_reason}  # fmt: skip
+            self.journal.record("trade", t.symbol, body)
+        k = self.trade_scan
+        while k < len(trades) and not trades[k].is_open:
+            k += 1
+        self.trade_scan = k
+
     def go_live(self) -> None:
         """Recovery is over: from here on, decisions are journaled and orders sent."""
         if not self.recovering:
             return
         engine = self.engine
         self.recovering = False
+        if self.ops is not None:
+            self.ops.skip_to(engine)
         known = set(self.journal.order_statuses())
         remade = self.muted.seen
         engine.journal = self.journal
@@ -382,6 +422,7 @@ class Session:
                 currencies={s: b.instrument.currency for s, b in engine.md.bars.items()},
             )
             self.journal.save_reconciliation(rec.differences)
+            self._note_differences(rec.differences)
             if rec.clean:
                 break
             self.halted = f"reconcile: {rec.summary()}"
@@ -417,6 +458,10 @@ class Session:
             self.runtime.status = "running"
         explained = [d for d in rec.differences if d.explained]
         self.log.info("run.reconciled", why=why, differences=len(rec.differences), adopted=len(explained))
+
+    def _note_differences(self, diffs: list[Any]) -> None:
+        if self.ops is not None and not self._alerted:  # once per halt, not every retry
+            self.ops.differences(diffs)
 
     def _journal_only_orders(self) -> dict[str, dict[str, Any]]:
         """Orders in the journal that the engine does not hold: journaled by a bar-time that was not
@@ -514,21 +559,42 @@ class Session:
             self.runtime.status = f"halted: {self.halted}"
         self.journal.heartbeat(f"halted: {self.halted}", self.last_ts)
         self.log.error("alert", what="trading halted", why=self.halted, fix="hflite reconcile --accept")
-        if self.alert is not None and not self._alerted:  # once per halt, not every retry
-            self.alert(
-                "trading halted",
-                f"{self.halted}; see hflite reconcile, accept with hflite reconcile --accept",
-            )
+        if not self._alerted:  # once per halt, not every retry
+            why = f"{self.halted}; see hflite reconcile, accept with hflite reconcile --accept"
+            if self.alert is not None:
+                self.alert("trading halted", why)
+            if self.ops is not None:
+                self.ops.bus.emit("risk.halt", "trading halted", why, fields={"reason": self.halted})
         self._alerted = True
 
     def feed_polled(self, status: dict[str, Any]) -> None:
         """After each poll of the live feed: its word on every symbol (last bar, next due, delayed and
         why) goes where `hflite status` reads it, even while no bar comes."""
         self.feed_status = {s: st.summary() for s, st in status.items()}
+        if self.ops is not None:
+            self.ops.feed(self.feed_status)
         if self.runtime is not None and not self.recovering:
             self.journal.set_meta("book", json.dumps(self.book(), default=str))
 
     # -- what `hflite status` shows ----------------------------------------------------------------
+    def _order_states(self, orders: dict[str, Order]) -> dict[str, int]:
+        """Orders by status, counted incrementally: a settled order is counted once and forgotten,
+        so a long run's book costs what its working orders cost, not all its orders."""
+        if len(orders) < self._orders_seen:  # never happens (orders are only added): count again
+            self._orders_seen, self._unsettled, self._settled = 0, {}, {}
+        if len(orders) > self._orders_seen:
+            for o in itertools.islice(orders.values(), self._orders_seen, None):
+                self._unsettled[o.id] = o
+            self._orders_seen = len(orders)
+        settled = self._settled
+        for oid in [oid for oid, o in self._unsettled.items() if o.status in TERMINAL]:
+            st = self._unsettled.pop(oid).status.value
+            settled[st] = settled.get(st, 0) + 1
+        states = dict(settled)
+        for o in self._unsettled.values():
+            states[o.status.value] = states.get(o.status.value, 0) + 1
+        return states
+
     def book(self) -> dict[str, Any]:
         engine = self.engine
         md = engine.md
@@ -548,9 +614,11 @@ class Session:
             b = md.bars[s]
             if b.n:
                 last_bar[s] = _iso(int(b.ts[b.n - 1]))
+        states = self._order_states(engine.orders)
         return {
             "run_id": self.run_id,
             "bar_ts": _iso(self.last_ts),
+            "initial_cash": engine.initial_cash,
             "equity": float(engine.equity[i]) if i >= 0 else engine.initial_cash,
             "cash": dict(engine.portfolio.cash),
             "positions": positions,
@@ -561,7 +629,15 @@ class Session:
             "risk_reason": engine.risk.state.mode_reason,
             "last_bar": last_bar,
             "halted": self.halted,
+            "orders_by_state": states,
+            "risk_check": engine.risk.usage(i) if i >= 0 else None,
             "venue": self.remote.name if self.remote is not None else "paper",
+            "venue_state": {
+                "connected": self.remote is None or self.connected,
+                "detail": "paper: simulated in this process"
+                if self.remote is None
+                else ("connected" if self.connected else "not connected yet"),
+            },  # fmt: skip
             "held": self.gate.describe() if self.gate is not None else [],
             "feed": dict(self.feed_status),
             "notes": self.notes,
@@ -612,6 +688,7 @@ async def trade(
     config: str = "",
     feed_options: dict[str, Any] | None = None,
     alert: Callable[[str, str], None] | None = None,
+    ops: OpsKit | None = None,
 ) -> TradeOutcome:
     """Paper- or live-trade the configured run until its feed ends (recorded), once (``once``), or
     forever (live); resumes its journal after the last decided bar-time."""
@@ -624,6 +701,7 @@ async def trade(
     )
     journal: SqliteJournal | None = None
     remote: RemoteVenue | None = None
+    kit = _kit(ops)
     try:
         journal = SqliteJournal(path, owner=lock)
         progress_row = journal.progress()
@@ -639,11 +717,13 @@ async def trade(
         prep = prepare(settings, store, progress=say)
         remote = make_remote(settings, prep)
         gate = _market_gate(settings, prep, remote, feed)
+        watch = kit.watch(settings, journal, prep)
         session = Session(
             prep, journal, remote, run_id=run_id, resume_ts=resume_ts, once=once, status=status,
-            id_prefix=settings.run.name, gate=gate, alert=alert,
+            id_prefix=settings.run.name, gate=gate, alert=alert, ops=watch,
         )  # fmt: skip
         runtime = session.build()
+        runtime.on_beat = kit.beat
         if remote is None:
             session.notes.append(
                 "venue paper: stops and take-profits are simulated in this process; they act only while "
@@ -657,6 +737,7 @@ async def trade(
         log.info("run.start", symbols=prep.md.traded, venue=settings.venue.kind, feed=feed,
                  journal=str(path), resume_after=_iso(resume_ts))  # fmt: skip
         say("trading", 0.2)
+        watch.started(feed, list(prep.md.traded), str(path))
         if feed == "recorded":
             source: AsyncIterator[BarEvent | None] = recorded_events(prep.md, speed, resume_ts)
         else:
@@ -680,17 +761,35 @@ async def trade(
             say("building results", 0.85)
             result = _result(prep, runtime, run_id, path, "paper" if remote is None else settings.venue.kind)
         log.info("run.done", steps=engine.steps, fills=len(engine.fills))
+        watch.stopped(
+            "killed" if engine.stopped else ("once" if once else "feed ended"),
+            session.steps,
+            len(engine.fills),
+        )
         return TradeOutcome(path, result, session.steps, resume_ts, session.halted, session.notes)
+    except BaseException as exc:
+        kit.failed(exc)
+        raise
     finally:
-        if remote is not None:
-            try:
-                remote.close()
-            except Exception as exc:  # closing a dead connection must not hide why we stopped
-                logs.get("hflite.run").warning("venue.close_failed", error=str(exc))
-        if journal is not None:
-            journal.close()
-        else:
-            lock.release()
+        _close(remote, journal, lock)
+
+
+def _close(remote: RemoteVenue | None, journal: SqliteJournal | None, lock: JournalLock) -> None:
+    """The venue's connection, then the journal (which releases the lock), or the lock alone."""
+    if remote is not None:
+        try:
+            remote.close()
+        except Exception as exc:  # closing a dead connection must not hide why we stopped
+            logs.get("hflite.run").warning("venue.close_failed", error=str(exc))
+    if journal is not None:
+        journal.close()
+    else:
+        lock.release()
+
+
+def _kit(ops: OpsKit | None) -> OpsKit | NoOps:
+    """The run's ops kit, or none (a watch on an empty bus)."""
+    return NoOps() if ops is None else ops
 
 
 def _market_gate(settings: Settings, prep: Prepared, remote: RemoteVenue | None, feed: str) -> Any:

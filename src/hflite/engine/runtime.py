@@ -165,6 +165,7 @@ class LiveRuntime:
         self.length = 0
         self._last_close: dict[str, float] = {s: np.nan for s in template.bars}
         self._beat_at = 0.0  # monotonic seconds of the last heartbeat
+        self.on_beat: Callable[[str], None] | None = None  # each heartbeat (the systemd watchdog)
 
     async def run(self, feed: AsyncIterator[BarEvent | None] | RecordedFeed) -> Engine:
         """Step the engine per bar-time until the feed ends or a kill has left the book flat."""
@@ -229,6 +230,8 @@ class LiveRuntime:
         self._beat_at = time.monotonic()
         last = int(self.md.timeline[self.length - 1]) if self.length else None
         self.control.heartbeat(status, last)
+        if self.on_beat is not None:
+            self.on_beat(status)
 
     # -- per bar-time -------------------------------------------------------------------------
     def _on_time(self, group: list[BarEvent]) -> None:
@@ -251,8 +254,9 @@ class LiveRuntime:
             self._signal(sym, k)
         self.length = i + 1
         pending = self.control.pending_commands() if self.control is not None else []
-        for cmd in pending:  # human commands queued in the journal
-            self.engine.commands.append((cmd.action, cmd.reason))
+        for cmd in pending:  # human commands queued in the journal (the source named unless the CLI)
+            via = f" [via {cmd.source}]" if cmd.source and cmd.source != "cli" else ""
+            self.engine.commands.append((cmd.action, f"{cmd.reason}{via}".strip()))
         self.engine.step(i)
         if self.hooks is not None:
             self.hooks.after(group[0].ts, i)

@@ -352,6 +352,29 @@ class SqliteJournal:
             self.db.close()
             raise
 
+    @classmethod
+    def reader(cls, path: str | Path) -> SqliteJournal:
+        """A read-only view of an existing journal (the control API's): no table is created, no
+        pragma written, and the connection may be kept open while a runtime writes (WAL). A file
+        that is not a journal raises JournalError."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.owner = None
+        self._stamped = set()
+        if not self.path.is_file():
+            raise JournalError(f"no journal at {self.path}")
+        self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0,
+                                  check_same_thread=False)  # fmt: skip
+        try:
+            self._check(create=False)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise JournalError(f"{self.path} is not an hflite journal ({exc})") from None
+        except JournalError:
+            self.db.close()
+            raise
+        return self
+
     def _check(self, create: bool) -> None:
         """Refuse a SQLite file that holds other data (or, for ``create=False``, nothing at all)."""
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -393,6 +416,7 @@ class SqliteJournal:
                                                     bar_ts INTEGER, body TEXT);
             CREATE TABLE IF NOT EXISTS order_stamps (order_id TEXT PRIMARY KEY, decided_ns INTEGER,
                                                      sent_ns INTEGER, arrival_price REAL);
+            CREATE TABLE IF NOT EXISTS equity (bar_ts INTEGER PRIMARY KEY, equity REAL);
             """
         )
         have = {r[1] for r in self.db.execute("PRAGMA table_info(runtime)")}
@@ -515,6 +539,42 @@ class SqliteJournal:
     def set_meta(self, key: str, value: str) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def mark(self, bar_ts: int, equity: float, book: str) -> None:
+        """After a decided bar-time: its equity (the ``/equity`` curve) and the book ``status`` reads,
+        in one transaction."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO equity(bar_ts, equity) VALUES (?, ?)", (bar_ts, equity))
+            self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('book', ?)", (book,))
+
+    def equity_curve(self, last: int = 0) -> list[tuple[int, float]]:
+        """(bar-time, equity) of every decided bar-time (the newest ``last`` when > 0), oldest first."""
+        if last > 0:
+            rows = self.db.execute(
+                "SELECT bar_ts, equity FROM equity ORDER BY bar_ts DESC LIMIT ?", (last,)
+            ).fetchall()
+            rows.reverse()
+        else:
+            rows = self.db.execute("SELECT bar_ts, equity FROM equity ORDER BY bar_ts").fetchall()
+        return [(int(t), float(e)) for t, e in rows]
+
+    def record(self, kind: str, ref: str, body: dict[str, Any]) -> None:
+        """An event for the readers (``trade``: a closed round trip; ``alert``: an alert raised)."""
+        with self.db:
+            self._event(kind, ref, body)
+
+    def events_of(self, kind: str, last: int = 0, ref: str | None = None) -> list[dict[str, Any]]:
+        """The bodies of events of ``kind`` (for ``ref`` only when given), oldest first; the newest
+        ``last`` when > 0."""
+        where, args = "kind = ?", [kind]
+        if ref is not None:
+            where += " AND ref = ?"
+            args.append(ref)
+        sql = f"SELECT body FROM events WHERE {where} ORDER BY seq DESC"  # noqa: S608 - fixed text
+        if last > 0:
+            sql += f" LIMIT {int(last)}"
+        rows = self.db.execute(sql, args).fetchall()
+        return [json.loads(r[0]) for r in reversed(rows)]
 
     def orders(self) -> dict[str, dict[str, Any]]:
         """Every journaled order's last recorded fields, by client order id."""

@@ -783,6 +783,81 @@ class RiskManager:
                 st.peak_equity = st.equity  # the human accepted the loss: measure from here
         return self._event(i, action, "", detail)
 
+    def usage(self, i: int) -> dict[str, object]:
+        """Every limit with its current value and utilisation at timeline index ``i``, the halts,
+        pauses and locks in force (the control API's ``risk_check``). A pure read: the exposures are
+        summed here, never written back into the gate's state."""
+        st, lim = self.state, self.limits
+        eq = st.equity if st.equity > 0 else self.last_equity
+        gross = sum(abs(v) for v in self.held.values())
+        net = sum(self.held.values())
+        sectors: dict[str, float] = {}
+        classes: dict[str, float] = {}
+        for sym, usd in self.held.items():
+            sector, cls = self._kind[sym]
+            if sector:
+                sectors[sector] = sectors.get(sector, 0.0) + abs(usd)
+            classes[cls] = classes.get(cls, 0.0) + abs(usd)
+        n_open = sum(1 for v in self.held.values() if v)
+        dd = (1 - eq / st.peak_equity) if st.peak_equity > 0 else 0.0
+        rows: list[dict[str, object]] = []
+
+        def row(name: str, value: float, limit: float, unit: str, detail: str = "") -> None:
+            if limit > 0:
+                rows.append({
+                    "name": name, "value": value, "limit": limit, "unit": unit,
+                    "utilisation": value / limit, "breached": value >= limit, "detail": detail,
+                })  # fmt: skip
+
+        row("drawdown", dd, lim.max_drawdown_pct / 100, "ratio", "new entries halt (human resume)")
+        row("drawdown_reduce", dd, lim.drawdown_reduce_pct / 100, "ratio", "entries sized down")
+        row("gross_exposure", gross / eq if eq > 0 else 0.0, lim.max_gross_exposure, "x equity")
+        row("net_exposure", abs(net) / eq if eq > 0 else 0.0, lim.max_net_exposure, "x equity")
+        row("open_positions", float(n_open), float(lim.max_open_positions), "positions")
+        losses = {"daily": lim.daily_loss_pct, "weekly": lim.weekly_loss_pct, "monthly": lim.monthly_loss_pct}
+        pnl: dict[str, float | None] = {}
+        for p, limit in losses.items():
+            anchor = self._anchor.get(p, 0.0) if self._losses else 0.0
+            pnl[{"daily": "day", "weekly": "week", "monthly": "month"}[p]] = (
+                eq - anchor if anchor > 0 else None
+            )
+            if anchor > 0:
+                row(f"{p}_loss", max(0.0, 1 - eq / anchor), limit / 100, "ratio", st.locks.get(p, ""))
+        if sectors:
+            top = max(sectors, key=sectors.__getitem__)
+            row(
+                "sector_exposure",
+                sectors[top] / eq if eq > 0 else 0.0,
+                lim.max_sector_pct / 100,
+                "ratio",
+                top,
+            )
+        for cls, cap in sorted(lim.max_asset_class_pct.items()):
+            row(f"asset_class_{cls}", classes.get(cls, 0.0) / eq if eq > 0 else 0.0, cap / 100, "ratio")
+        if lim.max_orders_per_minute:
+            now = int(self.md.timeline[i]) if 0 <= i < self.md.length else 0
+            recent = sum(1 for t in self._orders if t > now - 60_000_000_000)
+            row("orders_per_minute", float(recent), float(lim.max_orders_per_minute), "orders")
+        k_of = {s: self.md.bars[s].n - 1 for s in self._sym_pause}
+        paused = {s: why for s, (until, why) in self._sym_pause.items() if k_of[s] <= until}
+        gp_until, gp_why = self._global_pause
+        return {
+            "equity": eq,
+            "peak_equity": st.peak_equity,
+            "drawdown": dd,
+            "gross_exposure": gross / eq if eq > 0 else 0.0,
+            "net_exposure": net / eq if eq > 0 else 0.0,
+            "pnl": pnl,
+            "limits": rows,
+            "mode": st.mode,
+            "mode_reason": st.mode_reason,
+            "halted": st.halted,
+            "halt_reason": st.halt_reason,
+            "locks": dict(st.locks),
+            "paused_symbols": paused,
+            "global_pause": gp_why if i <= gp_until else "",
+        }
+
     def snapshot(self) -> dict[str, object]:
         """What a restart must keep: the human mode and the drawdown halt."""
         st = self.state

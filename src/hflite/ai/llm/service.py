@@ -203,6 +203,9 @@ class LLMService:
         self._failures: Counter[str] = Counter()
         self._down: set[str] = set()
         self._lock = threading.Lock()
+        #: (kind, fields) on every call ("llm.call") and fallback ("llm.fallback"): the runtime's
+        #: metrics and alerts (``ops.watch.OpsKit.wire``); must return at once and never raise
+        self.observer: Callable[[str, dict[str, Any]], None] | None = None
         self.stats = LLMStats(
             mode=self.mode,
             backend=cfg.backend,
@@ -350,6 +353,8 @@ class LLMService:
                     self._failed(job, digest, name, attempt, messages, str(exc), down=False)
                     continue
                 self._charge(reply.prompt_tokens, reply.completion_tokens, reply.latency_s)
+                if self.observer is not None:
+                    self.observer("llm.call", {"backend": name, "latency_s": reply.latency_s, "ok": True})
                 with self._lock:
                     self._failures[name] = 0
                 try:
@@ -402,6 +407,8 @@ class LLMService:
         *,
         down: bool,
     ) -> None:
+        if self.observer is not None:
+            self.observer("llm.call", {"backend": name, "latency_s": None, "ok": False})
         with self._lock:
             self.stats.failed_calls += 1
             if down:
@@ -493,6 +500,10 @@ class LLMService:
         )
         with self._lock:
             self.stats.fallbacks[_reason_kind(why)] += 1
+        if self.observer is not None and self.mode != "off":
+            self.observer(
+                "llm.fallback", {"backend": self.cfg.backend, "why": _reason_kind(why), "detail": why}
+            )
         return self._done(job, outcome)
 
     def _done(self, job: Job, outcome: Outcome) -> Outcome:
