@@ -75,11 +75,30 @@ def run(
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: section.key=value (repeatable).")
     ] = None,
+    api: Annotated[
+        bool,
+        typer.Option(
+            "--api",
+            help="Serve the control API (kill, pause, close-all, resume, status, /metrics) while it runs; "
+            "the bearer token comes from .env ([api] token_env, default HFLITE_API_TOKEN).",
+        ),
+    ] = False,
+    api_host: Annotated[
+        str | None, typer.Option(help="The API's address (default [api] host, 127.0.0.1).")
+    ] = None,
+    api_port: Annotated[int | None, typer.Option(help="The API's port (default [api] port, 8765).")] = None,
+    insecure_remote: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-remote", help="Allow a non-loopback --api-host without TLS (prints a warning)."
+        ),
+    ] = False,
 ) -> None:
     r"""Paper- or live-trade a config on a live clock: same strategy, risk, OMS and journal as a backtest.
 
     The venue comes from the config's \[venue] (paper = the sim venue's fill rules on live bars; alpaca, ccxt, oanda, ib = a broker, its paper endpoint unless live = true; fakebroker = the local fake broker). Safe to kill and restart: it resumes after its journal's last decided bar-time and reconciles with the venue before trading. `hflite status|positions|orders|reconcile` and `hflite risk pause|resume|close-all|kill` act on it while it runs.
-    Example: hflite run --config configs/paper.toml --feed recorded --speed 86400
+    With --api it serves the control API; alerts ([alerts]), the Telegram bot ([telegram]) and metrics ([metrics]) start with it as configured (docs/operating.md).
+    Example: hflite run --config configs/paper.toml --feed recorded --speed 86400 --api
     """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from hflite.cli import _finish, _guard, _load, _progress
     from hflite.config import ConfigError
@@ -108,6 +127,7 @@ def run(
     logs.enable_file(rt.log_dir, settings.run.name, max_mb=rt.log_max_mb, backups=rt.log_backups)
     line = _StatusLine()
     name = str(config) if config is not None else ""
+    kit = _ops_kit(settings, journal, api, api_host, api_port, insecure_remote)
     try:
         with _progress() as say:
             outcome = _guard(
@@ -122,6 +142,7 @@ def run(
                         status=line,
                         config=name,
                         alert=_alert,
+                        ops=kit,
                     )
                 )
             )
@@ -136,6 +157,8 @@ def run(
         fail(
             "stopped by Ctrl-C: the journal keeps every decided bar; run the same command to resume", code=130
         )
+    finally:
+        kit.stop()
     line.done()
     for note in outcome.notes:
         _out().print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -145,6 +168,27 @@ def run(
         _finish(outcome.result, settings, out)
     else:
         _out().print(f"journal: {outcome.journal}", highlight=False)
+
+
+def _ops_kit(
+    settings: Any, journal: Path | None, api: bool, host: str | None, port: int | None, insecure: bool
+) -> Any:
+    """The run's ops kit (API, alerts, Telegram, metrics), started; one line for a bad setup."""
+    from hflite.engine.live import default_journal
+    from hflite.ops.alerts import AlertConfigError
+    from hflite.ops.api import ApiError
+    from hflite.ops.watch import OpsKit
+
+    path = journal if journal is not None else default_journal(settings)
+    try:
+        kit = OpsKit(settings, path, api=api, host=host, port=port, insecure_remote=insecure)
+        lines = kit.start()
+    except (ApiError, AlertConfigError, OSError) as exc:
+        fail(str(exc))
+    for text in lines:
+        colour = "yellow" if text.startswith("WARNING") else "green"
+        Console(stderr=True).print(f"[{colour}]{escape(text)}[/]", highlight=False, soft_wrap=True)
+    return kit
 
 
 def _alert(what: str, why: str) -> None:
@@ -232,6 +276,8 @@ def _read(path: Path) -> dict[str, Any]:
             "fills": j.fills(),
             "reconcile": j.reconciliation(),
             "state": j.risk_state(),
+            "commands": j.commands()[-5:],
+            "alerts": j.events_of("alert", 3),
         }
     finally:
         j.close()
@@ -290,6 +336,12 @@ def status(journal: JournalOpt = None, run: RunOpt = None, config: ConfigOpt = N
             table.add_row("feed", f"[{colour}]{escape(line if line.startswith(sym) else f'{sym} {line}')}[/]")
         for note in book.get("notes", []):
             table.add_row("note", f"[yellow]{escape(note)}[/]")
+    for c in data["commands"]:  # the last five, with where each came from (cli, api, telegram)
+        when = f"applied at {_iso(c.applied_at)}" if c.applied_at is not None else "[yellow]pending[/]"
+        reason = f": {escape(c.reason)}" if c.reason else ""
+        table.add_row("command", f"{c.action.replace('_', '-')} from {escape(c.source)}{reason}, {when}")
+    for a in data["alerts"]:
+        table.add_row("alert", f"{escape(str(a.get('level')))} {escape(str(a.get('title')))}")
     _out().print(table)
 
 
