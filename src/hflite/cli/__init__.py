@@ -700,6 +700,20 @@ app.command("orders")(_trading.orders)
 app.command("reconcile")(_trading.reconcile)
 app.add_typer(venue_app, name="venue")
 
+from hflite.cli import serve as _serve  # noqa: E402
+
+app.command("serve")(_serve.serve)
+
+from hflite.cli.alerts import alerts_app  # noqa: E402
+
+app.add_typer(alerts_app, name="alerts")
+
+from hflite.cli import ops as _ops  # noqa: E402
+
+app.command("backup")(_ops.backup)
+app.command("restore")(_ops.restore)
+app.command("mlflow-ui")(_ops.mlflow_ui)
+
 # Execution quality and drift (hflite.cli.execution): read a paper or live run's journal.
 from hflite.cli import execution as _execution  # noqa: E402
 
