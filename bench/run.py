@@ -97,6 +97,16 @@ BENCHES = [
         "broker adapters against their local fakes over loopback: submit -> ack -> fill event, per order",
         [("*_overhead_us_per_order", "<=", 1000.0)],
     ),
+    (
+        "ops",
+        "control API p99, 50 clients polling every 100 ms (hflite serve), and flooding; the loop's cost "
+        "per bar of metrics and the API (hflite run --api vs without), paper run on the sample",
+        [
+            ("api_status_p99_ms", "<=", 20.0),
+            ("api_risk_check_p99_ms", "<=", 20.0),
+            ("ops_loop_cost_pct", "<=", 5.0),
+        ],  # fmt: skip
+    ),
 ]
 #: Figures shown when a benchmark reports them (patterns), in this order, then any other figure with a
 #: target.
@@ -119,6 +129,9 @@ SHOWN = [
     "phase_signals_mean_ms_ex_network", "phase_engine_mean_ms_ex_network", "reconcile_1000_s",
     "reconcile_snapshot_1000_s", "*_roundtrip_p50_ms", "*_roundtrip_p99_ms", "*_ack_p99_ms", "*_fill_p99_ms",
     "*_cpu_us_per_order", "*_transport_us_per_order", "*_overhead_us_per_order", "*_skipped",
+    "api_status_p50_ms", "api_status_p99_ms", "api_risk_check_p50_ms", "api_risk_check_p99_ms",
+    "api_*_flood_req_per_s", "api_*_flood_p99_ms", "loop_us_per_bar", "loop_us_per_bar_with_ops",
+    "ops_loop_cost_pct",
 ]  # fmt: skip
 
 

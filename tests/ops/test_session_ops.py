@@ -1,0 +1,182 @@
+"""A paper session with the whole ops kit on (alerts to a local SMTP server and a webhook, the
+Telegram bot against the local Bot API, metrics): what the runtime emits reaches each channel,
+every alert is journaled, a Telegram /pause (confirmed) takes effect at the next bar-time, and a
+failing channel never holds the trading loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hflite.cli import app
+from hflite.config import Settings
+from hflite.engine.live import trade
+from hflite.execution.oms import SqliteJournal
+from hflite.ops.events import OpsBus
+from hflite.ops.watch import OpsKit, Watch, daily_summary
+from tests.ops.telegram_server import TelegramFake
+from tests.ops.webhooks import SmtpServer, WebhookServer
+from tests.test_trading_run import _paper
+
+BOT_TOKEN = "123456789:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQ"
+CHAT = 424242
+
+
+def _settings(store, webhook: str, smtp: str | None, **extra) -> Settings:
+    channels = [{"name": "hook", "url_env": "HFLITE_ALERT_HOOK", "levels": ["info", "warning", "critical"]}]
+    if smtp is not None:
+        channels.append({"name": "mail", "url_env": "HFLITE_ALERT_MAIL", "levels": ["critical"]})
+    return _paper(
+        store,
+        alerts={"channels": channels, "dedup_s": 0, "per_minute": 10_000, "daily_summary": None},
+        **extra,
+    )
+
+
+def test_a_session_alerts_every_channel_and_journals_every_alert(
+    sample_store, tmp_path: Path, monkeypatch
+) -> None:
+    with WebhookServer() as hook, SmtpServer("ops", "mail-pass-Xy12") as mail:
+        monkeypatch.setenv("HFLITE_ALERT_HOOK", hook.url("json"))
+        monkeypatch.setenv("HFLITE_ALERT_MAIL", mail.url("desk@example.test"))
+        settings = _settings(sample_store, "hook", "mail")
+        path = tmp_path / "j.sqlite"
+        kit = OpsKit(settings, path)
+        kit.start()
+        try:
+            out = asyncio.run(trade(settings, sample_store, feed="recorded", journal_path=path, ops=kit))
+        finally:
+            kit.stop()
+        fills = len(out.result.fills)
+        j = SqliteJournal(path, create=False)
+        try:
+            alerts = j.events_of("alert")
+        finally:
+            j.close()
+        kinds = [a["kind"] for a in alerts]
+        assert kinds[0] == "run.start" and kinds[-1] == "run.stop"
+        assert kinds.count("fill") + kinds.count("stop_out") == fills
+        # the webhook got every alert the journal holds (info and up), in order
+        hits = hook.wait_for(len(alerts), timeout=30)
+        titles = [h.json["title"] for h in hits]
+        assert len(titles) == len(alerts)
+        assert titles[0].startswith("[hflite paper] INFO") and "started" in titles[0]
+        stats = kit.alerter.stats()
+        assert stats["hook"]["sent"] == len(alerts) and stats["hook"]["failed"] == 0
+        # the mail channel takes critical only: a clean run sends it nothing
+        assert stats["mail"]["sent"] == 0 and mail.mails == []
+
+
+def test_a_channel_that_never_answers_does_not_slow_the_loop(
+    sample_store, tmp_path: Path, monkeypatch
+) -> None:
+    timings = {}
+    for name, delay in (("fast", 0.0), ("stuck", 30.0)):
+        with WebhookServer(delay_s=delay) as hook:
+            monkeypatch.setenv("HFLITE_ALERT_HOOK", hook.url("json"))
+            settings = _settings(sample_store, "hook", None)
+            path = tmp_path / f"{name}.sqlite"
+            kit = OpsKit(settings, path)
+            kit.start()
+            t0 = time.perf_counter()
+            try:
+                asyncio.run(trade(settings, sample_store, feed="recorded", journal_path=path, ops=kit))
+            finally:
+                timings[name] = time.perf_counter() - t0
+                kit.alerter.close(timeout=0.5)
+    # the stuck channel holds every delivery for 30 s; the run does not wait for any of them
+    assert timings["stuck"] < timings["fast"] * 1.5 + 2.0, timings
+
+
+def test_telegram_pause_is_confirmed_and_applies_at_the_next_bar_time(
+    sample_store, tmp_path: Path, monkeypatch
+) -> None:
+    fake = TelegramFake(BOT_TOKEN).start()
+    try:
+        monkeypatch.setenv("HFLITE_TELEGRAM_TOKEN", BOT_TOKEN)
+        settings = _paper(
+            sample_store,
+            telegram={"enabled": True, "chat_ids": [CHAT], "base_url": fake.base_url},
+            runtime={"feed": "recorded", "speed": 86400.0 * 40},  # ~40 bar-times a second
+        )
+        path = tmp_path / "j.sqlite"
+        kit = OpsKit(settings, path)
+        kit.start()
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                asyncio.run(trade(settings, sample_store, feed="recorded", speed=86400.0 * 40,
+                                  journal_path=path, ops=kit))  # fmt: skip
+            finally:
+                done.set()
+
+        t = threading.Thread(target=run)
+        t.start()
+        try:
+            fake.wait_for(lambda: path.exists() and kit.view.status()["bar_ts"], timeout=60, what="a bar")
+            fake.push_message(CHAT, "/status")
+            reply = fake.wait_for(lambda: [x for x in fake.texts(CHAT) if "equity" in x.lower()], timeout=10)
+            assert "paper" in reply[-1]
+            fake.push_message(CHAT, "/kill stop it")
+            prompt = fake.wait_for(lambda: [m for m in fake.sent(CHAT) if m.get("reply_markup")], timeout=10)[
+                -1
+            ]
+            assert kit.view.commands() == [], "nothing queued before the button"
+            markup = prompt["reply_markup"]
+            markup = json.loads(markup) if isinstance(markup, str) else markup
+            buttons = [b for row in markup["inline_keyboard"] for b in row]
+            yes = next(b for b in buttons if b["text"].startswith("Yes"))
+            fake.push_callback(CHAT, prompt["message_id"], yes["callback_data"])
+            cmd = fake.wait_for(lambda: kit.view.commands(), timeout=10)[0]
+            assert (cmd["action"], cmd["source"], cmd["reason"]) == ("kill", "telegram", "stop it")
+            applied = fake.wait_for(lambda: kit.view.commands()[0]["applied_at"], timeout=30)
+            assert applied is not None
+            assert done.wait(60), "a kill stops the runtime once flat"
+            status = kit.view.status()
+            assert status["risk"] == "killed" and "stop it [via telegram]" in status["risk_reason"]
+            shown = CliRunner().invoke(app, ["status", "--journal", str(path)], env={"COLUMNS": "250"})
+            assert shown.exit_code == 0, shown.output
+            assert "kill from telegram: stop it, applied at" in shown.output
+        finally:
+            t.join(60)
+            kit.stop()
+    finally:
+        fake.stop()
+
+
+def test_the_daily_summary_is_built_from_the_book_once_a_day() -> None:
+    book = {
+        "equity": 101_250.0, "positions": {"BTC-USD": {"qty": 0.5, "avg_price": 40_000.0, "last": 42_000.0}},
+        "risk": "running", "halted": "", "feed": {"EURUSD": "EURUSD delayed: 503"},
+        "risk_check": {"pnl": {"day": 250.0},
+                       "limits": [{"name": "drawdown", "utilisation": 0.9},
+                                  {"name": "open_positions", "utilisation": 0.5}]},
+    }  # fmt: skip
+    ev = daily_summary(book, "paper", "2026-12-07")
+    assert ev.kind == "daily.summary" and ev.level == "info"
+    assert ev.fields["pnl"] == 250.0 and ev.fields["pnl_pct"] == pytest.approx(250 / 101_000 * 100)
+    assert ev.fields["anomalies"] == ["limit drawdown at 90%", "EURUSD: EURUSD delayed: 503"]
+    assert "BTC-USD 0.5" in ev.body and "day P&L +250.00" in ev.body
+
+    class Clock:
+        t = 1_765_100_000.0  # 2025-12-07 09:33 UTC = 04:33 New York
+
+    bus = OpsBus("paper")
+    seen = []
+    bus.subscribe(seen.append)
+    settings = Settings(run={"name": "paper", "symbols": ["SPY"], "start": "2024-01-02", "end": "2024-06-28"},
+                        strategy={"name": "trend"}, alerts={"daily_summary": "17:15"})  # fmt: skip
+    watch = Watch(bus, settings, clock=lambda: Clock.t)
+    watch._daily_summary(book, 0)
+    assert seen == []
+    Clock.t += 13 * 3600  # 17:33 New York
+    watch._daily_summary(book, 0)
+    watch._daily_summary(book, 0)
+    assert [e.kind for e in seen] == ["daily.summary"], "once a day"
