@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -37,6 +39,13 @@ def _settings(store, webhook: str, smtp: str | None, **extra) -> Settings:
         alerts={"channels": channels, "dedup_s": 0, "per_minute": 10_000, "daily_summary": None},
         **extra,
     )
+
+
+@pytest.fixture
+def home_with_sample(tmp_path: Path, sample_store) -> Path:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "data").symlink_to(sample_store.root, target_is_directory=True)
+    return tmp_path
 
 
 def test_a_session_alerts_every_channel_and_journals_every_alert(
@@ -180,3 +189,72 @@ def test_the_daily_summary_is_built_from_the_book_once_a_day() -> None:
     watch._daily_summary(book, 0)
     watch._daily_summary(book, 0)
     assert [e.kind for e in seen] == ["daily.summary"], "once a day"
+
+
+def test_a_broker_session_reports_venue_latency_errors_and_stream_drops(home_with_sample: Path) -> None:
+    """Against the fake broker dropping its event stream every 5 events: every send is timed into
+    the metrics, and each drop is alerted (warning) then the reconnect (info), before reconciling."""
+    from hflite.config import load_settings
+    from hflite.execution.venues.fakebroker import BehaviourScript, FakeBroker, FakeBrokerServer
+    from tests.test_run_cli import KEY_ID, KEYS, SECRET, broker_config
+
+    home = home_with_sample
+    plain = broker_config(home, "http://127.0.0.1:1", run={"start": "2024-06-03"})
+    broker = FakeBroker.from_settings(load_settings(plain), script=BehaviourScript(drop_stream_every=5))
+    with FakeBrokerServer(broker, "127.0.0.1", 0, key_id=KEY_ID, secret=SECRET) as srv:
+        config = broker_config(home, srv.url, run={"start": "2024-06-03"})
+        for k, v in KEYS.items():
+            os.environ[k] = v
+        try:
+            settings = load_settings(config)
+            path = home / "j.sqlite"
+            kit = OpsKit(settings, path)
+            seen: list = []
+            kit.bus.subscribe(seen.append)
+            kit.start()
+            try:
+                out = asyncio.run(trade(settings, feed="recorded", journal_path=path, ops=kit))
+            finally:
+                kit.stop()
+        finally:
+            for k in KEYS:
+                os.environ.pop(k, None)
+    assert out.result is not None and len(out.result.fills) > 0
+    requests = [e for e in seen if e.kind == "venue.request"]
+    assert {e.fields["op"] for e in requests} >= {"submit"}
+    assert all(e.fields["venue"] == "fakebroker" and e.fields["latency_s"] > 0 for e in requests)
+    drops = [e for e in seen if e.kind == "venue.disconnect"]
+    backs = [e for e in seen if e.kind == "venue.reconnect"]
+    assert drops and len(drops) == len(backs), "each drop alerted once, with its reconnect"
+    kit.metrics.on_book(kit.latest_book, kit.latest_book.get("risk_check"))
+    text = kit.metrics.render()[0].decode()
+    count = re.search(r'hflite_venue_request_seconds_count\{op="submit",venue="fakebroker"\} (\d+)', text)
+    assert count and int(float(count.group(1))) == sum(1 for e in requests if e.fields["op"] == "submit")
+
+
+def test_live_model_use_is_logged_to_mlflow(sample_store, tmp_path: Path) -> None:
+    """The models that made the decisions of the bar-times this process traded, counted per model
+    id, become an MLflow run in the registry's ``hflite-live`` experiment."""
+    pytest.importorskip("mlflow")
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    settings = _paper(sample_store, ai={"registry_dir": str(tmp_path / "models")})
+    kit = OpsKit(settings, tmp_path / "j.sqlite")
+    idx = pd.date_range("2024-01-01", periods=6, freq="D", tz="UTC")
+    frame = pd.DataFrame({"model_id": ["", "lgbm-w1", "lgbm-w1", "lgbm-w2", "lgbm-w2", "lgbm-w2"]}, index=idx)
+
+    class Prep:
+        brain = type("Brain", (), {"decisions": {"SPY": frame, "QQQ": frame.iloc[:2]}})()
+        llm = None
+
+    watch = kit.watch(settings, None, Prep())
+    watch.first_ts = int(idx[2].value)  # the process decided from the third bar on
+    assert kit.models_used() == {"lgbm-w1": 1, "lgbm-w2": 3}
+    kit.stop()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'models' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("hflite-live")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.metrics == {"decisions.lgbm-w1": 1.0, "decisions.lgbm-w2": 3.0}
+    assert run.data.tags["hflite.run"] == "paper" and run.data.tags["hflite.model.lgbm-w2"] == "used"
+    assert run.data.params["venue"] == "paper"

@@ -466,6 +466,34 @@ class ModelRegistry:
             _log.warning("mlflow logging of %s failed: %s", model_id, exc)
             return {"mlflow_error": f"{type(exc).__name__}: {exc}"}
 
+    def log_live_use(self, run_id: str, used: Mapping[str, int], params: Mapping[str, Any]) -> dict[str, Any]:
+        """Log a paper/live run's use of registry models as an MLflow run (experiment
+        ``<experiment>-live``): one metric per model id (the decisions it made in the run's live bars),
+        the run's params, and a ``hflite.model.<id>`` tag each, so MLflow shows which model versions
+        traded. A failure is reported in the answer, never raised."""
+        if not self.mlflow:
+            return {"mlflow_error": f"MLflow is not installed: {MLFLOW_HINT}"}
+        try:
+            from mlflow.entities import Metric, Param
+
+            client, _ = self._mlflow_client()
+            name = f"{self.experiment}-live"
+            exp = client.get_experiment_by_name(name)
+            experiment_id = exp.experiment_id if exp is not None else client.create_experiment(name)
+            tags = {"hflite.run": run_id, **{f"hflite.model.{m}": "used" for m in used}}
+            run = client.create_run(experiment_id, run_name=run_id, tags=tags)
+            stamp = int(time.time() * 1000)
+            client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(f"decisions.{m}"[:250], float(n), stamp, 0) for m, n in sorted(used.items())],
+                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+            )
+            client.set_terminated(run.info.run_id)
+            return {"mlflow_run_id": run.info.run_id}
+        except Exception as exc:  # MLflow is optional bookkeeping: say so and carry on
+            _log.warning("mlflow logging of live run %s failed: %s", run_id, exc)
+            return {"mlflow_error": f"{type(exc).__name__}: {exc}"}
+
     # -- the index (last: the name shadows the builtin inside the class body) -----------------------
 
     def list(self) -> pd.DataFrame:

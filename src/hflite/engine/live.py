@@ -270,6 +270,8 @@ class Session:
         assert self.remote is not None
         if isinstance(self.remote, EventVenue):
             self.remote.record = self.journal.venue_event
+            if self.ops is not None:
+                self.remote.observer = self.ops.venue_request(self.remote.name)
 
     # -- the hooks ------------------------------------------------------------------------------
     async def before(self, ts: int) -> None:
@@ -388,6 +390,8 @@ class Session:
         if not isinstance(venue, EventVenue):
             return False
         reconnected = bool(getattr(venue, "reconnected", False))
+        if self.ops is not None:  # a dropped stream is alerted before the reconciliation it causes
+            self.ops.venue_state(venue)
         return reconnected or venue.needs_reconcile or bool(venue.strangers)
 
     async def reconcile(self, why: str) -> None:

@@ -59,6 +59,8 @@ class Watch:
         self.risk_events = 0
         self.summary_day: str | None = None
         self.stale: set[str] = set()
+        self.reconnect_seen = False
+        self.first_ts: int | None = None  # the first bar-time this process decided (live model use)
         alerts = settings.alerts
         self.summary_at = alerts.daily_summary
         self.tz = ZoneInfo(alerts.summary_tz)
@@ -77,6 +79,8 @@ class Watch:
         self.risk_events = len(engine.risk.events)
 
     def after(self, engine: Engine, ts: int, book: Mapping[str, Any], step_ns: int | None) -> None:
+        if self.first_ts is None:
+            self.first_ts = ts
         for fn in self.books:
             fn(book, book.get("risk_check"))
         bus = self.bus
@@ -89,6 +93,12 @@ class Watch:
             bus.emit(
                 "risk.verdict", fields={"symbol": v.symbol, "status": str(v.status), "rule": rule}, bar_ts=ts
             )
+            for r in v.rules:  # a circuit breaker holding an entry
+                if r in ("circuit_breaker", "market_breaker"):
+                    sym = v.symbol if r == "circuit_breaker" else ""
+                    bus.emit("risk.breaker", f"{r.replace('_', ' ')} {sym}".strip(), v.reason,
+                             key=f"breaker|{r}|{sym}|{ts}", bar_ts=ts,
+                             fields={"symbol": sym, "detail": v.reason})  # fmt: skip
         self.verdicts = len(engine.decisions)
         for ev in engine.risk.events[self.risk_events :]:
             self._risk_event(ev, ts)
@@ -163,6 +173,35 @@ class Watch:
                 level="info" if d.explained else "critical", key=f"reconcile|{d.key}",
                 fields={"key": d.key, "explained": bool(d.explained), "resolution": d.resolution},
             )  # fmt: skip
+
+    def venue_request(self, venue: str) -> Callable[[str, float, str], None]:
+        """The venue's observer: each send's latency and error, for the metrics."""
+
+        def observe(op: str, seconds: float, error: str) -> None:
+            self.bus.emit(
+                "venue.request", fields={"venue": venue, "op": op, "latency_s": seconds, "error": error}
+            )
+
+        return observe
+
+    def venue_state(self, remote: Any) -> None:
+        """A venue whose stream dropped and came back (its ``reconnected`` flag, cleared by the
+        reconciliation that follows): a warning once per drop, then the reconnect."""
+        back = bool(getattr(remote, "reconnected", False))
+        if back and not self.reconnect_seen:
+            name = remote.name
+            now = time.time_ns()
+            self.bus.emit(
+                "venue.disconnect", f"venue {name}: stream dropped", "reconnected; reconciling first",
+                key=f"disconnect|{name}|{now}", fields={"venue": name, "why": "stream dropped"},
+            )  # fmt: skip
+            self.bus.emit(
+                "venue.reconnect",
+                f"venue {name}: reconnected",
+                key=f"reconnect|{name}|{now}",
+                fields={"venue": name},
+            )
+        self.reconnect_seen = back
 
     def feed(self, status: Mapping[str, str]) -> None:
         """The live feed's word on each symbol: a symbol turning delayed is stale (once per spell)."""
@@ -283,6 +322,8 @@ class OpsKit:
         self.in_process = in_process
         self.log = logs.get("hflite.ops")
         self.lines: list[str] = []
+        self._prep: Any = None
+        self._watch: Watch | None = None
         self._ready_sent = False
         self._last_status = ""
         env_names = [c.url_env for c in settings.alerts.channels] + [
@@ -344,7 +385,42 @@ class OpsKit:
         llm = getattr(prep, "llm", None)
         if llm is not None:
             llm.observer = self._llm
-        return Watch(self.bus, settings, journal, books=[self._keep_book])
+        self._prep = prep
+        self._watch = Watch(self.bus, settings, journal, books=[self._keep_book])
+        return self._watch
+
+    def models_used(self) -> dict[str, int]:
+        """Decisions per registry model id over the bar-times this process decided (AI runs)."""
+        brain = getattr(self._prep, "brain", None)
+        since = self._watch.first_ts if self._watch is not None else None
+        if brain is None or since is None:
+            return {}
+        used: dict[str, int] = {}
+        for frame in brain.decisions.values():
+            if "model_id" not in frame:
+                continue
+            idx = frame.index  # bar-times, at whatever resolution pandas chose: compared in ns
+            ts = idx.as_unit("ns").asi8 if hasattr(idx, "as_unit") else frame["ts"].to_numpy("int64")
+            for mid in frame["model_id"].to_numpy(dtype=object)[ts >= since]:
+                if mid:
+                    used[str(mid)] = used.get(str(mid), 0) + 1
+        return used
+
+    def log_model_use(self) -> None:
+        """MLflow: which model versions this run traded with (``hflite mlflow-ui`` shows them)."""
+        used = self.models_used()
+        if not used:
+            return
+        from hflite.ai.brain import registry_for
+
+        registry = registry_for(self.settings.ai)
+        params = {
+            "venue": self.settings.venue.kind,
+            "journal": str(self.journal),
+            "symbols": ",".join(self.settings.run.symbols),
+        }
+        answer = registry.log_live_use(self.run_id, used, params)
+        self.log.info("ops.models_used", models=len(used), decisions=sum(used.values()), **answer)
 
     def _keep_book(self, book: Mapping[str, Any], _risk: Any) -> None:
         """The latest book, for the metrics at scrape time (setting ~60 gauges every bar would cost
@@ -404,6 +480,10 @@ class OpsKit:
         return lines
 
     def stop(self) -> None:
+        try:
+            self.log_model_use()
+        except Exception as exc:  # bookkeeping: never hides why the run ended
+            self.log.warning("ops.models_used_failed", error=str(exc))
         if self.server is not None:
             self.server.stop()
         if self.bot is not None:

@@ -19,6 +19,7 @@ reconciliation, and ``sync`` (bring the inbox up to a bar-time before the engine
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -236,6 +237,32 @@ class EventVenue(ABC):
         self.horizon: int | None = None
         self._deferred: list[VenueEvent] = []
         self._sent: dict[str, int] = {}  # order id -> the order it was sent (or adopted) in
+        #: (op, seconds, error) after each send: the runtime's venue latency and error metrics
+        #: (error "" when it went through, else "rejected", "unknown" or the exception's class)
+        self.observer: Callable[[str, float, str], None] | None = None
+
+    def _timed(self, op: str, send: Callable[..., None], *args: Any) -> None:
+        """``send(*args)``, timed for the observer when there is one."""
+        obs = self.observer
+        if obs is None:
+            send(*args)
+            return
+        t0 = time.perf_counter()
+        try:
+            send(*args)
+        except Exception as exc:
+            obs(op, time.perf_counter() - t0, type(exc).__name__)
+            raise
+        order = args[0] if args and isinstance(args[0], Order) else None
+        status = order.status if order is not None else None
+        error = (
+            "rejected"
+            if status is OrderStatus.REJECTED
+            else "unknown"
+            if status is OrderStatus.UNKNOWN
+            else ""
+        )
+        obs(op, time.perf_counter() - t0, error)
 
     # -- the engine side -------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
@@ -245,12 +272,12 @@ class EventVenue(ABC):
             # cancels them as the position goes flat; a broker does not know they belong together)
             for other in list(self.working.get(order.symbol, [])):
                 if other.parent_id is not None and (other.is_open or other.status is OrderStatus.UNKNOWN):
-                    self._send_cancel(other)
+                    self._timed("cancel", self._send_cancel, other)
         order.apply(OrderEvent.SUBMIT)
         self.orders[order.id] = order
         self._sent.setdefault(order.id, len(self._sent))
         self.working.setdefault(order.symbol, []).append(order)
-        self._send_submit(order)
+        self._timed("submit", self._send_submit, order)
 
     def submit_oco(self, orders: list[Order]) -> None:
         """Submit exits that cancel each other (a position's stop-loss and take-profit, sharing an
@@ -260,7 +287,7 @@ class EventVenue(ABC):
             self.orders[order.id] = order
             self._sent.setdefault(order.id, len(self._sent))
             self.working.setdefault(order.symbol, []).append(order)
-        self._send_oco(orders)
+        self._timed("oco", self._send_oco, orders)
 
     def _send_oco(self, orders: list[Order]) -> None:
         for order in orders:
@@ -270,17 +297,17 @@ class EventVenue(ABC):
         """Ask the venue to cancel; the order stays working until the venue confirms. An order whose
         fate is unknown may be at the venue: it is asked too."""
         if order.is_open or order.status is OrderStatus.UNKNOWN:
-            self._send_cancel(order)
+            self._timed("cancel", self._send_cancel, order)
 
     def replace(self, order: Order, price: float) -> None:
         """Ask the venue to move a working order's price; applied when the venue confirms."""
         if order.is_open:
-            self._send_replace(order, price)
+            self._timed("replace", self._send_replace, order, price)
 
     def resize(self, order: Order, qty: float) -> None:
         """Ask the venue to change a working order's total quantity; applied when it confirms."""
         if order.is_open and qty != order.qty:
-            self._send_resize(order, qty)
+            self._timed("resize", self._send_resize, order, qty)
 
     def has_working(self, symbol: str) -> bool:
         return bool(self.working.get(symbol))
