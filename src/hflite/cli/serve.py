@@ -19,8 +19,8 @@ def serve(
         Path | None,
         typer.Option(help="The run's journal (default var/journal/<run name>.sqlite of the config)."),
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Address (default [api] host, 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default [api] port, 8765).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default \\[api] host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default \\[api] port, 8765).")] = None,
     insecure_remote: Annotated[
         bool, typer.Option("--insecure-remote", help="Allow a non-loopback --host without TLS (a warning).")
     ] = False,
@@ -28,14 +28,14 @@ def serve(
         bool,
         typer.Option(
             "--telegram",
-            help="Also run the Telegram bot ([telegram] in the config). Run the bot in one process only: "
-            "`hflite run` starts it when [telegram] enabled = true.",
+            help="Also run the Telegram bot (\\[telegram] in the config). Run the bot in one process only: "
+            "`hflite run` starts it when \\[telegram] enabled = true.",
         ),
     ] = False,
 ) -> None:
     """Serve the control API over a run's journal without trading: start it before, beside or after `hflite run`.
 
-    Commands (kill, pause, close-all, resume) are queued in the journal and apply at the runtime's next bar-time; while no runtime runs, every answer says so. Needs a bearer token in .env ([api] token_env, default HFLITE_API_TOKEN).
+    Commands (kill, pause, close-all, resume) are queued in the journal and apply at the runtime's next bar-time; while no runtime runs, every answer says so. Needs a bearer token in .env (\\[api] token_env, default HFLITE_API_TOKEN).
     Example: hflite serve --config configs/paper.toml --port 8765
     """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from hflite.cli import _load

@@ -80,13 +80,13 @@ def run(
         typer.Option(
             "--api",
             help="Serve the control API (kill, pause, close-all, resume, status, /metrics) while it runs; "
-            "the bearer token comes from .env ([api] token_env, default HFLITE_API_TOKEN).",
+            "the bearer token comes from .env (\\[api] token_env, default HFLITE_API_TOKEN).",
         ),
     ] = False,
     api_host: Annotated[
-        str | None, typer.Option(help="The API's address (default [api] host, 127.0.0.1).")
+        str | None, typer.Option(help="The API's address (default \\[api] host, 127.0.0.1).")
     ] = None,
-    api_port: Annotated[int | None, typer.Option(help="The API's port (default [api] port, 8765).")] = None,
+    api_port: Annotated[int | None, typer.Option(help="The API's port (default \\[api] port, 8765).")] = None,
     insecure_remote: Annotated[
         bool,
         typer.Option(
@@ -97,7 +97,7 @@ def run(
     r"""Paper- or live-trade a config on a live clock: same strategy, risk, OMS and journal as a backtest.
 
     The venue comes from the config's \[venue] (paper = the sim venue's fill rules on live bars; alpaca, ccxt, oanda, ib = a broker, its paper endpoint unless live = true; fakebroker = the local fake broker). Safe to kill and restart: it resumes after its journal's last decided bar-time and reconciles with the venue before trading. `hflite status|positions|orders|reconcile` and `hflite risk pause|resume|close-all|kill` act on it while it runs.
-    With --api it serves the control API; alerts ([alerts]), the Telegram bot ([telegram]) and metrics ([metrics]) start with it as configured (docs/operating.md).
+    With --api it serves the control API; alerts (\[alerts]), the Telegram bot (\[telegram]) and metrics (\[metrics]) start with it as configured (docs/operating.md).
     Example: hflite run --config configs/paper.toml --feed recorded --speed 86400 --api
     """  # noqa: E501  (one line per paragraph: the help wraps it to the terminal)
     from hflite.cli import _finish, _guard, _load, _progress
