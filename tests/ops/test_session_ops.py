@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -103,20 +104,31 @@ def test_a_channel_that_never_answers_does_not_slow_the_loop(
     assert timings["stuck"] < timings["fast"] * 1.5 + 2.0, timings
 
 
-def test_telegram_pause_is_confirmed_and_applies_at_the_next_bar_time(
+def test_a_session_with_everything_on_is_killed_from_telegram(
     sample_store, tmp_path: Path, monkeypatch
 ) -> None:
+    """The API, Telegram (local Bot API), alerts (local webhook) and metrics, all on one paper session:
+    the API and the bot read it while it trades, a confirmed /kill from Telegram stops it at the next
+    bar-time, the webhook hears the kill, and `hflite status` names the command's source."""
     fake = TelegramFake(BOT_TOKEN).start()
+    hook = WebhookServer().__enter__()
     try:
         monkeypatch.setenv("HFLITE_TELEGRAM_TOKEN", BOT_TOKEN)
+        monkeypatch.setenv("HFLITE_API_TOKEN", "session-api-token-0123456789")
+        monkeypatch.setenv("HFLITE_ALERT_HOOK", hook.url("json"))
         settings = _paper(
             sample_store,
             telegram={"enabled": True, "chat_ids": [CHAT], "base_url": fake.base_url},
             runtime={"feed": "recorded", "speed": 86400.0 * 40},  # ~40 bar-times a second
-        )
+            api={"port": 0},
+            alerts={"channels": [{"name": "hook", "url_env": "HFLITE_ALERT_HOOK",
+                                  "levels": ["warning", "critical"]}], "daily_summary": None},
+        )  # fmt: skip
         path = tmp_path / "j.sqlite"
-        kit = OpsKit(settings, path)
-        kit.start()
+        kit = OpsKit(settings, path, api=True)
+        lines = kit.start()
+        url = next(x for x in lines if x.startswith("control API:")).split()[2]
+        api = httpx.Client(base_url=url, headers={"Authorization": "Bearer session-api-token-0123456789"})
         done = threading.Event()
 
         def run() -> None:
@@ -130,6 +142,8 @@ def test_telegram_pause_is_confirmed_and_applies_at_the_next_bar_time(
         t.start()
         try:
             fake.wait_for(lambda: path.exists() and kit.view.status()["bar_ts"], timeout=60, what="a bar")
+            assert api.get("/status").json()["runtime"] == "live"
+            assert "hflite_bars_total" in api.get("/metrics").text
             fake.push_message(CHAT, "/status")
             reply = fake.wait_for(lambda: [x for x in fake.texts(CHAT) if "equity" in x.lower()], timeout=10)
             assert "paper" in reply[-1]
@@ -153,11 +167,14 @@ def test_telegram_pause_is_confirmed_and_applies_at_the_next_bar_time(
             shown = CliRunner().invoke(app, ["status", "--journal", str(path)], env={"COLUMNS": "250"})
             assert shown.exit_code == 0, shown.output
             assert "kill from telegram: stop it, applied at" in shown.output
+            titles = [h.json["title"] for h in hook.wait_for(1, timeout=10)]
+            assert any("kill" in t and "WARNING" in t for t in titles), titles
         finally:
             t.join(60)
             kit.stop()
     finally:
         fake.stop()
+        hook.__exit__(None, None, None)
 
 
 def test_the_daily_summary_is_built_from_the_book_once_a_day() -> None:
