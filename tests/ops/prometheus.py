@@ -29,13 +29,14 @@ __all__ = ["Prom", "need_binary", "start_prometheus"]
 READY_TIMEOUT_S = 30.0
 
 
-def need_binary(name: str) -> str:
-    """The binary's path; skip when absent (fail under ``CI=true``: CI installs the Debian package)."""
+def need_binary(name: str, package: str = "prometheus") -> str:
+    """The binary's path; skip when absent (fail under ``CI=true``: ``.ci/run`` installs its Debian
+    package)."""
     path = shutil.which(name)
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is not installed (CI installs Debian's prometheus package)")
-        pytest.skip(f"{name} is not installed (apt-get install prometheus)")
+            pytest.fail(f"{name} is not installed (CI installs Debian's {package} package: .ci/run)")
+        pytest.skip(f"{name} is not installed (apt-get install {package})")
     return path
 
 

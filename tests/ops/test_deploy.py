@@ -23,6 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hflite.cli import app
+from tests.ops.prometheus import need_binary
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -50,12 +51,7 @@ runner = CliRunner()
 
 
 def _require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is not installed: CI must install it (Debian package)")
-        pytest.skip(f"{tool} is not installed here")
-    return path
+    return need_binary(tool, {"systemd-analyze": "systemd"}.get(tool, tool))
 
 
 def _compose() -> dict:
