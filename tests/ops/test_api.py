@@ -201,3 +201,25 @@ def _fuzz(op) -> None:
         case.call_and_validate(headers=AUTH, excluded_checks=excluded)
 
     check()
+
+
+def test_a_taken_port_is_one_clear_error_and_a_free_one_serves(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    from hflite.ops.api import ApiServer
+
+    app = create_app(RunView(tmp_path / "none.sqlite"), TOKEN)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ApiError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            ApiServer(app, "127.0.0.1", port).start()
+    server = ApiServer(app, "127.0.0.1", 0)
+    url = server.start()
+    try:
+        assert httpx.get(f"{url}/health").json()["runtime"] == "never ran"
+    finally:
+        server.stop()

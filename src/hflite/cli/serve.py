@@ -61,7 +61,7 @@ def serve(
     rt = kit.view.runtime()
     err.print(f"journal {path}: runtime {rt.state} ({escape(rt.detail)})", highlight=False, soft_wrap=True)
     try:
-        while kit.server is not None and kit.server.thread.is_alive():
+        while kit.server is not None and kit.server.thread is not None and kit.server.thread.is_alive():
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

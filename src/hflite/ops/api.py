@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -506,10 +507,25 @@ class ApiServer:
             lifespan="off",
         )
         self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name="hflite-api", daemon=True)
         self.scheme = "https" if cert else "http"
+        self.sock: socket.socket | None = None
+        self.thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> str:
+        """Bind here (a taken port or a bad address is one clear error), then serve in a thread."""
+        host, port = self.config.host, self.config.port
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+        except OSError as exc:
+            if self.sock is not None:
+                self.sock.close()
+            raise ApiError(f"the control API cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="hflite-api", daemon=True
+        )
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -520,10 +536,13 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        sock = self.server.servers[0].sockets[0] if self.server.servers else None
-        port = sock.getsockname()[1] if sock is not None else self.config.port
-        return f"{self.scheme}://{self.config.host}:{port}"
+        port = self.sock.getsockname()[1] if self.sock is not None else self.config.port
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"{self.scheme}://{host}:{port}"
 
     def stop(self, timeout: float = 5.0) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout)
+        if self.thread is not None:
+            self.thread.join(timeout)
+        if self.sock is not None:
+            self.sock.close()
