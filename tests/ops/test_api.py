@@ -223,3 +223,16 @@ def test_a_taken_port_is_one_clear_error_and_a_free_one_serves(tmp_path: Path) -
         assert httpx.get(f"{url}/health").json()["runtime"] == "never ran"
     finally:
         server.stop()
+
+
+def test_the_docs_are_open_on_loopback_only(tmp_path: Path) -> None:
+    local = TestClient(create_app(RunView(tmp_path / "j.sqlite"), TOKEN))
+    assert local.get("/openapi.json").status_code == 200 and local.get("/docs").status_code == 200
+    schema = local.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert schema["paths"]["/status"]["get"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/health"]["get"]
+    remote = TestClient(create_app(RunView(tmp_path / "j.sqlite"), TOKEN, docs_open=False))
+    assert remote.get("/openapi.json").status_code == 401 and remote.get("/docs").status_code == 401
+    assert remote.get("/openapi.json", headers=AUTH).status_code == 200
+    assert remote.get("/health").status_code == 200

@@ -180,13 +180,16 @@ class Decision(BaseModel):
 
 
 # -- security ----------------------------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def check_bind(host: str, tls: bool, insecure_remote: bool) -> str | None:
     """None when ``host`` may be served; else why not. A warning text when insecure_remote allows it."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if loopback or tls:
+    if is_loopback(host) or tls:
         return None
     if insecure_remote:
         return (
@@ -236,22 +239,27 @@ class _Limiter:
         return wait, why
 
 
-#: Routes open without a token: liveness/readiness, and the API's own documentation (no state in it).
-PUBLIC = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+#: The one route open without a token: liveness and readiness.
+PUBLIC = frozenset({"/health"})
+#: The API's own documentation (no state in it): open too while the API listens on loopback only (a
+#: browser's Swagger UI fetches the schema without the token; "Authorize" then sends it); behind the
+#: token like every other route once it listens on another address.
+DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 class _Guard:
     """The bearer token (constant-time compare) and the rate limits, as plain ASGI in front of the
     routes: checked before any routing work, and cheaper than a dependency per route."""
 
-    def __init__(self, app: Any, token: str, limit: _Limiter) -> None:
+    def __init__(self, app: Any, token: str, limit: _Limiter, open_paths: frozenset[str] = PUBLIC) -> None:
         self.app = app
+        self.open = open_paths
         self.expected = token.encode()
         self.limit = limit
         self.log = logs.get("hflite.api")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC:
+        if scope["type"] != "http" or scope["path"] in self.open:
             await self.app(scope, receive, send)
             return
         auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
@@ -285,12 +293,14 @@ def create_app(  # noqa: C901 - one nested function per route
     metrics: Any = None,
     on_command: Callable[[dict[str, Any]], None] | None = None,
     book_source: Callable[[], Any] | None = None,
+    docs_open: bool = True,
 ) -> FastAPI:
     """The API over ``view``'s journal. ``metrics`` (``ops.metrics.Metrics``) serves ``/metrics``; when
     no runtime feeds it in this process, each scrape reads the journal's book. ``on_command`` hears
     every command queued (the runtime's bus: an alert and a metric). ``book_source`` gives the book of
     the runtime in this process (``hflite run --api``): the gauges are set from it at scrape time,
-    not on every bar; without it (``hflite serve``) each scrape reads the journal's book."""
+    not on every bar; without it (``hflite serve``) each scrape reads the journal's book. ``docs_open``:
+    the documentation routes need no token (``DOCS``: for an API on loopback only)."""
     from hflite.config import ApiConfig
 
     cfg = config or ApiConfig()
@@ -304,7 +314,7 @@ def create_app(  # noqa: C901 - one nested function per route
     )
     app.state.view = view
     app.state.metrics = metrics
-    app.add_middleware(_Guard, token=token, limit=limit)
+    app.add_middleware(_Guard, token=token, limit=limit, open_paths=PUBLIC | DOCS if docs_open else PUBLIC)
 
     def openapi() -> dict[str, Any]:  # the bearer scheme on every route but the public ones
         if app.openapi_schema is None:

@@ -361,7 +361,7 @@ class OpsKit:
             self.bus.subscribe(self.bot)
         self.server = None
         if api:
-            from hflite.ops.api import ApiServer, check_bind, create_app, read_token
+            from hflite.ops.api import ApiServer, check_bind, create_app, is_loopback, read_token
 
             cfg = settings.api
             host = host or cfg.host
@@ -374,6 +374,7 @@ class OpsKit:
             app = create_app(
                 self.view, token, config=cfg, metrics=self.metrics, on_command=self._command_heard,
                 book_source=(lambda: self.latest_book) if in_process else None,
+                docs_open=is_loopback(host),
             )  # fmt: skip
             self.server = ApiServer(
                 app, host, port, cert=cfg.tls_cert if tls else None, key=cfg.tls_key if tls else None
