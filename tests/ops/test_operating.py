@@ -106,6 +106,9 @@ def test_commands_through_the_api_take_effect_on_the_next_bar_of_a_running_paper
 
         metrics = c.get("/metrics").text
         assert re.search(r"^hflite_equity \d", metrics, re.M) and "hflite_runtime_up 1.0" in metrics
+        # a recorded feed's clock is its bar-time: its data is not stale (the wall clock would say years)
+        stale = re.search(r'^hflite_data_staleness_seconds\{symbol="BTC-USD"\} (\S+)', metrics, re.M)
+        assert stale and float(stale.group(1)) < 2 * 86400, stale
         assert re.search(r'^hflite_commands_total\{action="pause",source="api"\} 1\.0', metrics, re.M), (
             metrics
         )

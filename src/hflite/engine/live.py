@@ -721,7 +721,7 @@ async def trade(
         prep = prepare(settings, store, progress=say)
         remote = make_remote(settings, prep)
         gate = _market_gate(settings, prep, remote, feed)
-        watch = kit.watch(settings, journal, prep)
+        watch = kit.watch(settings, journal, prep, feed)
         session = Session(
             prep, journal, remote, run_id=run_id, resume_ts=resume_ts, once=once, status=status,
             id_prefix=settings.run.name, gate=gate, alert=alert, ops=watch,

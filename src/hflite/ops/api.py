@@ -294,13 +294,15 @@ def create_app(  # noqa: C901 - one nested function per route
     on_command: Callable[[dict[str, Any]], None] | None = None,
     book_source: Callable[[], Any] | None = None,
     docs_open: bool = True,
+    now_source: Callable[[], float | None] | None = None,
 ) -> FastAPI:
     """The API over ``view``'s journal. ``metrics`` (``ops.metrics.Metrics``) serves ``/metrics``; when
     no runtime feeds it in this process, each scrape reads the journal's book. ``on_command`` hears
     every command queued (the runtime's bus: an alert and a metric). ``book_source`` gives the book of
     the runtime in this process (``hflite run --api``): the gauges are set from it at scrape time,
     not on every bar; without it (``hflite serve``) each scrape reads the journal's book. ``docs_open``:
-    the documentation routes need no token (``DOCS``: for an API on loopback only)."""
+    the documentation routes need no token (``DOCS``: for an API on loopback only). ``now_source``: the
+    session's clock when it is not the wall clock (a recorded feed), for the data-staleness gauges."""
     from hflite.config import ApiConfig
 
     cfg = config or ApiConfig()
@@ -484,7 +486,7 @@ def create_app(  # noqa: C901 - one nested function per route
             m.set_runtime_up(view.runtime().live)
             book = view.book() if view.exists() else None
         if book:
-            m.on_book(book, book.get("risk_check"))
+            m.on_book(book, book.get("risk_check"), now=now_source() if now_source is not None else None)
         data, ctype = m.render()
         return Response(data, media_type=ctype)
 

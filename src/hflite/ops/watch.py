@@ -284,7 +284,7 @@ class NoOps:
     """No kit (a run without API, alerts, bot or metrics): a watch on an empty bus, which emits
     nothing; the runtime calls it the same way."""
 
-    def watch(self, settings: Settings, journal: Any, prep: Any) -> Watch:
+    def watch(self, settings: Settings, journal: Any, prep: Any, feed: str = "live") -> Watch:
         return Watch(OpsBus(settings.run.name), settings)
 
     def beat(self, status: str) -> None:
@@ -323,6 +323,7 @@ class OpsKit:
         self.log = logs.get("hflite.ops")
         self.lines: list[str] = []
         self._prep: Any = None
+        self.recorded = False  # the session replays recorded bars: its clock is the bar-time
         self._watch: Watch | None = None
         self._ready_sent = False
         self._last_status = ""
@@ -375,17 +376,26 @@ class OpsKit:
                 self.view, token, config=cfg, metrics=self.metrics, on_command=self._command_heard,
                 book_source=(lambda: self.latest_book) if in_process else None,
                 docs_open=is_loopback(host),
+                now_source=self._session_now,
             )  # fmt: skip
             self.server = ApiServer(
                 app, host, port, cert=cfg.tls_cert if tls else None, key=cfg.tls_key if tls else None
             )
 
-    def watch(self, settings: Settings, journal: Any, prep: Any) -> Watch:
+    def _session_now(self) -> float | None:
+        """A recorded feed's clock: the last bar-time (epoch seconds); None on the live clock."""
+        book = self.latest_book
+        if not self.recorded or not book or not book.get("bar_ts"):
+            return None
+        return datetime.fromisoformat(str(book["bar_ts"])).timestamp()
+
+    def watch(self, settings: Settings, journal: Any, prep: Any, feed: str = "live") -> Watch:
         """The runtime's watch on this kit's bus (metrics get the book after each bar-time), and the
         prepared run's LLM service reporting its calls and fallbacks."""
         llm = getattr(prep, "llm", None)
         if llm is not None:
             llm.observer = self._llm
+        self.recorded = feed == "recorded"
         self._prep = prep
         self._watch = Watch(self.bus, settings, journal, books=[self._keep_book])
         return self._watch
