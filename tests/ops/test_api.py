@@ -236,3 +236,15 @@ def test_the_docs_are_open_on_loopback_only(tmp_path: Path) -> None:
     assert remote.get("/openapi.json").status_code == 401 and remote.get("/docs").status_code == 401
     assert remote.get("/openapi.json", headers=AUTH).status_code == 200
     assert remote.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a database at all"])
+def test_a_journal_being_created_or_not_a_journal_is_said_not_a_500(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "j.sqlite"
+    path.write_bytes(content)  # a starting runtime has created the file, not its tables yet (or junk)
+    c = TestClient(create_app(RunView(path), TOKEN))
+    s = c.get("/status", headers=AUTH)
+    assert s.status_code == 200 and s.json()["bar_ts"] is None and s.json()["live"] is False
+    r = c.get("/orders", headers=AUTH)
+    assert r.status_code == 503 and "cannot be read yet" in r.json()["detail"]
+    assert c.get("/health").status_code == 200

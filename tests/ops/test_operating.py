@@ -86,7 +86,7 @@ def test_commands_through_the_api_take_effect_on_the_next_bar_of_a_running_paper
                 "--api", "--api-port", "0") as (proc, url):  # fmt: skip
         c = httpx.Client(base_url=url, headers=AUTH, timeout=10)
         assert httpx.get(f"{url}/status").status_code == 401
-        live = _wait(lambda: (s := c.get("/status").json())["runtime"] == "live" and s["bar_ts"] and s)
+        live = _wait(lambda: (s := c.get("/status").json()).get("runtime") == "live" and s["bar_ts"] and s)
         assert live["run_id"] == NAME and live["venue"] == "paper"
         assert c.get("/health").json()["checks"]["runtime"]["ok"] is True
 
@@ -134,7 +134,7 @@ def test_a_real_prometheus_scrapes_a_running_paper_session(home: Path, tmp_path:
     with _spawn(home, "run", "--config", str(config), "--feed", "recorded", "--speed", SPEED,
                 "--api", "--api-port", "0") as (_proc, url):  # fmt: skip
         c = httpx.Client(base_url=url, headers=AUTH, timeout=10)
-        _wait(lambda: c.get("/status").json()["bar_ts"])
+        _wait(lambda: (r := c.get("/status")).status_code == 200 and r.json()["bar_ts"])
         target = url.removeprefix("http://")
         with start_prometheus(tmp_path, [target], TOKEN) as prom:
             got = prom.wait_for("hflite_equity", timeout=30)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -121,7 +122,11 @@ class RunView:
         if held is None or held[0] != ino:
             if held is not None:
                 held[1].close()
-            held = (ino, SqliteJournal.reader(self.path))
+            try:
+                held = (ino, SqliteJournal.reader(self.path))
+            except (JournalError, sqlite3.OperationalError) as exc:
+                # a runtime creating it right now (no tables yet), or not a journal at all: said, not a 500
+                raise NoJournal(f"journal {self.path} cannot be read yet: {exc}") from None
             self._local.reader = held
         yield held[1]
 
@@ -148,8 +153,11 @@ class RunView:
     def runtime(self) -> Runtime:
         if not self.path.is_file():
             return Runtime("never ran", False, None, None, "", f"no journal at {self.path}")
-        with self._open() as j:
-            beat = j.runtime()
+        try:
+            with self._open() as j:
+                beat = j.runtime()
+        except NoJournal:  # being created by a starting runtime (or not a journal: reads say so)
+            beat = None
         owner = journal_owner(self.path)
         now = self.clock()
         age = None if beat is None else max(0.0, now - beat.beat)
@@ -177,7 +185,10 @@ class RunView:
     # -- reads ----------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         rt = self.runtime()
-        out = dict(self._cached("status", self._status) if self.path.is_file() else EMPTY_STATUS)
+        try:
+            out = dict(self._cached("status", self._status) if self.path.is_file() else EMPTY_STATUS)
+        except NoJournal:  # a starting runtime is creating it: nothing to show yet
+            out = dict(EMPTY_STATUS)
         out.update(runtime=rt.state, live=rt.live, detail=rt.detail, heartbeat_age_s=rt.heartbeat_age_s)
         if not out["halted"] and rt.state == "halted":
             out["halted"] = rt.status
@@ -363,7 +374,7 @@ class RunView:
             for c in rows
         ]  # fmt: skip
 
-    def health(self, stale_after_s: float | None = None) -> dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         """Liveness (this process answers) and readiness: a live runtime, its feed fresh, its venue
         connected, its reconciliation clean."""
         rt = self.runtime()
@@ -371,29 +382,36 @@ class RunView:
             "runtime": {"ok": rt.live and rt.state != "halted", "detail": rt.detail}
         }
         if self.path.is_file():
-            book = self.book()
-            with self._open() as j:
-                diffs = j.reconciliation()
-            bad = [d["key"] for d in diffs if not d["explained"]]
-            checks["reconciliation"] = {
-                "ok": not bad and not book.get("halted"),
-                "detail": f"{len(bad)} unexplained difference(s)" if bad else (book.get("halted") or "clean"),
-            }
-            feed = book.get("feed") or {}
-            late = sorted(s for s, line in feed.items() if "delayed" in str(line))
-            checks["feed"] = {
-                "ok": not late,
-                "detail": f"delayed: {', '.join(late)}"
-                if late
-                else ("fresh" if feed else "recorded or no poll yet"),
-            }
-            venue = book.get("venue_state") or {}
-            checks["venue"] = {
-                "ok": bool(venue.get("connected", rt.live)),
-                "detail": venue.get("detail") or (book.get("venue", "") + (" connected" if rt.live else "")),
-            }
+            try:
+                self._journal_checks(checks, rt)
+            except NoJournal as exc:  # being created, or not a journal: alive, not ready
+                checks["journal"] = {"ok": False, "detail": str(exc)}
         ready = all(c["ok"] for c in checks.values())
         return {"alive": True, "ready": ready, "runtime": rt.state, "checks": checks}
+
+    def _journal_checks(self, checks: dict[str, dict[str, Any]], rt: Runtime) -> None:
+        """Readiness from the journal: reconciliation clean, feed fresh, venue connected."""
+        book = self.book()
+        with self._open() as j:
+            diffs = j.reconciliation()
+        bad = [d["key"] for d in diffs if not d["explained"]]
+        checks["reconciliation"] = {
+            "ok": not bad and not book.get("halted"),
+            "detail": f"{len(bad)} unexplained difference(s)" if bad else (book.get("halted") or "clean"),
+        }
+        feed = book.get("feed") or {}
+        late = sorted(s for s, line in feed.items() if "delayed" in str(line))
+        checks["feed"] = {
+            "ok": not late,
+            "detail": f"delayed: {', '.join(late)}"
+            if late
+            else ("fresh" if feed else "recorded or no poll yet"),
+        }
+        venue = book.get("venue_state") or {}
+        checks["venue"] = {
+            "ok": bool(venue.get("connected", rt.live)),
+            "detail": venue.get("detail") or (book.get("venue", "") + (" connected" if rt.live else "")),
+        }
 
     # -- commands -------------------------------------------------------------------------------------
     def command(self, action: str, reason: str = "", source: str = "api") -> dict[str, Any]:
