@@ -275,3 +275,26 @@ def test_live_model_use_is_logged_to_mlflow(sample_store, tmp_path: Path) -> Non
     assert run.data.metrics == {"decisions.lgbm-w1": 1.0, "decisions.lgbm-w2": 3.0}
     assert run.data.tags["hflite.run"] == "paper" and run.data.tags["hflite.model.lgbm-w2"] == "used"
     assert run.data.params["venue"] == "paper"
+
+
+def test_an_alert_raised_off_the_trading_thread_is_journaled_by_it(sample_store, tmp_path: Path) -> None:
+    """An LLM worker thread's fallback alert reaches the channels at once but is written to the
+    journal (whose connection belongs to the trading thread) at the next bar-time."""
+    from types import SimpleNamespace
+
+    settings = _paper(sample_store, alerts={"daily_summary": None})
+    journal = SqliteJournal(tmp_path / "j.sqlite")
+    try:
+        bus = OpsBus("paper")
+        heard = []
+        bus.subscribe(heard.append)
+        watch = Watch(bus, settings, journal)
+        worker = threading.Thread(target=lambda: bus.emit("llm.fallback", "LLM fallback (ollama)", "timeout"))
+        worker.start()
+        worker.join()
+        assert [e.kind for e in heard] == ["llm.fallback"] and journal.events_of("alert") == []
+        engine = SimpleNamespace(fills=[], decisions=[], risk=SimpleNamespace(events=[]), orders={})
+        watch.after(engine, 1, {}, None)
+        assert [a["kind"] for a in journal.events_of("alert")] == ["llm.fallback"]
+    finally:
+        journal.close()

@@ -11,7 +11,9 @@ report and ``/alerts`` show them.
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -65,12 +67,23 @@ class Watch:
         self.summary_at = alerts.daily_summary
         self.tz = ZoneInfo(alerts.summary_tz)
         self.alert_fills = alerts.fills
+        self._thread = threading.get_ident()  # the trading thread: the journal's connection is its own
+        self._from_threads: deque[OpsEvent] = deque()  # alerts raised elsewhere (an LLM worker), to journal
         if journal is not None:
             bus.subscribe(self._journal_alert)
 
     def _journal_alert(self, ev: OpsEvent) -> None:
-        if self.journal is not None and ev.alertable and (ev.kind != "fill" or self.alert_fills):
-            self.journal.record("alert", ev.kind, ev.as_dict())
+        if self.journal is None or not ev.alertable or (ev.kind == "fill" and not self.alert_fills):
+            return
+        if threading.get_ident() != self._thread:  # journaled by the trading thread at its next bar
+            self._from_threads.append(ev)
+            return
+        while self._from_threads:
+            self._write_alert(self._from_threads.popleft())
+        self._write_alert(ev)
+
+    def _write_alert(self, ev: OpsEvent) -> None:
+        self.journal.record("alert", ev.kind, ev.as_dict())
 
     def skip_to(self, engine: Engine) -> None:
         """Start from the engine as it is (after a recovery re-ran old bar-times: no re-alerts)."""
@@ -81,6 +94,8 @@ class Watch:
     def after(self, engine: Engine, ts: int, book: Mapping[str, Any], step_ns: int | None) -> None:
         if self.first_ts is None:
             self.first_ts = ts
+        while self._from_threads and self.journal is not None:
+            self._write_alert(self._from_threads.popleft())
         for fn in self.books:
             fn(book, book.get("risk_check"))
         bus = self.bus
