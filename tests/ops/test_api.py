@@ -238,13 +238,26 @@ def test_the_docs_are_open_on_loopback_only(tmp_path: Path) -> None:
     assert remote.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("content", [b"", b"this is not a database at all"])
-def test_a_journal_being_created_or_not_a_journal_is_said_not_a_500(tmp_path: Path, content: bytes) -> None:
+def _partial_journal(path: Path) -> None:
+    """What a starting runtime has written when its first tables exist and the rest not yet."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE orders (id TEXT PRIMARY KEY, symbol TEXT, status TEXT, body TEXT);"
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, kind TEXT, ref TEXT, body TEXT);"
+    )
+    db.close()
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a database at all", "partial"])
+def test_a_journal_being_created_or_not_a_journal_is_said_not_a_500(tmp_path: Path, content) -> None:
     path = tmp_path / "j.sqlite"
-    path.write_bytes(content)  # a starting runtime has created the file, not its tables yet (or junk)
+    if content == "partial":
+        _partial_journal(path)
+    else:
+        path.write_bytes(content)  # a starting runtime has created the file, not its tables yet (or junk)
     c = TestClient(create_app(RunView(path), TOKEN))
     s = c.get("/status", headers=AUTH)
     assert s.status_code == 200 and s.json()["bar_ts"] is None and s.json()["live"] is False
-    r = c.get("/orders", headers=AUTH)
+    r = c.get("/equity", headers=AUTH)
     assert r.status_code == 503 and "cannot be read yet" in r.json()["detail"]
     assert c.get("/health").status_code == 200

@@ -128,7 +128,10 @@ class RunView:
                 # a runtime creating it right now (no tables yet), or not a journal at all: said, not a 500
                 raise NoJournal(f"journal {self.path} cannot be read yet: {exc}") from None
             self._local.reader = held
-        yield held[1]
+        try:
+            yield held[1]
+        except sqlite3.DatabaseError as exc:  # a runtime still creating its tables (one at a time)
+            raise NoJournal(f"journal {self.path} cannot be read yet: {exc}") from None
 
     def _cached(self, name: str, compute: Any) -> Any:
         """``compute()`` once per journal state (see ``_stamp``)."""
