@@ -21,7 +21,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,dev,torch,mlflow,transformers,llm,brokers]"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev,torch,mlflow,transformers,llm,brokers,postgres]"
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

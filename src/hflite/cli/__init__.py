@@ -720,6 +720,10 @@ from hflite.cli import execution as _execution  # noqa: E402
 app.add_typer(_execution.execution_app, name="execution")
 app.command("drift")(_execution.drift)
 
+# The validation lab (hflite.lab): optimize, walkforward, validate, portfolio. Each module registers
+# its commands below this line.
+# -- lab commands --
+
 # The AI commands (hflite.cli_ai), listed after the run and data commands.
 app.add_typer(features_app, name="features")
 app.command("train")(train_command)

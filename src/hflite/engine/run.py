@@ -100,9 +100,12 @@ def _ts(d: object) -> pd.Timestamp:
     return pd.Timestamp(d).tz_localize("UTC") if pd.Timestamp(d).tz is None else pd.Timestamp(d)
 
 
-def prepare(settings: Settings, store: Store, progress: Progress | None = None) -> Prepared:
+def prepare(
+    settings: Settings, store: Store, progress: Progress | None = None, *, warmup: int | None = None
+) -> Prepared:
     """Validate the run against the store and load its market data (with warm-up history); for the
-    ``ai_ensemble`` strategy (or ``risk.regime.source = "ai"``) also build the AI brain."""
+    ``ai_ensemble`` strategy (or ``risk.regime.source = "ai"``) also build the AI brain. ``warmup``
+    (bars) raises the strategy's own warm-up, so that one load serves every parameter set of a search."""
     run = settings.run
     start, end = _ts(run.start), _ts(run.end)
     instruments: dict[str, Instrument] = {}
@@ -116,7 +119,7 @@ def prepare(settings: Settings, store: Store, progress: Progress | None = None) 
         if pair not in instruments:
             instruments[pair] = instrument_for(pair)
     optional = _add_risk_instruments(settings, instruments)
-    warmup = strategy.warmup()
+    warmup = max(strategy.warmup(), warmup or 0)
     delta = pd.Timedelta(FREQ_NS[run.frequency], "ns")
     lookback = delta * warmup * (1.6 if run.frequency == "1d" else 1.0) + pd.Timedelta(days=14)
     frames: dict[str, pd.DataFrame] = {}
