@@ -723,6 +723,9 @@ app.command("drift")(_execution.drift)
 # The validation lab (hflite.lab): optimize, walkforward, validate, portfolio. Each module registers
 # its commands below this line.
 # -- lab commands --
+from hflite.cli import validate as _validate  # noqa: E402
+
+app.command("validate")(_validate.validate)
 
 # The AI commands (hflite.cli_ai), listed after the run and data commands.
 app.add_typer(features_app, name="features")

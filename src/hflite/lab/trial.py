@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from hflite.config import ConfigError, Settings, format_validation_error
 from hflite.data.store import Store
 from hflite.engine.core import run_backtest
+from hflite.engine.result import RunResult
 from hflite.engine.run import (
     Prepared,
     _add_benchmarks,
@@ -208,10 +209,20 @@ class Evaluator:
                     raise
         return self._engine(prep, values, t0)
 
-    def _engine(self, prep: Prepared, values: dict[str, Any], t0: float) -> TrialOutcome:
+    def backtest(self, values: dict[str, Any] | None = None, run_id: str = "trial") -> RunResult:
+        """The full engine's result (trades, fills, benchmarks) of one parameter set."""
+        settings = derive(self.base, values) if values else self.base
+        prep = dataclasses.replace(self.prep, settings=settings)
+        prep.strategy = build_strategy(settings, prep)
+        return self._result(prep, run_id)
+
+    def _result(self, prep: Prepared, run_id: str) -> RunResult:
         engine = make_engine(prep, compute_signals(prep.strategy, prep.md))
         run_backtest(engine)
-        result = build_result(engine, prep, "trial")
+        return build_result(engine, prep, run_id)
+
+    def _engine(self, prep: Prepared, values: dict[str, Any], t0: float) -> TrialOutcome:
+        result = self._result(prep, "trial")
         from hflite.analytics.metrics import run_metrics
 
         metrics = run_metrics(result)
@@ -223,7 +234,7 @@ class Evaluator:
             _trade_returns(result.trades),
             "engine",
             time.perf_counter() - t0,
-            engine.risk.state.halted,
+            result.halted_at is not None,
         )
 
     def _research(self, prep: Prepared, values: dict[str, Any], t0: float) -> TrialOutcome:
