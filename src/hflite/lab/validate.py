@@ -464,4 +464,51 @@ def _study_warmup(study: Any, widest: Any) -> int | None:
 
 
 def _run_analyses(v: Validation, ev: Evaluator, paths: int, seed: int, say: Progress) -> None:
-    """Monte Carlo, periods and look-ahead (filled in from their modules)."""
+    """Monte Carlo (with the parameter perturbations), periods and look-ahead: their sections and
+    checks."""
+    from hflite.lab.lookahead import lookahead_analysis
+    from hflite.lab.montecarlo import MonteCarloConfig, monte_carlo, perturbation_summary
+    from hflite.lab.periods import periods_for_run
+
+    result = v.analyses["result"]
+    say("Monte Carlo", 0.0)
+    mc = monte_carlo(result, MonteCarloConfig(paths=paths, seed=seed))
+    cand = v.candidates
+    if len(cand.sharpes) > 2:
+        mc = mc.with_perturbations(perturbation_summary(cand.sharpes[1:], float(cand.sharpes[0])))
+    v.analyses["montecarlo"] = mc
+    sections = [(mc.title, mc.html())]
+    if mc.random_entry is not None:
+        p = mc.random_entry.p_value
+        v.checks.append(
+            Check(
+                "Beats random entries",
+                p <= 0.05,
+                f"{p:.1%} of {mc.n_paths} random-entry paths reach its Sharpe",
+                "<= 5% of paths",
+                "lab",
+            )
+        )
+    else:
+        v.checks.append(Check("Beats random entries", None, "no trade to randomise", "<= 5% of paths", "lab"))
+    say("regimes, years and stress periods", 0.5)
+    try:
+        periods = periods_for_run(result, ev.store)
+        v.analyses["periods"] = periods
+        sections.append((periods.title, periods.html()))
+    except ValueError as exc:  # no benchmark: say so in the report
+        v.notes.append(f"regimes and stress periods: {exc}")
+    say("look-ahead and recursive analysis", 0.7)
+    la = lookahead_analysis(ev.prep.strategy, ev.prep.md)
+    v.analyses["lookahead"] = la
+    sections.append((la.title, la.html()))
+    v.checks.append(
+        Check(
+            "No look-ahead",
+            not la.leaks,
+            f"{len(la.mismatches)} differing outputs in {la.total_checks} checks",
+            "0",
+            "lab",
+        )
+    )
+    v.analyses["sections"] = sections

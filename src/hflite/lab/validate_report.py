@@ -110,7 +110,8 @@ def _setup_html(v: Validation) -> str:
         f"{escape(s.run.frequency)}</p>"
         f"<p><b>Research window:</b> {v.window[0].date()} to {v.window[1].date()}</p>{hold}"
         f"<p><b>Candidates:</b> {escape(v.candidates.note)}</p>"
-        f'<p class="note">Ran in {v.seconds:.1f} s.</p>'
+        + "".join(f'<p class="note warn">{escape(n)}</p>' for n in v.notes)
+        + f'<p class="note">Ran in {v.seconds:.1f} s.</p>'
     )
 
 
