@@ -28,7 +28,9 @@ def figure(fig: go.Figure, height: int = 360) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[object]], classes: Sequence[str] | None = None) -> str:
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], classes: Sequence[str] | None = None
+) -> str:
     """A plain HTML table; cells are escaped text. ``classes[i]`` (optional) is row i's last-cell class
     (``pass`` / ``fail`` / ``na``)."""
     head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
