@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from hflite.ai.brain import AIConfig
 from hflite.ai.llm.config import LLMConfig
 from hflite.domain.instrument import AssetClass
+from hflite.lab.portfolio_config import PortfolioConfig
 
 if TYPE_CHECKING:
     from hflite.execution.timing import TimingRules
@@ -806,6 +807,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    portfolio: PortfolioConfig | None = Field(None, description="hflite portfolio: sleeves and allocation")
 
     @classmethod
     def settings_customise_sources(

@@ -723,6 +723,10 @@ app.command("drift")(_execution.drift)
 # The validation lab (hflite.lab): optimize, walkforward, validate, portfolio. Each module registers
 # its commands below this line.
 # -- lab commands --
+from hflite.cli import portfolio as _portfolio  # noqa: E402
+
+app.command("portfolio")(_portfolio.portfolio)
+
 from hflite.cli import validate as _validate  # noqa: E402
 
 app.command("validate")(_validate.validate)

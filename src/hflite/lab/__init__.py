@@ -5,28 +5,8 @@ purged and combinatorial cross-validation, and bootstrap and Monte Carlo resampl
 ``docs/validation-stats.md``.
 """
 
-from hflite.lab.stats import (
-    CPCVPlan,
-    CPCVSplit,
-    DeflatedSharpe,
-    PathStats,
-    PBOResult,
-    TradeShuffle,
-    block_bootstrap,
-    cpcv_paths,
-    cpcv_splits,
-    deflated_sharpe,
-    expected_max_sharpe,
-    max_drawdown,
-    n_backtest_paths,
-    path_statistics,
-    pbo,
-    percentile_of,
-    psr,
-    purged_kfold,
-    sharpe,
-    shuffle_trades,
-)
+import importlib
+from typing import Any
 
 __all__ = [
     "CPCVPlan",
@@ -50,3 +30,11 @@ __all__ = [
     "sharpe",
     "shuffle_trades",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The statistics, imported on first use: ``hflite.config`` imports the lab's config models, and a
+    command that never validates should not pay for scipy."""
+    if name in __all__:
+        return getattr(importlib.import_module("hflite.lab.stats"), name)
+    raise AttributeError(f"module 'hflite.lab' has no attribute {name!r}")
