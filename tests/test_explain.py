@@ -278,3 +278,20 @@ def test_an_id_in_no_report_fails_saying_how_many_reports_were_searched(run, tmp
     text = " ".join(out.output.split())
     assert f"no decision or order 'trend-SPY-d99999' in the 2 reports under {root}" in text
     assert "ids that share its prefix: trend-SPY-d" in text and "Traceback" not in out.output
+
+
+def test_a_reason_with_brackets_prints_as_written(run, tmp_path):
+    """Reasons are the strategy's text: "[etf]" in one is shown, never swallowed as rich markup."""
+    result, folder = run
+    copy = tmp_path / "bracketed"
+    shutil.copytree(folder, copy)
+    v = _first(result, "resized")
+    verdicts = pd.read_csv(copy / "verdicts.csv")
+    mine = verdicts["intent_id"] == v["intent_id"]
+    verdicts.loc[mine, "intent_reason"] = "[etf] " + verdicts.loc[mine, "intent_reason"]
+    verdicts.loc[mine, "reason"] = "[bold]cut[/bold] " + verdicts.loc[mine, "reason"].fillna("")
+    verdicts.to_csv(copy / "verdicts.csv", index=False)
+    out = runner.invoke(app, ["explain", v["intent_id"], "--report", str(copy)], env=WIDE)
+    assert out.exit_code == 0, out.output
+    assert f"[etf] {v['intent_reason']}" in out.output
+    assert "[bold]cut[/bold]" in out.output

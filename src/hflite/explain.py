@@ -1149,7 +1149,7 @@ def _intent_table(trail: DecisionTrail) -> Block:
         ("Time", _when(it.ts)),
         ("Symbol", it.symbol),
         ("Intent", f"{it.kind} {it.side}".strip()),
-        ("Strategy reason", it.reason),
+        ("Strategy reason", Text(it.reason)),  # Text: a reason may hold "[x]"
         ("Price", price),
         ("ATR", _num(it.atr)),
     ]
@@ -1165,7 +1165,7 @@ def _verdict_table(v: TrailVerdict) -> Block:
     rows: list[tuple[Cell, Cell]] = [
         ("Status", status),
         ("Requested -> approved", size),
-        ("Reason", v.reason),
+        ("Reason", Text(v.reason)),
         ("Rules", ", ".join(v.rules) or "none (nothing rejected or cut it)"),
     ]
     return Block("Risk verdict", tuple(rows))
@@ -1217,7 +1217,7 @@ def _orders_table(orders: tuple[dict[str, Any], ...]) -> Block:
         rows.append(
             (
                 str(o.get("order_id", "")),
-                what,
+                Text(what),
                 str(o.get("status", "")),
                 filled,
                 _when(o.get("created_ts")),
@@ -1272,8 +1272,8 @@ def _trade_tables(trades: tuple[dict[str, Any], ...]) -> list[Block]:
             ("Exit", exit_),
             ("PnL USD", f"{_usd(t.get('pnl_usd'))} ({_float(t.get('return_pct')):+.2f}%)"),
             ("Fees USD", _usd(t.get("fees_usd"))),
-            ("Entry reason", str(t.get("entry_reason", ""))),
-            ("Exit reason", str(t.get("exit_reason", "")) or "—"),
+            ("Entry reason", Text(str(t.get("entry_reason", "")))),
+            ("Exit reason", Text(str(t.get("exit_reason", "")) or "—")),
         ]
         out.append(Block(f"Trade {t.get('trade_id', '')}", tuple(rows)))
     return out
