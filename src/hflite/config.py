@@ -72,10 +72,11 @@ class RunConfig(BaseModel):
 
 
 class StrategyConfig(BaseModel):
-    """``name`` picks a built-in; every other key is that strategy's parameter (checked by it)."""
+    """``name`` picks a built-in; every other key is that strategy's parameter (checked by it),
+    including ``[strategy.by_regime.<regime>]`` blocks of per-regime overrides (docs/strategies.md)."""
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
-    name: Literal["trend", "breakout", "mean_reversion", "ai_ensemble"]
+    name: Literal["trend", "breakout", "mean_reversion", "ai_ensemble", "tsmom", "xsmom"]
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

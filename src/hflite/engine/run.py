@@ -52,7 +52,7 @@ from hflite.execution.venues.base import Venue
 from hflite.execution.venues.sim import SimVenue
 from hflite.risk.limits import RiskLimits
 from hflite.strategy.ai import AIEnsemble
-from hflite.strategy.base import SignalSet, Strategy
+from hflite.strategy.base import SignalSet, Strategy, attach_market
 from hflite.strategy.builtin import make_strategy
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ def prepare(
     md = build_market(frames, instruments, list(run.symbols), run.frequency, start, end, versions)
     if md.length == 0:
         raise ConfigError(f"config error: run.start/run.end: no bars between {run.start} and {run.end}")
+    attach_market(strategy, md)  # xsmom ranks the traded symbols; by_regime reads its index
     llm = _llm_service(settings)
     brain = _brain(settings, store, strategy, instruments, start, end, progress, llm)
     advisor = None

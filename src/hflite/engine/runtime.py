@@ -22,7 +22,7 @@ import pandas as pd
 from hflite.engine.core import Engine, StrategyError
 from hflite.engine.market import MarketData, SymbolBars
 from hflite.execution.oms import Command
-from hflite.strategy.base import SignalSet, Strategy
+from hflite.strategy.base import SignalSet, Strategy, attach_market
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +160,7 @@ class LiveRuntime:
             versions=dict(template.versions),
         )
         self._fx_src = _fx_sources(template)
+        attach_market(strategy, self.md)  # others' bars as they arrive, never the template's future
         self.signals: dict[str, SignalSet] = {}
         self.engine = make_engine(self.md, self.signals)
         self.length = 0

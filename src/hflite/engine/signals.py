@@ -10,7 +10,7 @@ import numpy as np
 
 from hflite.engine.core import StrategyError
 from hflite.engine.market import MarketData
-from hflite.strategy.base import BarArrays, SignalSet, Strategy
+from hflite.strategy.base import BarArrays, SignalSet, Strategy, attach_market
 
 
 def _when(ts: np.ndarray, k: int | None) -> str:
@@ -22,7 +22,10 @@ def _when(ts: np.ndarray, k: int | None) -> str:
 
 
 def compute_signals(strategy: Strategy, md: MarketData) -> dict[str, SignalSet]:
-    """Signals per traded symbol over its whole history, checked for shape and values."""
+    """Signals per traded symbol over its whole history, checked for shape and values. A strategy
+    that reads other symbols (``MarketAware``) is attached to ``md`` first, so it ranks or looks up
+    exactly the data these signals are computed on."""
+    attach_market(strategy, md)
     out = {}
     for sym in md.traded:
         bars = md.bars[sym]

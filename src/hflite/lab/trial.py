@@ -49,7 +49,7 @@ from hflite.engine.run import (
 from hflite.engine.signals import compute_signals
 from hflite.engine.sweep import SweepSpec, Unsupported, run_pair
 from hflite.lab.space import overrides_of
-from hflite.strategy.base import Strategy
+from hflite.strategy.base import Strategy, attach_market
 from hflite.strategy.builtin import make_strategy
 
 Path_ = Literal["auto", "engine", "research"]
@@ -167,8 +167,7 @@ def build_strategy(settings: Settings, prep: Prepared) -> Strategy:
         raise InvalidParams(msg) from None
     if hasattr(strategy, "attach") and prep.brain is not None:
         strategy.attach(prep.brain)
-    if hasattr(strategy, "attach_market"):
-        strategy.attach_market(prep.md)
+    attach_market(strategy, prep.md)
     return strategy
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from hflite.domain.signal import Exits
+
+if TYPE_CHECKING:
+    from hflite.engine.market import MarketData
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,23 @@ class Strategy(Protocol):
     def warmup(self) -> int:
         """Bars needed before the first signal can appear."""
         ...
+
+
+@runtime_checkable
+class MarketAware(Protocol):
+    """A strategy that reads more than its own symbol's bars (other symbols, an index): the run hands
+    it the market data it steps through before the first signal (``attach_market``)."""
+
+    def attach_market(self, md: MarketData) -> None:
+        """Read other symbols from ``md``; at bar k of a symbol, only their bars with ts <= bars.ts[k]
+        among the ``n`` known so far (``md`` grows bar by bar in the live runtime)."""
+        ...
+
+
+def attach_market(strategy: Strategy, md: MarketData) -> None:
+    """Hand ``md`` to a strategy that reads beyond its own bars (no-op for the others)."""
+    if isinstance(strategy, MarketAware):
+        strategy.attach_market(md)
 
 
 def crossings(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Built-in strategies: trend (MA crossover), breakout (Donchian), mean reversion (RSI/Bollinger).
+"""Built-in strategies: trend (MA crossover), breakout (Donchian), mean reversion (RSI/Bollinger), and the
+registry of every built-in (with the momentum pair of ``hflite.strategy.momentum``).
 
 Parameters are frozen pydantic models with ``extra="forbid"``, so a misspelt key in the config or
-in ``--set strategy.key=value`` stops the run with the field's name.
+in ``--set strategy.key=value`` stops the run with the field's name. Any built-in but ``ai_ensemble``
+takes ``[strategy.by_regime.<regime>]`` blocks (``hflite.strategy.regime_switch``).
 """
 
 from __future__ import annotations
@@ -9,19 +11,15 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from hflite.domain.signal import Exits
 from hflite.strategy import indicators as ta
 from hflite.strategy.base import BarArrays, SignalSet, Strategy, crossings, entry_exit_targets, onset
-
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    atr_period: int = Field(14, ge=2, le=500)
-    stop_atr: float = Field(2.0, ge=0, le=50, description="protective stop distance in ATRs (0 = none)")
-    take_profit_atr: float = Field(0.0, ge=0, le=100, description="take-profit distance in ATRs (0 = none)")
-    allow_short: bool = False
+from hflite.strategy.momentum import TSMom, TSMomParams, XSMom, XSMomParams
+from hflite.strategy.params import StrategyParams as _Params
+from hflite.strategy.params import _rule
+from hflite.strategy.regime_switch import RegimeSwitch
 
 
 class TrendParams(_Params):
@@ -202,6 +200,12 @@ class AIEnsembleParams(_Params):
     def _exit_below_enter(self) -> AIEnsembleParams:
         if self.exit >= self.enter:
             raise ValueError(f"exit ({self.exit}) must be below enter ({self.enter})")
+        if self.by_regime:
+            raise _rule(
+                "strategy.by_regime",
+                "ai_ensemble takes no per-regime parameters (a run builds the AI brain for the plain "
+                "strategy only; its market view already reads the regime, and [risk.regime] scales it)",
+            )
         return self
 
 
@@ -210,16 +214,32 @@ PARAMS: dict[str, type[_Params]] = {
     "breakout": BreakoutParams,
     "mean_reversion": MeanReversionParams,
     "ai_ensemble": AIEnsembleParams,
+    "tsmom": TSMomParams,
+    "xsmom": XSMomParams,
 }
-_CLASSES: dict[str, object] = {"trend": Trend, "breakout": Breakout, "mean_reversion": MeanReversion}
+_CLASSES: dict[str, object] = {
+    "trend": Trend,
+    "breakout": Breakout,
+    "mean_reversion": MeanReversion,
+    "tsmom": TSMom,
+    "xsmom": XSMom,
+}
 
 
 def make_strategy(name: str, params: dict[str, object]) -> Strategy:
-    """Build a built-in strategy by name from a parameter dict (validated)."""
+    """Build a built-in strategy by name from a parameter dict (validated); with ``by_regime``
+    blocks, the regime switch over that strategy's parameter sets."""
     if name not in PARAMS:
         raise ValueError(f"unknown strategy {name!r}; built-ins: {', '.join(sorted(PARAMS))}")
+    validated = PARAMS[name].model_validate(params)
+    if validated.by_regime:
+        return RegimeSwitch(validated, lambda p: _build(name, p))
+    return _build(name, validated)
+
+
+def _build(name: str, params: _Params) -> Strategy:
     if name == "ai_ensemble":
         from hflite.strategy.ai import AIEnsemble
 
-        return AIEnsemble(AIEnsembleParams.model_validate(params))
-    return _CLASSES[name](PARAMS[name].model_validate(params))  # type: ignore[no-any-return,operator]
+        return AIEnsemble(params)  # type: ignore[arg-type]
+    return _CLASSES[name](params)  # type: ignore[no-any-return,operator]
