@@ -96,7 +96,7 @@ def test_a_config_without_a_strategy_section_is_refused(tmp_path):
         load_settings(write(tmp_path, text))
     assert str(exc.value) == (
         "config error: strategy: missing: add a [strategy] section with name = trend, breakout, "
-        "mean_reversion or ai_ensemble (or pass --strategy)"
+        "mean_reversion, tsmom, xsmom or ai_ensemble (or pass --strategy)"
     )
 
 

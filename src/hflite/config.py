@@ -995,7 +995,7 @@ def _check_strategy(settings: Settings) -> None:
         raise ConfigError(format_validation_error(exc, prefix="strategy")) from None
 
 
-_STRATEGIES = "trend, breakout, mean_reversion or ai_ensemble"
+_STRATEGIES = "trend, breakout, mean_reversion, tsmom, xsmom or ai_ensemble"
 #: What to do about a missing section or key a run cannot guess.
 _MISSING = {
     "run": "missing: pass --config FILE (e.g. configs/demo.toml), or give [run] symbols, start and end",
