@@ -464,7 +464,10 @@ def test_an_unknown_allocation_method_is_an_error(tmp_path):
     ("strategy", "message"),
     [
         ('{ name = "ai_ensemble" }', "ai_ensemble needs the AI brain"),
-        ('{ name = "nope" }', "strategy name must be one of trend, breakout, mean_reversion, got 'nope'"),
+        (
+            '{ name = "nope" }',
+            "strategy name must be one of trend, breakout, mean_reversion, tsmom, xsmom, got 'nope'",
+        ),
         ('{ name = "trend", fast = 100, slow = 20 }', "sleeve 'etf': trend: fast (100) must be smaller"),
         ('{ name = "trend", fats = 10 }', "sleeve 'etf': trend: fats: Extra inputs are not permitted"),
     ],
@@ -598,3 +601,34 @@ def test_the_composite_never_uses_an_unknown_symbol():
         strat.signals(_bars("QQQ"))
     assert strat.warmup() == max(s.warmup() for s in strat.strategies.values())
     assert isinstance(strat.strategies["a"].signals(_bars("SPY")).exits, Exits)
+
+
+def test_an_xsmom_sleeve_ranks_only_its_own_symbols(sample_store):
+    """In the combined run a cross-sectional sleeve sees the market with only its own symbols traded, so
+    its targets are those of its run alone (not a ranking that includes another sleeve's bitcoin)."""
+    from hflite.engine.run import prepare
+    from hflite.engine.signals import compute_signals
+    from tests.conftest import make_settings
+
+    mom = ["SPY", "QQQ", "TLT", "GLD"]
+    cfg = _cfg(
+        sleeve=[
+            {"name": "mom", "symbols": mom, "strategy": {"name": "xsmom", "top_n": 1}},
+            {"name": "btc", "symbols": ["BTC-USD"], "strategy": {"name": "tsmom"}},
+        ]
+    )
+    run = {"start": "2019-01-02", "end": "2021-12-31", "benchmarks": ["SPY"]}
+    strategy = {"name": "xsmom", "top_n": 1}
+    everything = prepare(
+        make_settings(sample_store, run={**run, "symbols": [*mom, "BTC-USD"]}, strategy=strategy),
+        sample_store,
+    )
+    alone = prepare(make_settings(sample_store, run={**run, "symbols": mom}, strategy=strategy), sample_store)
+    plan = [Rebalance(None, np.iinfo(np.int64).min, {}, {"mom": 0.5, "btc": 0.5}, "equal", 0)]
+    combined = PortfolioStrategy(cfg, plan, scale=1.0)
+    combined.attach_market(everything.md)
+    want = compute_signals(alone.strategy, alone.md)
+    for sym in mom:
+        got = combined.signals(everything.md.bars[sym].arrays())
+        assert np.array_equal(got.target, want[sym].target, equal_nan=True), sym
+        assert (got.target == 1.0).any()

@@ -51,10 +51,11 @@ from hflite.config import (
     read_toml,
 )
 from hflite.data.store import Store
+from hflite.engine.market import MarketData
 from hflite.engine.result import RunResult
 from hflite.lab.portfolio_config import PortfolioConfig, SleeveConfig
 from hflite.lab.portfolio_weights import Rebalance, daily_table, schedule, weekday_calendar, weights_at
-from hflite.strategy.base import BarArrays, SignalSet, Strategy
+from hflite.strategy.base import BarArrays, SignalSet, Strategy, attach_market
 from hflite.strategy.builtin import make_strategy
 
 __all__ = [
@@ -205,6 +206,13 @@ class PortfolioStrategy:
 
     def warmup(self) -> int:
         return max(s.warmup() for s in self.strategies.values())
+
+    def attach_market(self, md: MarketData) -> None:
+        """Each sleeve strategy that reads other symbols (xsmom ranks its universe, by_regime reads its
+        index) sees the market with only its own sleeve's symbols traded, as in its run alone."""
+        for sl in self.config.sleeve:
+            view = dataclasses.replace(md, traded=[s for s in md.traded if s in sl.symbols])
+            attach_market(self.strategies[sl.name], view)
 
     def signals(self, bars: BarArrays) -> SignalSet:
         sleeve = self.owner[bars.symbol]

@@ -45,7 +45,7 @@ Rebalance = Literal["weekly", "monthly", "quarterly"]
 ALLOCATIONS: tuple[str, ...] = get_args(Allocation)
 #: Built-in strategies a sleeve may run. ``ai_ensemble`` needs the AI brain built over the run's symbols,
 #: which a sleeve run does not build: it is refused with a clear message rather than run half-way.
-SLEEVE_STRATEGIES = ("trend", "breakout", "mean_reversion")
+SLEEVE_STRATEGIES = ("trend", "breakout", "mean_reversion", "tsmom", "xsmom")
 
 
 def _rule(field: str, reason: str) -> PydanticCustomError:
