@@ -107,6 +107,12 @@ BENCHES = [
             ("ops_loop_cost_pct", "<=", 5.0),
         ],  # fmt: skip
     ),
+    (
+        "lab",
+        "hflite optimize: trials/s of the trend strategy on 24 daily symbols x 10 years (full engine) and "
+        "on SPY (research path); a 1,000-trial study on the research path with 2 workers",
+        [("study_1000_s", "<=", 60.0)],
+    ),
 ]
 #: Figures shown when a benchmark reports them (patterns), in this order, then any other figure with a
 #: target.
@@ -132,6 +138,9 @@ SHOWN = [
     "api_status_p50_ms", "api_status_p99_ms", "api_risk_check_p50_ms", "api_risk_check_p99_ms",
     "api_*_flood_req_per_s", "api_*_flood_p99_ms", "loop_us_per_bar", "loop_us_per_bar_with_ops",
     "ops_loop_cost_pct",
+    "engine_trials_per_s", "engine_evaluate_ms", "research_trials_per_s", "research_evaluate_ms",
+    "research_overhead_ms", "research_to_engine", "study_1000_trials", "study_1000_duplicates",
+    "study_1000_s", "study_1000_trials_per_s",
 ]  # fmt: skip
 
 

@@ -108,7 +108,7 @@ _fail = fail  # one error line, plain text (hflite.cli_errors)
 def backtest(
     config: ConfigOpt = None,
     strategy: Annotated[
-        str | None, typer.Option(help="trend, breakout, mean_reversion or ai_ensemble.")
+        str | None, typer.Option(help="trend, breakout, mean_reversion, tsmom, xsmom or ai_ensemble.")
     ] = None,
     symbols: Annotated[
         str | None, typer.Option(help="Comma-separated symbols, e.g. SPY,TLT,BTC-USD.")
@@ -723,6 +723,12 @@ app.command("drift")(_execution.drift)
 # The validation lab (hflite.lab): optimize, walkforward, validate, portfolio. Each module registers
 # its commands below this line.
 # -- lab commands --
+from hflite.cli import optimize as _optimize  # noqa: E402
+
+app.command("optimize")(_optimize.optimize)
+from hflite.cli import walkforward as _walkforward  # noqa: E402
+
+app.command("walkforward")(_walkforward.walkforward)
 from hflite.cli import portfolio as _portfolio  # noqa: E402
 
 app.command("portfolio")(_portfolio.portfolio)
