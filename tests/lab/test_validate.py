@@ -142,3 +142,30 @@ def test_validate_writes_its_report_verdict_first(sample_store, tmp_path):
     assert {"Sharpe ratio", "Deflated Sharpe ratio", "CPCV median out-of-sample Sharpe"} <= set(
         checks["name"]
     )
+
+
+def test_with_a_study_the_best_trial_is_validated_and_n_counts_distinct_sets(sample_store):
+    from hflite.lab.optimize import run_study
+    from hflite.lab.space import parse_space
+    from hflite.lab.trial import before_holdout
+    from hflite.lab.validate import validate
+
+    s = make_settings(
+        sample_store,
+        run={"start": "2016-01-04", "end": "2023-12-29"},
+        strategy={"stop_atr": 0, "fast": 20, "slow": 100},
+        risk={"profile": "minimal"},
+    )
+    space = parse_space(["fast=5..25:10", "slow=40..120:40"])  # a 3 x 3 grid, all valid
+    res = run_study(
+        before_holdout(s), space, n_trials=9, sampler="grid", storage="memory", store=sample_store
+    )
+    best = res.study.best_trial
+    v = validate(s, sample_store, study=res.study, top=9, paths=50)
+    assert v.chosen.params == best.params
+    assert v.settings.strategy.params()["fast"] == best.params["strategy.fast"]
+    assert v.metrics["sharpe"] == pytest.approx(best.user_attrs["sharpe"], rel=1e-9)
+    assert v.candidates.n_trials == 9 and v.candidates.returns.shape[1] == 10  # the chosen + 9 re-run
+    assert any(f"#{best.number}" in n for n in v.notes)
+    kept = validate(s, sample_store, study=res.study, top=9, paths=50, use_best=False)
+    assert kept.chosen.params == {} and kept.settings.strategy.params()["fast"] == 20

@@ -6,13 +6,16 @@ A plain function; ``hflite.cli`` registers it as a top-level command.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from hflite.cli_errors import fail
+
+if TYPE_CHECKING:
+    from hflite.config import Settings
 
 
 def validate(
@@ -39,6 +42,10 @@ def validate(
     test_groups: Annotated[int, typer.Option(min=1, help="CPCV test groups per split (k).")] = 2,
     embargo: Annotated[float, typer.Option(min=0, max=0.2, help="Embargo after each test group.")] = 0.01,
     top: Annotated[int, typer.Option(min=2, help="Study trials re-run as candidates.")] = 30,
+    as_configured: Annotated[
+        bool,
+        typer.Option(help="With --study: validate the config's own parameters, not the study's best."),
+    ] = False,
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key, e.g. strategy.fast=20.")
     ] = None,
@@ -54,7 +61,8 @@ def validate(
 
     Example: hflite validate --config configs/demo.toml
 
-    After an optimisation: hflite validate --config configs/demo.toml --study demo-trend
+    After an optimisation (validates the study's best trial, with N = the parameter sets it tried):
+    hflite validate --config configs/demo.toml --study demo-trend
     """
     from hflite.cli import _guard, _load, _progress
     from hflite.lab.validate import validate as run_validate
@@ -78,6 +86,7 @@ def validate(
                 embargo_frac=embargo,
                 paths=paths,
                 seed=seed,
+                use_best=not as_configured,
                 progress=say,
             )
         )
@@ -92,18 +101,13 @@ def validate(
     Console().print(f"Report: [bold]{index}[/]", highlight=False)
 
 
-def _open_study(name: str, storage: str | None, settings: object) -> object:
-    import optuna
+def _open_study(name: str, storage: str | None, settings: Settings) -> object:
+    from hflite.lab.optimize import StorageError, StudyError, open_study
 
-    from hflite.lab import optimize
-
-    url = storage or optimize.default_storage(settings)
     try:
-        return optuna.load_study(study_name=name, storage=optimize.open_storage(url))
-    except KeyError:
-        fail(f"--study {name}: no such study in {optimize.mask_url(url)}")
-    except Exception as exc:  # noqa: BLE001 - any storage failure is one line
-        fail(f"--storage {optimize.mask_url(url)}: cannot open it ({type(exc).__name__}: {exc})")
+        return open_study(name, storage, settings)
+    except (StudyError, StorageError) as exc:
+        fail(str(exc))
 
 
 def _print(v: object) -> None:

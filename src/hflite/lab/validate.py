@@ -26,6 +26,7 @@ What it computes (each in its section of the report):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from hflite.lab.trial import (
     InvalidParams,
     TrialOutcome,
     before_holdout,
+    derive,
     with_window,
 )
 
@@ -189,6 +191,7 @@ def candidates_from_study(
     if rest:
         idx = np.unique(np.linspace(0, len(rest) - 1, max(0, top - len(picked))).round().astype(int))
         picked += [rest[i] for i in idx]
+    distinct = len({tuple(sorted(t.params.items(), key=lambda kv: kv[0])) for t in done})
     sets = [dict(t.params) for t in picked]
     runs = _evaluate_all(ev, sets, say, "re-running the study's trials")
     outcomes = [chosen] + [o for _, o in runs]
@@ -202,10 +205,11 @@ def candidates_from_study(
         params=[chosen.params] + [v for v, _ in runs],
         returns=_matrix(outcomes),
         sharpes=np.array([o.metrics["sharpe"] for o in outcomes]),
-        n_trials=len(done),
+        n_trials=distinct,
         var_sr=_per_period_var(sharpes_all, ppy),
         note=f"{len(runs)} of the study's {len(done)} completed trials re-run on the research window "
-        f"(the {len(ranked[: top // 2])} best and an even spread of the rest); N = {len(done)} trials",
+        f"(the {len(ranked[: top // 2])} best and an even spread of the rest); N = {distinct} distinct "
+        "parameter sets tried (a sampler's repeats of a point are not new trials)",
     )
 
 
@@ -388,28 +392,33 @@ def validate(
     embargo_frac: float = 0.01,
     paths: int = 1000,
     seed: int = 0,
+    use_best: bool = True,
     progress: Progress | None = None,
 ) -> Validation:
-    """Run every analysis of ``settings`` (see the module docstring)."""
+    """Run every analysis of ``settings`` (see the module docstring). With a single-objective ``study``
+    and ``use_best``, the parameters validated are the study's best trial's, not the config's."""
     import time
 
     from hflite.analytics.metrics import benchmark_metrics, run_metrics
 
     t0 = time.perf_counter()
     say = progress or (lambda _m, _f: None)
+    notes: list[str] = []
+    values: dict[str, Any] = {}
+    if study is not None and use_best:
+        values, why = best_values(study)
+        notes.append(why)
+        if values:
+            settings = derive(settings, values)
     research = before_holdout(settings, holdout)
-    warmup = None
-    if study is not None:
-        from hflite.lab.space import widest
-
-        warmup = _study_warmup(study, widest)
+    warmup = _study_warmup(study) if study is not None else None
     say("loading data", 0.02)
     ev = Evaluator(research, store, warmup=warmup)
     say("the chosen parameters", 0.05)
     result = ev.backtest(None, run_id=f"{settings.run.name}-validate")
     metrics = run_metrics(result)
     bench = benchmark_metrics(result)
-    chosen = ev.evaluate({})
+    chosen = dataclasses.replace(ev.evaluate({}), params=values)
     ppy = metrics["periods_per_year"]
     if study is not None:
         cand = candidates_from_study(ev, chosen, study, top, lambda m, f: say(m, 0.1 + 0.3 * f))
@@ -445,6 +454,7 @@ def validate(
         kfold=kfold,
         holdout_metrics=hold_m,
         holdout_bench=hold_b,
+        notes=notes,
     )
     v.analyses["result"] = result
     _run_analyses(v, ev, paths, seed, lambda m, f: say(m, 0.6 + 0.35 * f))
@@ -453,7 +463,7 @@ def validate(
     return v
 
 
-def _study_warmup(study: Any, widest: Any) -> int | None:
+def _study_warmup(study: Any) -> int | None:
     """The longest warm-up the study's parameter space needs (its int parameters' high ends)."""
     highs = [
         int(d.high)
@@ -461,6 +471,20 @@ def _study_warmup(study: Any, widest: Any) -> int | None:
         if type(d).__name__ == "IntDistribution"
     ]
     return max(highs) + 1 if highs else None
+
+
+def best_values(study: Any) -> tuple[dict[str, Any], str]:
+    """The study's best trial's parameters (dotted keys) and a sentence saying which trial they are; no
+    parameters (the config's own) for a study of several objectives, which has no single best."""
+    if len(study.directions) > 1:
+        return {}, (
+            f"study {study.study_name} has {len(study.directions)} objectives and no single best trial: "
+            "the config's own parameters are validated"
+        )
+    best = study.best_trial
+    return dict(best.params), (
+        f"validated: the best trial (#{best.number}, {_label(best.params)}) of study {study.study_name}"
+    )
 
 
 def _run_analyses(v: Validation, ev: Evaluator, paths: int, seed: int, say: Progress) -> None:
