@@ -216,7 +216,7 @@ class Evaluator:
         return self._result(prep, run_id)
 
     def _result(self, prep: Prepared, run_id: str) -> RunResult:
-        engine = make_engine(prep, compute_signals(prep.strategy, prep.md))
+        engine = make_engine(prep, compute_signals(prep.strategy, prep.md), advisor=prep.advisor)
         run_backtest(engine)
         return build_result(engine, prep, run_id)
 

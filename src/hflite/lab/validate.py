@@ -50,6 +50,9 @@ from hflite.lab.trial import (
 
 Progress = Callable[[str, float], None]
 
+#: The benchmark name of the equal-weight buy and hold of the traded symbols.
+EQUAL_WEIGHT = "Equal-weight buy & hold"
+
 #: Moves of each numeric parameter for the perturbation candidates.
 PERTURBATIONS = (-0.5, -0.25, 0.25, 0.5)
 
@@ -315,6 +318,8 @@ def plan_checks(metrics: dict[str, float], bench: dict[str, dict[str, float]]) -
         ),
     ]
     for name, m in bench.items():
+        if name == EQUAL_WEIGHT:  # reported, not one of the plan's criteria
+            continue
         out.append(
             Check(
                 f"Beats {name.removesuffix(' buy & hold')} buy & hold",
@@ -418,6 +423,7 @@ def validate(
     result = ev.backtest(None, run_id=f"{settings.run.name}-validate")
     metrics = run_metrics(result)
     bench = benchmark_metrics(result)
+    bench[EQUAL_WEIGHT] = _equal_weight(ev, result)
     chosen = dataclasses.replace(ev.evaluate({}), params=values)
     ppy = metrics["periods_per_year"]
     if study is not None:
@@ -440,6 +446,7 @@ def validate(
         hold_ev = Evaluator(with_window(settings, start=cut), ev.store)
         hold_result = hold_ev.backtest(None, run_id=f"{settings.run.name}-holdout")
         hold_m, hold_b = run_metrics(hold_result), benchmark_metrics(hold_result)
+        hold_b[EQUAL_WEIGHT] = _equal_weight(hold_ev, hold_result)
     v = Validation(
         settings=settings,
         window=(pd.Timestamp(research.run.start), pd.Timestamp(research.run.end)),
@@ -461,6 +468,18 @@ def validate(
     v.checks = plan_checks(metrics, bench) + lab_checks(v) + v.checks
     v.seconds = time.perf_counter() - t0
     return v
+
+
+def _equal_weight(ev: Evaluator, result: Any) -> dict[str, float]:
+    """Metrics of an equal-weight buy and hold of the run's traded symbols on its timeline (each bought
+    at its first close in the window; no costs, no rebalancing), with the run's risk-free rate."""
+    from hflite.ai.evaluation import buy_and_hold
+    from hflite.analytics.metrics import compute_metrics
+
+    md, inst = ev.prep.md, ev.prep.instruments
+    usd = {s: md.close_tl[s] * md.fx_tl[inst[s].currency] for s in md.traded}
+    curve = buy_and_hold(usd, result.equity.index, result.initial_cash)
+    return compute_metrics(curve, None, risk_free=result.risk_free, initial_cash=result.initial_cash)
 
 
 def _study_warmup(study: Any) -> int | None:
