@@ -195,7 +195,10 @@ def train(
             store, symbols, ai.history_start, settings.run.end, ai.features, scorer=analyzer.scores
         )
         closes = available_closes(store, symbols, ai.history_start, settings.run.end)
-        panel = build_panel({s: fs.frames[s] for s in symbols}, closes, wf_cfg.horizon)
+        frames = {s: fs.frames[s] for s in symbols}
+        panel = build_panel(
+            frames, closes, wf_cfg.horizon, target=wf_cfg.target, meta_trend=wf_cfg.meta_trend
+        )
         try:
             res = walk_forward(
                 panel,
@@ -241,12 +244,47 @@ def _print_windows(res: Any, kind: str, wide: bool = False, registry: Path = DEF
     print_table(con, WINDOW_COLUMNS, rows, wide=wide, title=f"walk-forward {kind}: {len(rows)} windows")
     summary = getattr(res, "summary", None) or {}
     if summary:
-        parts = (f"{k} {cell(v, 'count' if k.startswith('n_') else 'number')}" for k, v in summary.items())
-        con.print("OOS overall: " + ", ".join(parts))
+        con.print(_oos_overall(summary, getattr(res, "config", None)), highlight=False)
     if run_id:
         where = "" if registry == DEFAULT_REGISTRY else f" --registry {registry}"
         command = f"hflite models list --run {run_id}{where}"
         con.print(f"Models: {command}", highlight=False, markup=False, soft_wrap=True)  # one line to copy
+
+
+_CI_KEYS = ("auc_lo", "auc_hi", "ic_lo", "ic_hi", "n_dates", "n_independent", "ci_block")
+
+
+def _oos_overall(summary: dict[str, Any], config: Any = None) -> str:
+    """The "OOS overall" line: every pooled metric, the AUC and IC with their block-bootstrap 95% CIs,
+    the sessions scored and how many independent observations they are worth, and what the AUC's CI
+    says in words (skill only when it excludes 0.5)."""
+    from hflite.ai.walkforward import skill_words
+
+    def ci(name: str) -> str:
+        lo, hi = summary.get(f"{name}_lo"), summary.get(f"{name}_hi")
+        if lo is None or hi is None:
+            return ""
+        return f" [95% CI {cell(lo, 'number')}, {cell(hi, 'number')}]"
+
+    parts = []
+    for k, v in summary.items():
+        if k in _CI_KEYS:
+            continue
+        parts.append(
+            f"{k} {cell(v, 'count' if k.startswith('n_') else 'number')}{ci(k) if k in ('auc', 'ic') else ''}"
+        )
+    head = "OOS overall"
+    if config is not None and hasattr(config, "target"):
+        head += f" (target {config.target}, horizon {config.horizon})"
+    line = f"{head}: " + ", ".join(parts)
+    if "n_dates" in summary:
+        line += (
+            f"; {cell(summary['n_dates'], 'count')} sessions, about "
+            f"{cell(summary.get('n_independent'), 'count')} independent observations"
+        )
+    if "auc_lo" in summary:
+        line += f"; {skill_words(float(summary['auc_lo']), float(summary['auc_hi']))}"
+    return line + "."
 
 
 #: The table of ``hflite models list``: the registry's columns (the rest with --wide).

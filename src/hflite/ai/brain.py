@@ -163,7 +163,8 @@ def _predictions(
 ) -> WalkForwardResult | None:
     if not cfg.model.enabled:
         return None
-    panel = build_panel(frames, closes, cfg.walkforward.horizon)
+    wf = cfg.walkforward
+    panel = build_panel(frames, closes, wf.horizon, target=wf.target, meta_trend=wf.meta_trend)
     say = progress or (lambda _m, _f: None)
     return walk_forward(
         panel,

@@ -369,7 +369,15 @@ def _oos_html(oos: dict[str, float]) -> str:
     values = dict(oos)
     base = _float(values.get("base_rate"))
     values["majority"] = max(base, 1 - base) if not math.isnan(base) else math.nan
-    rows = [[label, _format(values.get(key), kind), why] for key, label, kind, why in _OOS_ROWS]
+    rows = [[label, _oos_value(values, key, kind), why] for key, label, kind, why in _OOS_ROWS]
+    if "n_dates" in values:
+        rows.append(
+            [
+                "Sessions (independent)",
+                f"{_int(values.get('n_dates'))} (about {_int(values.get('n_independent'))} independent)",
+                "Sessions scored; overlapping labels make about one independent observation per horizon.",
+            ]
+        )
     parts = [_table(["Metric", "Value", "What it means"], rows, left=(0, 2))]
     if "hit_rate" not in oos:
         parts.append(_note("Fewer than 10 labelled out-of-sample rows in the run's window: no metrics."))
@@ -380,7 +388,27 @@ def _oos_html(oos: dict[str, float]) -> str:
                 "window, trained only on labels that ended before that window."
             )
         )
+    if "auc_lo" in values:
+        from hflite.ai.walkforward import skill_words
+
+        words = skill_words(_float(values.get("auc_lo")), _float(values.get("auc_hi")))
+        parts.append(
+            _note(
+                f"The model shows {words}. Intervals: 95% block bootstrap over whole sessions (blocks of "
+                "about one horizon), so overlapping labels and same-day moves are not counted as "
+                "independent evidence."
+            )
+        )
     return "".join(parts)
+
+
+def _oos_value(values: dict[str, Any], key: str, kind: str) -> str:
+    """A metric's cell; the AUC and IC with their 95% confidence interval when the result has one."""
+    text = _format(values.get(key), kind)
+    lo, hi = values.get(f"{key}_lo"), values.get(f"{key}_hi")
+    if key in ("auc", "ic") and lo is not None and hi is not None:
+        text += f" (95% CI {_format(lo, kind)} to {_format(hi, kind)})"
+    return text
 
 
 # --------------------------------------------------------------------------------------- ablation
