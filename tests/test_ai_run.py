@@ -71,6 +71,10 @@ def test_ai_result_holds_oos_metrics_ablation_and_one_decision_row_per_intent(ru
     assert first == pd.Timestamp("2019-01-02", tz="UTC")  # the run's start
     assert ai.oos["rows"] > 1000
     assert 0.3 < ai.oos["hit_rate"] < 0.7
+    # the AUC's session-block bootstrap interval holds it; sessions count days, not symbol-days
+    assert ai.oos["auc_lo"] < ai.oos["auc"] < ai.oos["auc_hi"]
+    assert ai.oos["ic_lo"] < ai.oos["ic"] < ai.oos["ic_hi"]
+    assert 400 < ai.oos["n_dates"] < 800 and ai.oos["n_independent"] < ai.oos["n_dates"]
     assert list(ai.ablation_summary["variant"]) == [
         "AI ensemble",
         "technical only",

@@ -66,13 +66,16 @@ def labelled_predictions(
         idx = c.index.get_indexer(grp["ts"])
         values = c.to_numpy(dtype=float)
         fwd = np.full(len(grp), np.nan)
+        label_end = np.full(len(grp), np.iinfo(np.int64).max)
         ok = (idx >= 0) & (idx + horizon < len(values))
         known_by_end = np.zeros(len(grp), bool)
         known_by_end[ok] = c.index[idx[ok] + horizon] < e
         ok &= known_by_end
         fwd[ok] = np.log(values[idx[ok] + horizon] / values[idx[ok]])
+        label_end[ok] = c.index[idx[ok] + horizon].as_unit("ns").asi8
         g = grp.copy()
         g["fwd_return"] = fwd
+        g["label_end_ns"] = label_end
         parts.append(g)
     out = pd.concat(parts, ignore_index=True) if parts else p.assign(fwd_return=np.nan)
     out["regime"] = label_at(brain.regimes, out["ts"].dt.as_unit("ns").astype("int64").to_numpy())
@@ -81,18 +84,31 @@ def labelled_predictions(
 
 def oos_metrics(pred: pd.DataFrame) -> dict[str, float]:
     """The walk-forward's own metrics (hit rate, AUC, Brier, log loss, IC) over the run's predictions
-    with a known label, plus ``rows`` and ``base_rate`` (the share of up moves)."""
+    with a known label, plus ``rows`` and ``base_rate`` (the share of up moves), and (when the
+    predictions carry their label ends) the 95% session-block bootstrap intervals of AUC and IC
+    (``hflite.ai.walkforward.oos_intervals``). Scored against the direction of the forward return,
+    whatever target the model was trained on."""
+    from hflite.ai.walkforward import oos_intervals, session_dates
     from hflite.ai.walkforward import oos_metrics as scores
 
     known = pred.dropna(subset=["prob_up"])
     fwd = known["fwd_return"].to_numpy(dtype=float)
-    out = scores(known["prob_up"].to_numpy(dtype=float), known["exp_return"].to_numpy(dtype=float), fwd)
+    prob, exp = known["prob_up"].to_numpy(dtype=float), known["exp_return"].to_numpy(dtype=float)
+    out = scores(prob, exp, fwd)
     labelled = fwd[np.isfinite(fwd)]
-    return {
+    metrics = {
         "rows": out.pop("n_scored"),
         "base_rate": float((labelled > 0).mean()) if len(labelled) else float("nan"),
         **out,
     }
+    if "label_end_ns" in known and len(known):
+        ts = pd.DatetimeIndex(known["ts"])
+        metrics.update(
+            oos_intervals(
+                prob, exp, fwd, session_dates(ts), ts.as_unit("ns").asi8, known["label_end_ns"].to_numpy()
+            )
+        )
+    return metrics
 
 
 def calibration_table(pred: pd.DataFrame) -> pd.DataFrame:
