@@ -14,7 +14,7 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from html import escape
 from pathlib import Path
@@ -189,13 +189,8 @@ def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) 
     file system (the folder deleted meanwhile, a full disk, no permission) raises :class:`ReportError`.
     """
     out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    except OSError as exc:
-        raise _report_error(out_dir, exc) from exc
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the finished report is an ordinary folder
+
+    def fill(tmp: Path) -> None:
         strategy = run_metrics(result) if metrics is None else dict(metrics)
         benches = benchmark_metrics(result)
         _write_tables(result, tmp)
@@ -213,6 +208,24 @@ def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) 
         trails = trail_ids(result)
         (tmp / "trails.html").write_text(trails_html(result, tmp, trails, out_dir), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(result, strategy, benches, trails), encoding="utf-8")
+
+    write_folder(out_dir, fill)
+    return out_dir / "report.html"
+
+
+def write_folder(out_dir: Path, fill: Callable[[Path], None]) -> Path:
+    """Write a report folder atomically: ``fill(tmp)`` writes the files into a temporary sibling, which
+    then replaces ``out_dir`` (an existing one is set aside and restored on failure). A file-system
+    failure is a :class:`ReportError` naming the folder; nothing half-written is left behind."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise _report_error(out_dir, exc) from exc
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the finished report is an ordinary folder
+        fill(tmp)
         _move_into_place(tmp, out_dir)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -220,7 +233,7 @@ def write_report(result: RunResult, out_dir: Path, metrics: dict | None = None) 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir / "report.html"
+    return out_dir
 
 
 def _report_error(out_dir: Path, exc: OSError) -> ReportError:

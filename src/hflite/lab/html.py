@@ -3,16 +3,13 @@ writes), for pages made of titled sections."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from html import escape
-from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from hflite.analytics.report import _CSS, _TEMPLATE, _anchor, _move_into_place, _report_error, _section
+from hflite.analytics.report import _CSS, _TEMPLATE, _anchor, _section, write_folder
 
 _EXTRA_CSS = """
 .verdict{font-size:16px;font-weight:600;padding:8px 12px;border-radius:6px;margin:6px 0 10px}
@@ -57,23 +54,4 @@ def page(title: str, sections: Sequence[tuple[str, str]], lead: str = "") -> str
     )
 
 
-def write_folder(out_dir: Path, fill: Callable[[Path], None]) -> Path:
-    """Write a report folder atomically: ``fill(tmp)`` writes the files into a temporary sibling, which
-    then replaces ``out_dir``; a file-system failure is a ``ReportError`` naming the folder."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    except OSError as exc:
-        raise _report_error(out_dir, exc) from exc
-    try:
-        tmp.chmod(0o755)
-        fill(tmp)
-        _move_into_place(tmp, out_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise _report_error(out_dir, exc) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+__all__ = ["figure", "page", "table", "write_folder"]

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,10 +33,9 @@ from hflite.analytics.report import (
     ReportError,
     _figure_html,
     _json_safe,
-    _move_into_place,
-    _report_error,
     _table,
     _thin,
+    write_folder,
 )
 from hflite.analytics.summary import Kind, format_metric
 from hflite.config import Settings
@@ -290,13 +287,8 @@ def write_optimize_report(
             hold_ev = Evaluator(holdout_settings, store or ev.store, warmup=warmup, path=result.path)  # type: ignore[arg-type]
             holdout_run = hold_ev.evaluate(result.best_params)
     say("writing the report", 0.95)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    except OSError as exc:
-        raise _report_error(out_dir, exc) from exc
-    try:
-        tmp.chmod(0o755)
+
+    def fill(tmp: Path) -> None:
         trials_frame(result).to_csv(tmp / "trials.csv", index=False)
         (stab.rows if stab is not None else pd.DataFrame()).to_csv(tmp / "neighbourhood.csv", index=False)
         best = best_record(result, stab, best_run, holdout_run, config_path)
@@ -305,13 +297,8 @@ def write_optimize_report(
         )
         html = render_html(result, stab, best_run, holdout_run, config_path, full_settings)
         (tmp / "index.html").write_text(html, encoding="utf-8")
-        _move_into_place(tmp, out_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise _report_error(out_dir, exc) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder(out_dir, fill)
     return out_dir / "index.html"
 
 
