@@ -16,19 +16,23 @@ from rich.markup import escape
 from hflite.cli_errors import fail
 from hflite.tables import Col, print_table
 
+#: ``--param``, shared with ``hflite walkforward``.
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        help="A parameter to search (repeatable): fast=5..50 (integers), risk.risk_pct=0.25..1:0.25 "
+        "(stepped), stop_atr=1.0..4.0:log (log-uniform floats; 1..4:log would be integers), ma=sma,ema "
+        "(choices). A bare name means strategy.<name>.",
+    ),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
+
 
 def optimize(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            help="A parameter to search (repeatable): fast=5..50 (integers), risk.risk_pct=0.25..1:0.25 "
-            "(stepped), stop_atr=1.0..4.0:log (log-uniform floats; 1..4:log would be integers), ma=sma,ema "
-            "(choices). A bare name means strategy.<name>.",
-        ),
-    ] = None,
+    config: ConfigOpt = None,
+    param: ParamOpt = None,
     objective: Annotated[
         list[str] | None,
         typer.Option(

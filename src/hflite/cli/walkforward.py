@@ -14,22 +14,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hflite.cli.optimize import ConfigOpt, ParamOpt
 from hflite.cli_errors import fail
 from hflite.tables import Col, print_table
 
 
 def walkforward(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            help="A parameter to search, as in `hflite optimize` (repeatable): fast=5..50 (integers), "
-            "risk.risk_pct=0.25..1.5:0.25 (stepped), stop_atr=1..4:log, ma=sma,ema (choices). A bare "
-            "name means strategy.<name>.",
-        ),
-    ] = None,
+    config: ConfigOpt = None,
+    param: ParamOpt = None,
     train: Annotated[
         str, typer.Option(help="Train window length: 3y, 18m, 26w or 90d (years, months, weeks, days).")
     ] = "3y",
