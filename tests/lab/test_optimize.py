@@ -208,7 +208,7 @@ def test_bad_arguments_are_one_line_errors(evaluator):
         run_study(evaluator.base, params, storage="memory", workers=2)
     with pytest.raises(StudyError, match="continuous range: give it a step"):
         run_study(evaluator.base, parse_space(["risk.risk_pct=0.25..1"]), storage="memory", sampler="grid")
-    with pytest.raises(StudyError, match="--param data.dir: only strategy, risk, execution"):
+    with pytest.raises(StudyError, match="--param data.dir: only strategy, risk, execution, ai"):
         run_study(evaluator.base, parse_space(["data.dir=1..2"]), storage="memory")
 
 

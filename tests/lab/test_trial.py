@@ -61,7 +61,7 @@ def test_a_key_given_twice_or_no_param_is_refused():
 
 def test_only_strategy_risk_and_execution_can_be_searched(sample_store):
     s = make_settings(sample_store)
-    with pytest.raises(ConfigError, match="run: only strategy, risk, execution"):
+    with pytest.raises(ConfigError, match="run: only strategy, risk, execution, ai"):
         derive(s, {"run.start": "2016-01-04"})
     with pytest.raises(InvalidParams, match="fast .* must be smaller than slow"):
         Evaluator(s, sample_store).evaluate({"strategy.fast": 60, "strategy.slow": 50})
@@ -121,3 +121,29 @@ def test_a_flat_run_is_the_worst_value_not_an_error(sample_store):
     assert out.metrics["trades"] == 0
     assert out.value("sharpe") == -math.inf
     assert out.value("volatility") == 0.0
+
+
+@pytest.mark.slow
+def test_an_ai_parameter_builds_the_trials_own_brain_as_a_backtest_would(sample_store, tmp_path):
+    s = make_settings(
+        sample_store,
+        run={"symbols": ["SPY", "TLT", "BTC-USD"], "start": "2019-01-02", "end": "2020-06-30"},
+        strategy={"name": "ai_ensemble", "enter": 0.2, "min_confidence": 0.15},
+        ai={
+            "history_start": "2013-01-01",
+            "registry_dir": str(tmp_path / "models"),
+            "model": {"kind": "linear"},
+            "walkforward": {"retrain": "quarterly", "train_years": 3, "min_train_rows": 300},
+        },
+        llm={"mode": "off"},
+    )
+    ev = Evaluator(s, sample_store)
+    values = {"ai.ensemble.fixed.market": 0.9, "strategy.enter": 0.3}
+    out = ev.evaluate(values)
+    ref = backtest(derive(s, values), sample_store)
+    assert out.path == "engine"
+    assert out.equity.iloc[-1] == ref.equity.iloc[-1]
+    assert out.metrics["trades"] == run_metrics(ref)["trades"]
+    base = ev.evaluate({"strategy.enter": 0.3})  # the config's own brain again: a different result
+    assert base.equity.iloc[-1] == backtest(derive(s, {"strategy.enter": 0.3}), sample_store).equity.iloc[-1]
+    assert base.equity.iloc[-1] != out.equity.iloc[-1]

@@ -13,8 +13,10 @@ Sharpe is the Sharpe the backtest report would print for those parameters (same 
 annualisation). A parameter set the config rejects (``fast >= slow``, a value out of range) is an
 :class:`InvalidParams` naming the field; the optimisers prune it.
 
-Keys that change what data a run needs (``run.*``, ``data.*``, ``ai.*``) cannot be searched: they would
-need a new load per trial and a different sample per trial, which is not a fair comparison.
+Keys of ``strategy``, ``risk``, ``execution`` and ``ai`` can be searched. A trial that changes ``ai``
+builds its own AI brain (one data load per distinct ``ai`` setting, the last one kept). Keys that change
+what data or period a run reads (``run.*``, ``data.*``) cannot: every trial must be measured on the same
+sample, or their comparison is not fair.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from hflite.ai.brain import AIConfig
 from hflite.config import ConfigError, Settings, format_validation_error
 from hflite.data.store import Store
 from hflite.engine.core import run_backtest
@@ -69,8 +72,10 @@ OBJECTIVES: dict[str, tuple[str, Literal["maximize", "minimize"]]] = {
     "turnover": ("turnover", "minimize"),
 }
 
-#: Sections a search may vary without reloading data.
-SEARCHABLE = ("strategy", "risk", "execution")
+#: Sections a search may vary. ``ai`` changes the AI brain (views, ensemble, model): a trial with new
+#: ``ai`` settings builds its own brain (trained models and features are reused from the registry and the
+#: feature cache when their fingerprint matches), so it costs a data load; the others reuse the load.
+SEARCHABLE = ("strategy", "risk", "execution", "ai")
 
 
 class InvalidParams(ValueError):
@@ -108,7 +113,7 @@ def derive(base: Settings, values: dict[str, Any]) -> Settings:
     if bad:
         raise ConfigError(
             f"config error: {', '.join(bad)}: only {', '.join(SEARCHABLE)} parameters can be searched "
-            "(the others change the data a run reads)"
+            "(the others change the data or period a run reads)"
         )
     data = _merge(base.model_dump(exclude_unset=True), overrides_of(values))
     try:
@@ -190,15 +195,26 @@ class Evaluator:
         self.base = settings
         self.store = store or open_store(settings)
         self.path = path
+        self.warmup = warmup
         self.prep = prepared or prepare(settings, self.store, warmup=warmup)
         self._bench: dict[str, Any] | None = None
+        self._ai_prep: tuple[AIConfig, Prepared] | None = None  # the last trial's own AI brain
+
+    def _prepared(self, settings: Settings) -> Prepared:
+        """The loaded data for ``settings``: the evaluator's own, or, when its ``ai`` section differs
+        from the config's, a load with that AI brain (kept until another ``ai`` setting comes)."""
+        if settings.ai == self.base.ai:
+            return self.prep
+        if self._ai_prep is None or self._ai_prep[0] != settings.ai:
+            self._ai_prep = (settings.ai, prepare(settings, self.store, warmup=self.warmup))
+        return self._ai_prep[1]
 
     # -- running ----------------------------------------------------------------------------------
     def evaluate(self, values: dict[str, Any]) -> TrialOutcome:
         """Run one parameter set (dotted keys); raises :class:`InvalidParams` for a rejected one."""
         t0 = time.perf_counter()
         settings = derive(self.base, values) if values else self.base
-        prep = dataclasses.replace(self.prep, settings=settings)
+        prep = dataclasses.replace(self._prepared(settings), settings=settings)
         prep.strategy = build_strategy(settings, prep)
         if self.path != "engine":
             try:
@@ -211,7 +227,7 @@ class Evaluator:
     def backtest(self, values: dict[str, Any] | None = None, run_id: str = "trial") -> RunResult:
         """The full engine's result (trades, fills, benchmarks) of one parameter set."""
         settings = derive(self.base, values) if values else self.base
-        prep = dataclasses.replace(self.prep, settings=settings)
+        prep = dataclasses.replace(self._prepared(settings), settings=settings)
         prep.strategy = build_strategy(settings, prep)
         return self._result(prep, run_id)
 
