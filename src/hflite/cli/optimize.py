@@ -156,6 +156,13 @@ def optimize(
     validate = (
         f"hflite validate {f'--config {config} ' if config is not None else ''}--study {result.study_name}"
     )
+    if url == "memory":  # the study ends with this process
+        console.print(
+            "The study was in memory only: run it with --storage FILE (or the default) to validate it later.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     validate += f" --storage {mask_url(url)}"
     console.print(f"Validate it: {escape(validate)}", highlight=False, soft_wrap=True)
 
