@@ -944,6 +944,12 @@ def load_settings(
     """Read, merge and validate; raises ConfigError naming each bad field. A run that ``trades``
     must name its strategy; commands that never trade (features, train) may leave it out."""
     file_data = read_toml(path) if path is not None else {}
+    if trades and "portfolio" in file_data and "strategy" not in file_data:
+        raise ConfigError(
+            "config error: portfolio: this is a portfolio config (its strategies are its "
+            "[[portfolio.sleeve]] tables): run it with `hflite portfolio --config ...`; this command "
+            "takes a config with one [strategy]"
+        )
     if not trades:
         file_data.setdefault("strategy", {"name": "trend"})  # unused by these commands
     token = _OVERRIDES.set(overrides or {})

@@ -632,3 +632,11 @@ def test_an_xsmom_sleeve_ranks_only_its_own_symbols(sample_store):
         got = combined.signals(everything.md.bars[sym].arrays())
         assert np.array_equal(got.target, want[sym].target, equal_nan=True), sym
         assert (got.target == 1.0).any()
+
+
+@pytest.mark.parametrize("command", ["backtest", "validate", "optimize"])
+def test_a_portfolio_config_given_to_a_single_strategy_command_says_which_command_runs_it(command):
+    args = [command, "--config", str(REPO / "configs" / "portfolio.toml")]
+    res = CliRunner().invoke(app, [*args, "-p", "fast=5..9"] if command == "optimize" else args)
+    assert res.exit_code == 2
+    assert "this is a portfolio config" in res.output and "hflite portfolio --config" in res.output
