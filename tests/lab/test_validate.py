@@ -169,3 +169,29 @@ def test_with_a_study_the_best_trial_is_validated_and_n_counts_distinct_sets(sam
     assert any(f"#{best.number}" in n for n in v.notes)
     kept = validate(s, sample_store, study=res.study, top=9, paths=50, use_best=False)
     assert kept.chosen.params == {} and kept.settings.strategy.params()["fast"] == 20
+
+
+def _small_config(tmp_path, store) -> str:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[run]\nname = 'v'\nsymbols = ['SPY']\nstart = '2016-01-04'\nend = '2019-12-31'\n"
+        "benchmarks = ['SPY']\n[strategy]\nname = 'trend'\nstop_atr = 0\n[risk]\nprofile = 'minimal'\n"
+        f"[data]\ndir = '{store.root}'\n[llm]\nmode = 'off'\n"
+    )
+    return str(cfg)
+
+
+def test_a_bad_holdout_is_one_line(sample_store, tmp_path):
+    res = CliRunner().invoke(
+        app, ["validate", "--config", _small_config(tmp_path, sample_store), "--holdout", "x"]
+    )
+    assert res.exit_code == 2 and "--holdout: 'x' is not a date (YYYY-MM-DD) or 'none'" in res.output
+
+
+def test_an_optimisation_whose_every_trial_is_rejected_says_why(sample_store, tmp_path):
+    args = ["optimize", "--config", _small_config(tmp_path, sample_store), "-p", "foo=1..5", "--trials", "2"]
+    res = CliRunner().invoke(app, [*args, "--storage", "memory", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert (
+        "every parameter set was rejected; the first: config error: strategy.foo: unknown key" in res.output
+    )

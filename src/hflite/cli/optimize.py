@@ -296,7 +296,13 @@ def _print_top(console: Console, result: Any, top: int, wide: bool) -> None:
     )
     console.print(summary, highlight=False)
     if not trials:
-        console.print("[yellow]no trial completed[/]: every parameter set was rejected (see trials.csv)")
+        reasons = [t.user_attrs["invalid"] for t in result.study.trials if "invalid" in t.user_attrs]
+        why = f"; the first: {reasons[0]}" if reasons else ""
+        console.print(
+            f"[yellow]no trial completed[/]: every parameter set was rejected{escape(why)} (see trials.csv)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _pct(v: Any) -> float | None:

@@ -69,7 +69,9 @@ def validate(
     from hflite.lab.validate_report import write_validation
 
     settings = _load(config, sets)
-    cut = None if holdout.strip().lower() == "none" else holdout
+    from hflite.cli.optimize import _holdout
+
+    cut = _holdout(holdout)
     loaded = _open_study(study, storage, settings) if study else None
     if test_groups >= groups:
         fail(f"--test-groups ({test_groups}) must be below --groups ({groups})")
