@@ -195,3 +195,19 @@ def test_an_optimisation_whose_every_trial_is_rejected_says_why(sample_store, tm
     assert (
         "every parameter set was rejected; the first: config error: strategy.foo: unknown key" in res.output
     )
+
+
+def test_a_run_that_barely_trades_is_validated_without_an_error(sample_store, tmp_path):
+    """Most candidates never trade in half a year: PBO and the paths count a flat stretch as Sharpe 0."""
+    cfg = tmp_path / "flat.toml"
+    cfg.write_text(
+        "[run]\nname = 'flat'\nsymbols = ['SPY']\nstart = '2016-01-04'\nend = '2016-06-30'\n"
+        "benchmarks = ['SPY']\n[strategy]\nname = 'trend'\nfast = 100\nslow = 400\n"
+        f"[data]\ndir = '{sample_store.root}'\n[llm]\nmode = 'off'\n"
+    )
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["validate", "--config", str(cfg), "--out", str(out), "--paths", "50"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "validation.json").read_text())
+    assert data["cpcv_median_sharpe"] is not None and math.isfinite(data["cpcv_median_sharpe"])
+    assert data["verdict"].startswith("NOT PROVEN")

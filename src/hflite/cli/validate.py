@@ -6,7 +6,7 @@ A plain function; ``hflite.cli`` registers it as a top-level command.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -77,7 +77,8 @@ def validate(
         fail(f"--test-groups ({test_groups}) must be below --groups ({groups})")
     with _progress() as say:
         v = _guard(
-            lambda: run_validate(
+            lambda: _checked(
+                run_validate,
                 settings,
                 holdout=cut,
                 study=loaded,
@@ -101,6 +102,19 @@ def validate(
         fail(str(exc), code=1)
     _print(v)
     Console().print(f"Report: [bold]{index}[/]", highlight=False)
+
+
+def _checked(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn`` with a statistic's refusal (too few days or candidates for a test) as one line, not a
+    traceback: ``ValueError`` names what was missing."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        from hflite.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            raise
+        fail(f"validate: {exc}", code=1)
 
 
 def _open_study(name: str, storage: str | None, settings: Settings) -> object:

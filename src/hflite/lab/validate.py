@@ -252,6 +252,11 @@ def _select_and_trade(
     return best, m[test, best]
 
 
+def _flat_is_zero(sharpes: object) -> np.ndarray:
+    """Sharpe ratios with a path that never moved (no position: NaN) counted as 0, what it earned."""
+    return np.nan_to_num(np.asarray(sharpes, dtype=float), nan=0.0)
+
+
 def cross_validate(
     cand: Candidates, ppy: float, n_groups: int = 6, n_test_groups: int = 2, embargo_frac: float = 0.01
 ) -> tuple[CVResult | None, CVResult | None]:
@@ -273,7 +278,7 @@ def cross_validate(
         n_groups,
         n_test_groups,
         len(plan.splits),
-        np.asarray(stats.sharpe(paths.T, ppy), dtype=float),
+        _flat_is_zero(stats.sharpe(paths.T, ppy)),
         picks,
         int(math.floor(embargo_frac * n_obs)),
     )
@@ -289,7 +294,7 @@ def cross_validate(
         n_groups,
         1,
         n_groups,
-        np.array([float(stats.sharpe(path, ppy))]),
+        _flat_is_zero(np.array([float(stats.sharpe(path, ppy))])),
         k_picks,
         int(math.floor(embargo_frac * n_obs)),
     )
@@ -436,8 +441,15 @@ def validate(
     if len(r) > 10 and np.std(r) > 0:
         dsr = stats.deflated_sharpe(r, cand.n_trials, cand.var_sr)
     pbo_res = None
-    if cand.returns.shape[1] >= 2 and len(cand.returns) >= 16:
-        pbo_res = stats.pbo(cand.returns.to_numpy(), n_splits=16, metric=lambda x: stats.sharpe(x, ppy))
+    m = cand.returns.to_numpy()
+    moving = m[:, np.std(m, axis=0) > 0]
+    if moving.shape[1] >= 2 and len(m) >= 16:
+        # a candidate flat over a block (no position in it) has a Sharpe of 0 there, not NaN
+        pbo_res = stats.pbo(m, n_splits=16, metric=lambda x: np.nan_to_num(stats.sharpe(x, ppy), nan=0.0))
+    elif cand.returns.shape[1] >= 2:
+        notes.append(
+            f"PBO: not computed ({moving.shape[1]} of {m.shape[1]} candidates traded, over {len(m)} days)"
+        )
     cpcv, kfold = cross_validate(cand, ppy, n_groups, n_test_groups, embargo_frac)
     hold_m, hold_b = None, {}
     cut = pd.Timestamp(holdout) if holdout is not None else None
