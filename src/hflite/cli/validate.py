@@ -61,7 +61,8 @@ def validate(
 
     Example: hflite validate --config configs/demo.toml
 
-    After an optimisation (validates the study's best trial, with N = the parameter sets it tried):
+    After `hflite optimize --config configs/demo.toml -p fast=5..50 -p slow=20..200 --study demo-trend`
+    (validates the study's best trial, with N = the parameter sets it tried):
     hflite validate --config configs/demo.toml --study demo-trend
     """
     from hflite.cli import _guard, _load, _progress
