@@ -1,13 +1,14 @@
 """IB specifics of the ``ib`` venue (beyond the shared contract): order types as IB orders, OCA pairs
 and brackets at the fake TWS, IB error codes at the border, precision from contract details, symbol
 mapping, connect refusals, restart recovery by orderRef, commissions, the driven clock and
-``venue check``'s methods."""
+``venue check``'s methods, and quotes (snapshot reqMktData)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from ib_async import Contract
 
@@ -421,3 +422,80 @@ def test_a_cancel_re_sent_after_a_restart_for_an_order_tws_already_cancelled_con
         assert tws.requests.get("cancelOrder", 0) == 1  # nothing sent again
     finally:
         second.close()
+
+
+# -- quotes (snapshot reqMktData) ------------------------------------------------------------------
+def _last_quote(tws: TwsServer, symbol: str) -> dict:
+    return tws.broker.latest_quote(symbol)["quote"]
+
+
+def test_a_quote_is_the_snapshot_s_bid_and_ask_two_bps_around_the_last_close(tws, venue):
+    bars = tws.broker.md.bars["EURUSD"]
+    k = int(np.searchsorted(bars.ts[: bars.n], tws.broker.clock_ns, side="right")) + 2
+    tws.broker.advance_to(int(bars.ts[k]))  # the fake's market is now at bar k's close
+    close = float(bars.close[k])
+    q = venue.quote("EURUSD")
+    last = _last_quote(tws, "EURUSD")
+    assert q is not None
+    assert q.bid == pytest.approx(close * (1 - 1e-4), rel=1e-12)  # quote_spread_bps = 2: 1 bp a side
+    assert q.ask == pytest.approx(close * (1 + 1e-4), rel=1e-12)
+    assert (q.bid, q.ask) == (pytest.approx(last["bp"]), pytest.approx(last["ap"]))
+    assert q.ts > 0
+    assert tws.requests["reqMktData"] == 1 and tws.requests["reqMarketDataType"] == 1
+
+
+def test_a_contract_tws_does_not_know_has_no_quote_error_200_logged(tws, caplog):
+    v = _venue(tws, symbols={"ZZZZ": "ZZZZ"})
+    v.connect()
+    try:
+        with caplog.at_level("WARNING", logger="hflite.execution.venues.ib"):
+            assert v.quote("ZZZZ") is None
+        assert v.quote("NOT-TRADED") is None  # no contract at all: nothing is asked
+        assert v.quote("SPY") is not None  # the connection is still good
+    finally:
+        v.close()
+    assert "no quote for ZZZZ" in caplog.text and "IB 200" in caplog.text
+    assert tws.requests["reqMktData"] == 2
+
+
+@pytest.mark.parametrize(
+    ("permission", "code"),
+    [("none", "IB 354"), ("delayed", "IB 10167")],
+)
+def test_without_live_market_data_the_quote_is_missing_not_a_failure(tws, venue, caplog, permission, code):
+    assert venue.quote("SPY") is not None
+    tws.market_data = permission
+    with caplog.at_level("WARNING", logger="hflite.execution.venues.ib"):
+        assert venue.quote("SPY") is None  # a fresh ticker: the earlier snapshot's bid and ask are not reused
+    assert "no live market data" in caplog.text and code in caplog.text
+    tws.market_data = "live"
+    assert venue.quote("SPY") is not None
+
+
+def test_a_snapshot_that_never_ends_is_cancelled_and_has_no_quote(tws, venue, caplog):
+    tws.fault_next("read", "timeout")
+    with caplog.at_level("WARNING", logger="hflite.execution.venues.ib"):
+        assert venue.quote("SPY") is None
+    assert "within 1 s" in caplog.text
+    wait_until(lambda: tws.requests.get("cancelMktData", 0) == 1, what="cancelMktData")
+    assert venue.quote("SPY") is not None
+
+
+def test_a_snapshot_sends_bid_then_ask_price_and_size_ticks(tws):
+    """The order of a snapshot's ticks (their shapes: tests/venues/test_ib_fixtures.py)."""
+    v = _venue(tws)
+    seen: dict[int, list[list[str]]] = {}
+    interpret = v._ib.client.decoder.interpret
+
+    def record(fields: list[str]) -> None:
+        seen.setdefault(int(fields[0]), []).append(list(fields))
+        interpret(fields)
+
+    v._ib.client.decoder.interpret = record  # type: ignore[method-assign]
+    v.connect()
+    try:
+        assert v.quote("SPY") is not None
+    finally:
+        v.close()
+    assert 57 in seen  # tickSnapshotEnd
+    assert [f[3] for f in seen[1]] == ["1", "2"] and [f[3] for f in seen[2]] == ["0", "3"]

@@ -1,7 +1,7 @@
 """The fake TWS speaks the documented wire format: every message it sends in a session of the real
 ib_async client (handshake, connect sync, an order placed, filled in part, cancelled, rejected,
-positions, account summary, executions) has the field count and field types of the fixture in
-``tests/fixtures/venues/ib/`` that documents it (each fixture names its TWS API page)."""
+positions, account summary, executions, a snapshot quote) has the field count and field types of the
+fixture in ``tests/fixtures/venues/ib/`` that documents it (each fixture names its TWS API page)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ ACCOUNT = "DU1357913"
 
 
 def _fixtures() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("**/*.json"))}
 
 
 def _parses(value: str, kind: str) -> bool:
@@ -81,6 +81,9 @@ def session(sample_store) -> dict[int, list[list[str]]]:
             wait_until(lambda: any(e.kind is VenueEventKind.REJECTED for e in venue.pending("SPY")))
             venue.snapshot([order.id])
             venue.clock_skew_s()
+            bars = tws.broker.md.bars["SPY"]  # a quote needs the fake's market at a bar of SPY
+            tws.broker.advance_to(int(bars.ts[min(bars.n - 1, bars.first_live + 5)]))
+            assert venue.quote("SPY") is not None
         finally:
             venue.close()
     return seen

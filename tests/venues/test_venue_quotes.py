@@ -1,6 +1,7 @@
 """Quotes for ``[execution.timing]``: each adapter that can read its venue's best bid and ask answers
 ``quote(symbol)`` from its fake in the vendor's own format (Alpaca's latest quote, Binance's 24h
-ticker, OANDA's pricing, the fake broker's Alpaca-style quote), around the market's last close."""
+ticker, OANDA's pricing, the fake broker's Alpaca-style quote, TWS's snapshot reqMktData ticks), around
+the market's last close."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import importlib
 
 import pytest
 
-KINDS = ["fakebroker", "alpaca", "ccxt", "oanda"]
+KINDS = ["fakebroker", "alpaca", "ccxt", "oanda", "ib"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -23,6 +23,11 @@ login does not manage, or a client id already connected (error 326), fails ``con
 servers reconnected) set ``reconnected`` so the runtime reconciles; the socket is reopened with
 backoff. Error 100 (pacing violation, TWS's "429") waits ``pacing_wait_s`` and resends.
 
+Quotes (``quote``, for ``[execution.timing]``): a snapshot reqMktData of live data (market data type 1)
+answered by tickPrice bid / ask and ended by tickSnapshotEnd. Without a live market-data subscription
+(error 354, 10089/10090, 10168, or 10167 "displaying delayed market data") there is no quote: None,
+logged, and the timing rules do not hold the order for its spread.
+
 The driven clock (``drive_clock``, tests against ``fakes/tws.py``): ``sync`` posts the bar-time to
 the fake's ``/admin/clock`` on the same port, then makes a ``reqCurrentTime`` round trip: TWS
 answers in order, so every message the move caused has been handled when the answer arrives.
@@ -51,11 +56,13 @@ from ib_async import Trade as IbTrade
 from ib_async.ib import StartupFetch
 from ib_async.objects import CommissionReport
 from ib_async.objects import Fill as IbFill
+from ib_async.ticker import Ticker
 from ib_async.util import UNSET_DOUBLE
 
 from hflite import redact as redaction
 from hflite.domain.instrument import AssetClass, Instrument, UnknownInstrumentError, instrument_for
 from hflite.domain.order import Order, OrderEvent, OrderStatus, OrderType, Side
+from hflite.execution.timing import Quote
 from hflite.execution.venues.base import (
     Capabilities,
     EventVenue,
@@ -101,6 +108,10 @@ _SYNC_TRIES = 3  # the clock's barrier, across a dropped connection
 _CANCELLED_STATE = re.compile(r"state: *(?:Api)?Cancelled", re.IGNORECASE)
 _INFO = frozenset({2104, 2106, 2107, 2108, 2158, 2119, 2100, 2150})
 _PACING = 100
+#: Market data refused or not live: no subscription (354, 10168), one missing for the API (10089,
+#: 10090), or only delayed data shown (10167, a warning). The quote is missing, not an error.
+_NO_MARKET_DATA = frozenset({354, 10089, 10090, 10167, 10168})
+_LIVE = 1  # reqMarketDataType: 1 live, 2 frozen, 3 delayed, 4 delayed frozen
 _ORDER_TYPES = {OrderType.MARKET: "MKT", OrderType.LIMIT: "LMT", OrderType.STOP: "STP"}
 _STOP_LIMIT: OrderType | None = getattr(OrderType, "STOP_LIMIT", None)
 if _STOP_LIMIT is not None:
@@ -116,8 +127,12 @@ _DONE_STATES = {
 _LOGGERS = ("ib_async", "ib_async.client", "ib_async.wrapper", "ib_async.ib", "ib_async.Decoder")
 
 
-#: ib_async's log lines for codes the adapter translates (pacing, cancel confirmations, notices).
-_HANDLED = re.compile(r"^(?:(?:Error|Warning) (?:100|202|21\d\d), reqId|Canceled order: .*errorCode=100\))")
+#: ib_async's log lines for codes the adapter translates (pacing, cancel confirmations, notices, no market
+#: data for a quote).
+_HANDLED = re.compile(
+    r"^(?:(?:Error|Warning) (?:100|202|21\d\d|354|10089|10090|10167|10168), reqId"
+    r"|Canceled order: .*errorCode=100\))"
+)
 
 
 class _Redacting(logging.Filter):
@@ -289,6 +304,7 @@ class IbVenue(EventVenue):
         self._booked: set[str] = set()
         self._fee_missing: set[str] = set()
         self._next_tag = 0  # the seq given to delivered events (driven clock, see ``sync``)
+        self._quote_warned: set[tuple[str, str]] = set()  # (symbol, why): logged once at warning
         self._closing = False
         self._was_up = False  # connected once: a dropped socket is reconnected from then on
         self._up = threading.Event()
@@ -1077,6 +1093,87 @@ class IbVenue(EventVenue):
             }
 
         return self._read("reading the account summary", fetch)
+
+    def quote(self, symbol: str) -> Quote | None:
+        """The best bid and ask of ``symbol`` (a snapshot reqMktData of live data), for
+        ``[execution.timing]``; None for a symbol not traded here, a contract TWS does not know
+        (error 200), no live market-data permission (``_NO_MARKET_DATA``), no snapshot within
+        ``timeout_s``, or a missing / non-positive bid or ask (each logged). VenueUnavailable when
+        TWS is not connected."""
+        try:
+            contract = self._contract(symbol)
+        except ValueError:
+            return None
+        self._ensure_up()
+        try:
+            ticker, errors, ended = self._call(
+                partial(self._snapshot_async, contract), timeout_s=self.timeout_s + 2.0
+            )
+        except TimeoutError:
+            ticker, errors, ended = None, [], False
+        except ConnectionError as exc:
+            raise VenueUnavailable(
+                f"venue {self.name}: reading {symbol}'s quote failed ({_reason(exc)})"
+            ) from None
+        refused = next(((c, t) for c, t in errors if c in _NO_MARKET_DATA), None) or next(iter(errors), None)
+        if refused is not None:
+            code, text = refused
+            if code in _NO_MARKET_DATA:
+                self._no_quote(symbol, f"no live market data for it (IB {code}: {text})", f"md-{code}")
+            else:
+                self._no_quote(symbol, f"TWS refused the request (IB {code}: {text})", f"err-{code}")
+            return None
+        if ticker is None or not ended:
+            self._no_quote(symbol, f"no snapshot from TWS within {self.timeout_s:g} s", "timeout")
+            return None
+        if ticker.marketDataType != _LIVE:
+            self._no_quote(symbol, f"TWS sent market data type {ticker.marketDataType}, not live", "type")
+            return None
+        bid, ask = float(ticker.bid), float(ticker.ask)
+        if not (math.isfinite(bid) and math.isfinite(ask) and bid > 0.0 and ask > 0.0):
+            self._no_quote(symbol, f"the snapshot has no bid or ask (bid {bid:g}, ask {ask:g})", "empty")
+            return None
+        return Quote(bid, ask, self._wall_ns())  # TWS does not stamp bid / ask ticks: their arrival
+
+    async def _snapshot_async(self, contract: Contract) -> tuple[Ticker, list[tuple[int, str]], bool]:
+        """On the loop: reqMarketDataType(live) and a snapshot reqMktData; waits for tickSnapshotEnd
+        (or an error ending the request) up to ``timeout_s``, cancelling the request when it does not
+        come. Returns the snapshot's ticker (its own, not ib_async's shared one per contract), the
+        errors TWS sent for the request and whether it ended."""
+        ib = self._ib
+        req_id = ib.client.getReqId()
+        errors: list[tuple[int, str]] = []
+
+        def on_error(rid: int, code: int, text: str, _contract: Any) -> None:
+            if rid == req_id:
+                errors.append((code, redaction.redact(" ".join(str(text).split()))[:200]))
+
+        ticker = Ticker(contract=contract, defaults=ib.wrapper.defaults)
+        ib.wrapper.reqId2Ticker[req_id] = ticker
+        future = ib.wrapper.startReq(req_id, contract)
+        ib.errorEvent += on_error
+        ended = False
+        try:
+            ib.client.reqMarketDataType(_LIVE)
+            ib.client.reqMktData(req_id, contract, "", True, False, [])
+            await asyncio.wait_for(future, self.timeout_s)
+            ended = True
+        except TimeoutError:
+            ib.wrapper._futures.pop(req_id, None)
+            with contextlib.suppress(ConnectionError):
+                ib.client.cancelMktData(req_id)
+        finally:
+            ib.errorEvent -= on_error
+            if ended:
+                ib.wrapper.reqId2Ticker.pop(req_id, None)
+        return ticker, errors, ended
+
+    def _no_quote(self, symbol: str, why: str, kind: str) -> None:
+        """Log a missing quote: at warning the first time per symbol and cause, then at debug."""
+        key = (symbol, kind)
+        level = logging.DEBUG if key in self._quote_warned else logging.WARNING
+        self._quote_warned.add(key)
+        _log.log(level, f"venue {self.name}: no quote for {symbol}: {why}; the spread rules do not hold it")
 
     def _now_ns(self) -> int:
         stamp = self._read("reading TWS's clock", self._ib.reqCurrentTimeAsync)

@@ -9,8 +9,18 @@ encodes every message exactly as ``ib_async.decoder`` reads it at that version. 
 managedAccounts, placeOrder (new order, modification, OCA pair, bracket), cancelOrder,
 reqGlobalCancel, reqOpenOrders / reqAllOpenOrders / reqAutoOpenOrders, reqCompletedOrders,
 reqExecutions (with the ExecutionFilter), reqPositions, reqAccountSummary, reqAccountUpdates,
-reqAccountUpdatesMulti, reqContractDetails, reqIds, reqCurrentTime, reqManagedAccts; what it sends
-back: openOrder, orderStatus, execDetails, commissionReport, position, accountSummary, error, ...
+reqAccountUpdatesMulti, reqContractDetails, reqIds, reqCurrentTime, reqManagedAccts, reqMktData /
+cancelMktData / reqMarketDataType; what it sends back: openOrder, orderStatus, execDetails,
+commissionReport, position, accountSummary, marketDataType, tickPrice, tickSize, tickSnapshotEnd,
+error, ...
+
+Market data (https://interactivebrokers.github.io/tws-api/md_request.html): a reqMktData is answered
+with the core's latest quote (``FakeBroker.latest_quote``: ``quote_spread_bps`` around the last close)
+as marketDataType, tickPrice + tickSize for the bid (tick types 1 / 0) and the ask (2 / 3), then
+tickSnapshotEnd for a snapshot; an unknown contract gets error 200. A streaming request gets the same
+ticks once and no updates after (a documented limit). ``market_data`` plays the account's market-data
+permissions: "live" (default), "delayed" (no subscription, delayed data enabled: warning 10167, then the
+delayed ticks 66 / 67 under marketDataType 3) or "none" (error 354, nothing else).
 
 Orders, matching, positions and cash are the core's (``FakeBroker``): this module only translates
 TWS messages to core calls and core events to TWS messages. TWS has no API keys: the account id
@@ -20,7 +30,8 @@ and a client id already connected is refused with error 326, as TWS does.
 Test hooks (``TwsFront``): ``reject_next``, ``fault_next`` (pacing violation 100 for "429", the
 socket closed before the request is processed for "503", the reply held past the client's timeout
 for "timeout", a field that does not parse for "malformed"), ``drop_connections``,
-``execute`` / ``foreign_fill`` / ``repeat_last_fill``, ``stop`` / ``start`` on the same port.
+``execute`` / ``foreign_fill`` / ``repeat_last_fill``, ``market_data``, ``stop`` / ``start`` on the same
+port.
 The driven clock: ``POST /admin/clock`` ``{"ts": RFC 3339}`` -> ``{"ts", "last_event_id"}`` is
 answered on the same port (HTTP is told apart from the API by its first bytes); every TWS message
 the move caused is written to the sockets before the answer.
@@ -88,8 +99,10 @@ _STATUS = {
     "expired": "Cancelled",
     "rejected": "Inactive",
 }
-_READS = frozenset({5, 6, 7, 9, 16, 61, 62, 76, 99})  # request ids that count as "read" for faults
+_READS = frozenset({1, 5, 6, 7, 9, 16, 61, 62, 76, 99})  # request ids that count as "read" for faults
 _PACING_TEXT = "Max rate of messages per second has been exceeded:max=50 rec=51 (1)"
+_NO_SECDEF = "No security definition has been found for the request"
+MarketData = Literal["live", "delayed", "none"]
 
 
 # -- contracts ------------------------------------------------------------------------------------
@@ -220,6 +233,8 @@ class _Conn:
         self.client_id: int | None = None
         self.positions = False  # subscribed to position updates
         self.auto_bind = False
+        self.md_type = 1  # reqMarketDataType: 1 live, 2 frozen, 3 delayed, 4 delayed frozen
+        self.streams: set[int] = set()  # streaming reqMktData ids not cancelled yet
         self.closed = False
 
     def send(self, data: bytes) -> None:
@@ -280,6 +295,8 @@ class TwsFront:
                 f"fault_every: unknown fault {sorted(unknown)[0]!r} (429, 503, timeout, malformed, drop)"
             )
         self._placed = 0
+        #: the account's market-data permissions (see the module's docstring); a test hook
+        self.market_data: MarketData = "live"
         instruments = broker.venue.instruments
         self.contracts = {sym: _contract(instruments[sym]) for sym in broker.md.traded}
         self._by_key = {(c.sec_type, c.symbol, c.currency): s for s, c in self.contracts.items()}
@@ -572,6 +589,9 @@ class TwsFront:
             49: lambda c, f: c.send(encode(49, 1, int(time.time()))),
             17: lambda c, f: c.send(encode(15, 1, ",".join(self.accounts))),
             58: self._global_cancel,
+            1: self._market_data_request,
+            2: lambda c, f: c.streams.discard(int(f[2])),
+            59: self._market_data_type,
         }
 
     def _scripted(self) -> _Fault | None:
@@ -1154,6 +1174,56 @@ class TwsFront:
         )
         conn.send(encode(52, 1, req_id))
 
+    # -- market data ------------------------------------------------------------------------------
+    def _market_data_type(self, conn: _Conn, f: list[str]) -> None:
+        """reqMarketDataType: the type later reqMktData calls of this connection ask for."""
+        kind = int(f[2])
+        if kind not in (1, 2, 3, 4):
+            conn.send(
+                self._error(
+                    -1, 321, f"Error validating request:-'bv' : cause - Invalid marketDataType {kind}"
+                )
+            )
+            return
+        conn.md_type = kind
+
+    def _market_data_request(self, conn: _Conn, f: list[str]) -> None:
+        """reqMktData (version 11): reqId, the contract (conId .. tradingClass, with primaryExchange),
+        the delta-neutral flag (+ conId, delta, price when set), genericTickList, snapshot,
+        regulatorySnapshot, mktDataOptions. Answered with the core's latest quote (tick types:
+        https://interactivebrokers.github.io/tws-api/tick_types.html)."""
+        req_id = int(f[2])
+        con_id, symbol, sec_type, currency = int(f[3] or 0), f[4], f[5], f[12]
+        rest = f[19:] if f[15] == "1" else f[16:]  # the delta-neutral contract's three fields
+        snapshot = len(rest) > 1 and rest[1] == "1"
+        sym = self._by_conid.get(con_id) if con_id else self._by_key.get((sec_type, symbol, currency))
+        if sym is None:
+            conn.send(self._error(req_id, 200, _NO_SECDEF))
+            return
+        delayed = self.market_data == "delayed"
+        if self.market_data == "none" or (delayed and conn.md_type == 2):
+            conn.send(self._error(req_id, 354, "Requested market data is not subscribed."))
+            return
+        if delayed and conn.md_type == 1:  # live asked, delayed shown (a warning, not a refusal)
+            text = "Requested market data is not subscribed. Displaying delayed market data."
+            conn.send(self._error(req_id, 10167, text))
+        conn.send(encode(58, 1, req_id, 3 if delayed else 1))
+        try:
+            quote = self.broker.latest_quote(sym)["quote"]
+        except BrokerError:  # before the symbol's first bar: no bid or ask to show
+            quote = None
+        if quote is not None:
+            bid_type, ask_type = (66, 67) if delayed else (1, 2)
+            bid_size, ask_size = (69, 70) if delayed else (0, 3)
+            conn.send(encode(1, 6, req_id, bid_type, float(quote["bp"]), float(quote["bs"]), 0))
+            conn.send(encode(2, 6, req_id, bid_size, float(quote["bs"])))
+            conn.send(encode(1, 6, req_id, ask_type, float(quote["ap"]), float(quote["as"]), 0))
+            conn.send(encode(2, 6, req_id, ask_size, float(quote["as"])))
+        if snapshot:
+            conn.send(encode(57, 1, req_id))
+        else:
+            conn.streams.add(req_id)
+
     # -- the HTTP admin side --------------------------------------------------------------------
     async def _http(self, conn: _Conn, head: bytes, reader: asyncio.StreamReader) -> None:
         raw = head + await reader.readuntil(b"\r\n\r\n")
@@ -1413,6 +1483,7 @@ class _Capture:
 
     def __init__(self, conn: _Conn) -> None:
         self.client_id, self.positions, self.auto_bind = conn.client_id, conn.positions, conn.auto_bind
+        self.md_type, self.streams = conn.md_type, conn.streams
         self.closed = False
         self.sent: list[bytes] = []
         self.conn = conn
@@ -1471,7 +1542,7 @@ def _version_range(hello: str) -> tuple[int, int]:
 def _req_id(f: list[str]) -> int:
     """The request id of a read request (-1 for the ones that have none)."""
     msg_id = int(f[0])
-    if msg_id in (7, 9, 62, 76) and len(f) > 2:
+    if msg_id in (1, 7, 9, 62, 76) and len(f) > 2:
         with contextlib.suppress(ValueError):
             return int(f[2])
     return -1
@@ -1486,6 +1557,7 @@ def _price(text: Any) -> float | None:
 
 
 _REQUEST_NAMES = {
+    1: "reqMktData", 2: "cancelMktData", 59: "reqMarketDataType",
     3: "placeOrder", 4: "cancelOrder", 5: "reqOpenOrders", 6: "reqAccountUpdates", 7: "reqExecutions",
     8: "reqIds", 9: "reqContractDetails", 15: "reqAutoOpenOrders", 16: "reqAllOpenOrders",
     17: "reqManagedAccts", 49: "reqCurrentTime", 58: "reqGlobalCancel", 61: "reqPositions",
